@@ -1,0 +1,588 @@
+//! Adapter + device with the adapter's real limits, the pipeline cache, the
+//! buffer pool, dispatch recording (one uniform buffer and one command buffer
+//! per flush) and the async readback used on native and on the web.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::shader::{assemble, find_kernel, Access, KernelSource};
+use super::tensor::{DType, PooledBuffer, Tensor};
+use crate::error::{Error, Result};
+
+/// What the page and the CLI show about the adapter.
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuInfo {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// The adapter offers `shader-f16`.
+    pub shader_f16: bool,
+    /// Kernels use native f16 storage (`shader-f16` present and not disabled).
+    pub native_f16: bool,
+    pub subgroups: bool,
+    pub timestamp_query: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Use `shader-f16` when the adapter has it (otherwise f16 is packed in u32).
+    pub native_f16: bool,
+    /// Ask for a low-power adapter instead of the high-performance one.
+    pub low_power: bool,
+    /// Pretend the adapter allows at most this many bytes per buffer / binding
+    /// (to test the splitting paths on a big adapter). `None`: the adapter's.
+    pub max_binding_override: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { native_f16: true, low_power: false, max_binding_override: None }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PoolStats {
+    /// Bytes held by live tensors.
+    pub live_bytes: u64,
+    /// Bytes of all buffers the pool owns (live + free).
+    pub total_bytes: u64,
+    /// Highest `total_bytes` seen.
+    pub peak_bytes: u64,
+    pub buffers_created: u64,
+    pub dispatches: u64,
+    pub submits: u64,
+}
+
+pub(crate) struct Pool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    stats: PoolStats,
+}
+
+impl Pool {
+    pub(crate) fn release(&mut self, buffer: wgpu::Buffer, bytes: u64) {
+        self.stats.live_bytes -= bytes;
+        self.free.entry(bytes).or_default().push(buffer);
+    }
+}
+
+struct Pipe {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+struct Pending {
+    pipe: Arc<Pipe>,
+    params: Vec<u32>,
+    buffers: Vec<wgpu::Buffer>,
+    groups: [u32; 3],
+    label: String,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: GpuInfo,
+    limits: wgpu::Limits,
+    native_f16: bool,
+    max_binding: u64,
+    pipelines: Mutex<HashMap<String, Arc<Pipe>>>,
+    pool: Arc<Mutex<Pool>>,
+    pending: Mutex<Vec<Pending>>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+/// The GPU: cheap to clone, shared by everything that records work.
+#[derive(Clone)]
+pub struct Gpu(Arc<Inner>);
+
+/// One kernel launch: `workgroups` is a linear count, split over x/y so no
+/// dimension exceeds the adapter's limit; kernels rebuild the linear index as
+/// `wid.x + wid.y * nwg.x` and ignore indices past the count.
+pub struct Dispatch<'a> {
+    pub file: &'static str,
+    pub kernel: &'static str,
+    pub params: Vec<u32>,
+    pub tensors: Vec<&'a Tensor>,
+    pub workgroups: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Gpu {
+    /// Open the default adapter: WebGPU in the browser (never WebGL), natively
+    /// Vulkan / Metal / DX12 (`WGPU_BACKEND` is honoured).
+    pub async fn new(opts: GpuOptions) -> Result<Gpu> {
+        #[cfg(target_arch = "wasm32")]
+        let desc = wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::BROWSER_WEBGPU,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: if opts.low_power {
+                    wgpu::PowerPreference::LowPower
+                } else {
+                    wgpu::PowerPreference::HighPerformance
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let afeat = adapter.features();
+        let mut features = wgpu::Features::empty();
+        let shader_f16 = afeat.contains(wgpu::Features::SHADER_F16);
+        let native_f16 = shader_f16 && opts.native_f16;
+        if native_f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        let subgroups = afeat.contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        let timestamp_query = afeat.contains(wgpu::Features::TIMESTAMP_QUERY);
+        if timestamp_query {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        // The adapter's real limits, not wgpu's conservative defaults.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("sd-webgpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+        let error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let e2 = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = lock(&e2);
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
+        let e3 = error.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut slot = lock(&e3);
+            *slot = Some(format!("GPU device lost ({reason:?}): {msg}"));
+        });
+        let ai = adapter.get_info();
+        let max_binding = opts
+            .max_binding_override
+            .unwrap_or(u64::MAX)
+            .min(limits.max_storage_buffer_binding_size as u64)
+            .min(limits.max_buffer_size);
+        let info = GpuInfo {
+            name: ai.name.clone(),
+            backend: format!("{:?}", ai.backend),
+            device_type: format!("{:?}", ai.device_type),
+            driver: format!("{} {}", ai.driver, ai.driver_info).trim().to_string(),
+            shader_f16,
+            native_f16,
+            subgroups,
+            timestamp_query,
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+        };
+        Ok(Gpu(Arc::new(Inner {
+            device,
+            queue,
+            info,
+            limits,
+            native_f16,
+            max_binding,
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Arc::new(Mutex::new(Pool { free: HashMap::new(), stats: PoolStats::default() })),
+            pending: Mutex::new(Vec::new()),
+            error,
+        })))
+    }
+
+    pub fn info(&self) -> &GpuInfo {
+        &self.0.info
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.0.limits
+    }
+    pub fn native_f16(&self) -> bool {
+        self.0.native_f16
+    }
+    pub fn device(&self) -> &wgpu::Device {
+        &self.0.device
+    }
+    /// Largest buffer a kernel may bind (the smaller of max buffer and binding size).
+    pub fn max_binding(&self) -> u64 {
+        self.0.max_binding
+    }
+    pub fn pool_stats(&self) -> PoolStats {
+        lock(&self.0.pool).stats
+    }
+    /// Drop every free buffer of the pool.
+    pub fn trim_pool(&self) {
+        let mut p = lock(&self.0.pool);
+        let mut freed = 0;
+        for (bytes, v) in p.free.drain() {
+            for b in v {
+                b.destroy();
+                freed += bytes;
+            }
+        }
+        p.stats.total_bytes -= freed;
+    }
+
+    fn take_error(&self) -> Result<()> {
+        match lock(&self.0.error).take() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// An uninitialised tensor from the pool.
+    pub fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let numel: usize = shape.iter().product();
+        if numel == 0 {
+            return crate::error::shape_err("alloc", format!("tensor of shape {shape:?} is empty"));
+        }
+        // Round to 256 bytes so similar shapes share buffers.
+        let bytes = dtype.buffer_bytes(numel).div_ceil(256) * 256;
+        if bytes > self.0.max_binding {
+            return Err(Error::Limit {
+                what: format!("a {} tensor of shape {shape:?}", dtype.name()),
+                needed: bytes,
+                limit: self.0.max_binding,
+                limit_name: "maxStorageBufferBindingSize / maxBufferSize",
+            });
+        }
+        let mut pool = lock(&self.0.pool);
+        let reused = pool.free.get_mut(&bytes).and_then(|v| v.pop());
+        let buffer = match reused {
+            Some(b) => b,
+            None => {
+                pool.stats.total_bytes += bytes;
+                pool.stats.buffers_created += 1;
+                pool.stats.peak_bytes = pool.stats.peak_bytes.max(pool.stats.total_bytes);
+                self.0.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("tensor"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        pool.stats.live_bytes += bytes;
+        drop(pool);
+        let pb = Arc::new(PooledBuffer { buffer, bytes, pool: self.0.pool.clone() });
+        Ok(Tensor::new(pb, shape.to_vec(), dtype))
+    }
+
+    /// Upload bytes already in the tensor's storage format.
+    pub fn upload_raw(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor> {
+        let t = self.empty(shape, dtype)?;
+        let want = dtype.buffer_bytes(t.numel()) as usize;
+        let raw_len = match dtype {
+            DType::F16 => 2 * t.numel(),
+            _ => want,
+        };
+        if bytes.len() != raw_len {
+            return Err(Error::DataLength { shape: shape.to_vec(), expected: raw_len, got: bytes.len() });
+        }
+        // Work recorded earlier may still read a recycled buffer: submit it first.
+        self.flush()?;
+        if bytes.len() % 4 == 0 {
+            self.0.queue.write_buffer(t.buffer(), 0, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(want, 0);
+            self.0.queue.write_buffer(t.buffer(), 0, &padded);
+        }
+        Ok(t)
+    }
+
+    /// Upload f32 data, converted to `dtype` (f32 or f16).
+    pub fn upload(&self, shape: &[usize], dtype: DType, data: &[f32]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if data.len() != n {
+            return Err(Error::DataLength { shape: shape.to_vec(), expected: n, got: data.len() });
+        }
+        match dtype {
+            DType::F32 => self.upload_raw(shape, dtype, bytemuck::cast_slice(data)),
+            DType::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                self.upload_raw(shape, dtype, bytemuck::cast_slice(&h))
+            }
+            DType::U32 => Err(Error::Unsupported { op: "upload", detail: "use upload_u32 for u32 tensors".into() }),
+        }
+    }
+
+    pub fn upload_u32(&self, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        self.upload_raw(shape, DType::U32, bytemuck::cast_slice(data))
+    }
+
+    fn pipeline(&self, k: &KernelSource, dtypes: &[DType]) -> Result<Arc<Pipe>> {
+        let key = format!("{}:{}:{:?}:{}", k.file, k.name, dtypes, self.0.native_f16);
+        if let Some(p) = lock(&self.0.pipelines).get(&key) {
+            return Ok(p.clone());
+        }
+        let src = assemble(k, dtypes, self.0.native_f16)?;
+        let dev = &self.0.device;
+        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&key),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, b) in k.bindings.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: b.access == Access::Read },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&key),
+            entries: &entries,
+        });
+        let pl = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&key),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let p = Arc::new(Pipe { pipeline, layout });
+        lock(&self.0.pipelines).insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Split a linear workgroup count over x and y.
+    pub fn split_workgroups(&self, count: u64) -> Result<[u32; 3]> {
+        let maxd = self.0.limits.max_compute_workgroups_per_dimension.max(1) as u64;
+        if count == 0 {
+            return Ok([0, 1, 1]);
+        }
+        let x = count.min(maxd);
+        let y = count.div_ceil(x);
+        if y > maxd {
+            return Err(Error::Limit {
+                what: "a dispatch".into(),
+                needed: count,
+                limit: maxd * maxd,
+                limit_name: "maxComputeWorkgroupsPerDimension²",
+            });
+        }
+        Ok([x as u32, y as u32, 1])
+    }
+
+    /// Record one dispatch; it runs at the next flush (in recording order).
+    pub fn dispatch(&self, d: Dispatch<'_>) -> Result<()> {
+        let k = find_kernel(d.file, d.kernel)?;
+        if k.bindings.len() != d.tensors.len() {
+            return Err(Error::Shader(
+                d.file.into(),
+                format!("kernel {} takes {} tensors, {} given", d.kernel, k.bindings.len(), d.tensors.len()),
+            ));
+        }
+        let dtypes: Vec<DType> = d.tensors.iter().map(|t| t.dtype()).collect();
+        let pipe = self.pipeline(&k, &dtypes)?;
+        let groups = self.split_workgroups(d.workgroups)?;
+        let buffers = d.tensors.iter().map(|t| t.buffer().clone()).collect();
+        lock(&self.0.pending).push(Pending {
+            pipe,
+            params: d.params,
+            buffers,
+            groups,
+            label: format!("{}:{}", d.file, d.kernel),
+        });
+        Ok(())
+    }
+
+    /// Record a map kernel (one output element per invocation, pairs for f16):
+    /// `params` follow `numel` in the kernel's `Params`.
+    pub fn map(
+        &self,
+        file: &'static str,
+        kernel: &'static str,
+        params: &[u32],
+        inputs: &[&Tensor],
+        out: &Tensor,
+    ) -> Result<()> {
+        let numel = out.numel() as u64;
+        let threads = if out.dtype() == DType::F16 { numel.div_ceil(2) } else { numel };
+        let mut p = vec![numel as u32];
+        p.extend_from_slice(params);
+        let mut tensors: Vec<&Tensor> = inputs.to_vec();
+        tensors.push(out);
+        self.dispatch(Dispatch {
+            file,
+            kernel,
+            params: p,
+            tensors,
+            workgroups: threads.div_ceil(super::shader::MAP_WG as u64),
+        })
+    }
+
+    /// Submit everything recorded so far as one command buffer.
+    pub fn flush(&self) -> Result<()> {
+        let pending: Vec<Pending> = std::mem::take(&mut *lock(&self.0.pending));
+        if pending.is_empty() {
+            return self.take_error();
+        }
+        let dev = &self.0.device;
+        let align = self.0.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
+        let mut offsets = Vec::with_capacity(pending.len());
+        let mut data: Vec<u8> = Vec::new();
+        for p in &pending {
+            let off = data.len().div_ceil(align) * align;
+            data.resize(off, 0);
+            offsets.push(off as u64);
+            data.extend_from_slice(bytemuck::cast_slice(&p.params));
+            let padded = (data.len() - off).max(16).div_ceil(16) * 16;
+            data.resize(off + padded, 0);
+        }
+        let ubuf = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: data.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.0.queue.write_buffer(&ubuf, 0, &data);
+        let groups: Vec<wgpu::BindGroup> = pending
+            .iter()
+            .zip(&offsets)
+            .map(|(p, &off)| {
+                let size = (p.params.len() * 4).max(16).div_ceil(16) as u64 * 16;
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &ubuf,
+                        offset: off,
+                        size: std::num::NonZeroU64::new(size),
+                    }),
+                }];
+                for (i, b) in p.buffers.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: b.as_entire_binding(),
+                    });
+                }
+                dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&p.label),
+                    layout: &p.pipe.layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("ops"),
+                timestamp_writes: None,
+            });
+            for (p, g) in pending.iter().zip(&groups) {
+                if p.groups[0] == 0 {
+                    continue;
+                }
+                pass.set_pipeline(&p.pipe.pipeline);
+                pass.set_bind_group(0, g, &[]);
+                pass.dispatch_workgroups(p.groups[0], p.groups[1], p.groups[2]);
+            }
+        }
+        self.0.queue.submit(Some(enc.finish()));
+        {
+            let mut pool = lock(&self.0.pool);
+            pool.stats.dispatches += pending.len() as u64;
+            pool.stats.submits += 1;
+        }
+        self.take_error()
+    }
+
+    /// Wait until the GPU finished everything submitted (native: blocks; web: a readback).
+    pub async fn sync(&self) -> Result<()> {
+        self.flush()?;
+        let t = self.empty(&[1], DType::F32)?;
+        self.read_bytes(&t).await.map(|_| ())
+    }
+
+    /// Read a tensor's raw storage bytes.
+    pub async fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        self.flush()?;
+        let dev = &self.0.device;
+        let size = t.bytes();
+        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, size);
+        self.0.queue.submit(Some(enc.finish()));
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("the GPU dropped the map request".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = {
+            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            view.to_vec()
+        };
+        staging.unmap();
+        staging.destroy();
+        self.take_error()?;
+        Ok(out)
+    }
+
+    /// Read a tensor as f32 (f16 storage is widened).
+    pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(t).await?;
+        let n = t.numel();
+        Ok(match t.dtype() {
+            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..n].to_vec(),
+            DType::F16 => bytemuck::cast_slice::<u8, half::f16>(&bytes)[..n].iter().map(|h| h.to_f32()).collect(),
+            DType::U32 => bytemuck::cast_slice::<u8, u32>(&bytes)[..n].iter().map(|&u| u as f32).collect(),
+        })
+    }
+}

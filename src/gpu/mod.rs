@@ -1,0 +1,9 @@
+//! GPU runtime: device, limits, tensors, buffer pool, pipeline cache, readback.
+//! Knows nothing about Stable Diffusion.
+mod context;
+mod shader;
+mod tensor;
+
+pub use context::{Dispatch, Gpu, GpuInfo, GpuOptions, PoolStats};
+pub use shader::{assemble, kernel_list, shader_files, Access, Binding};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,17 @@
+//! sd-webgpu: Stable Diffusion 1.x with WGSL compute shaders, in the browser through
+//! WebGPU and natively through wgpu.
+//!
+//! Layers: [`gpu`] (device, tensors, pipelines; knows nothing of SD) → [`ops`]
+//! (one module per shader family) → models and pipeline; [`reference`] holds
+//! naive CPU versions of every op for the tests; `web` is the only wasm-bindgen layer.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod reference;
+pub mod selftest;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use error::{Error, Result};

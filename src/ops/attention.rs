@@ -1,0 +1,37 @@
+use crate::error::{shape_err, Result};
+use crate::gpu::{Dispatch, Gpu, Tensor};
+
+use super::{f, u, Out};
+
+/// Largest head dim the kernel keeps in workgroup memory (shaders/attention.wgsl MAXD).
+pub const MAX_HEAD_DIM: usize = 512;
+
+/// softmax(scale·Q·Kᵀ [+ causal mask]) · V per head, flash-style.
+/// q [B, Sq, H·D], k and v [B, Sk, H·D] -> [B, Sq, H·D].
+pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, causal: bool, scale: f32) -> Result<Tensor> {
+    let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+    if qs.len() != 3 || ks.len() != 3 || ks != vs || qs[0] != ks[0] || qs[2] != ks[2] {
+        return shape_err("attention", format!("q {qs:?}, k {ks:?}, v {vs:?}: need [B, Sq, C], [B, Sk, C], [B, Sk, C]"));
+    }
+    let (b, sq, c) = (qs[0], qs[1], qs[2]);
+    let sk = ks[1];
+    if heads == 0 || c % heads != 0 {
+        return shape_err("attention", format!("{heads} heads do not divide {c} channels (q {qs:?})"));
+    }
+    let d = c / heads;
+    if d > MAX_HEAD_DIM {
+        return shape_err("attention", format!("head dim {d} > {MAX_HEAD_DIM}"));
+    }
+    let out = Out::new(gpu, qs, q.dtype(), d % 2 == 0)?;
+    gpu.dispatch(Dispatch {
+        file: "attention.wgsl",
+        kernel: "attention",
+        params: vec![
+            u(b), u(heads), u(sq), u(sk), u(d), u(sq * c), u(c), u(sk * c), u(c), u(sk * c), u(c), 0, 0, 0,
+            causal as u32, f(scale),
+        ],
+        tensors: vec![q, k, v, &out.t],
+        workgroups: (b * heads * sq) as u64,
+    })?;
+    out.finish(gpu)
+}

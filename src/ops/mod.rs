@@ -1,0 +1,49 @@
+//! Ops: shape checks + one recorded dispatch per kernel (see shaders/*.wgsl).
+//! Every op returns a new tensor in the dtype of its main input.
+mod attention;
+mod elementwise;
+mod embedding;
+mod gemm;
+mod layout;
+mod norm;
+mod softmax;
+
+pub use attention::attention;
+pub use elementwise::{add, add_bcast, affine, cast, gelu, geglu, mul, quick_gelu, silu, unary, Act};
+pub use embedding::{timestep_embedding, timestep_freqs, token_position_embedding};
+pub use gemm::{conv2d, linear, matmul, Conv2d};
+pub use layout::{concat_channels, transpose_last2, upsample_nearest2x};
+pub use norm::{group_norm, layer_norm};
+pub use softmax::softmax;
+
+use crate::error::Result;
+use crate::gpu::{DType, Gpu, Tensor};
+
+/// Output of a kernel that writes f16 in pairs of adjacent elements. When the
+/// pairs would not start on even indices and f16 is packed (no `shader-f16`),
+/// the kernel writes an f32 temporary that `finish` casts.
+pub(crate) struct Out {
+    pub t: Tensor,
+    want: DType,
+}
+
+impl Out {
+    pub fn new(gpu: &Gpu, shape: &[usize], dtype: DType, pairs_aligned: bool) -> Result<Out> {
+        let kd = if dtype == DType::F16 && !gpu.native_f16() && !pairs_aligned { DType::F32 } else { dtype };
+        Ok(Out { t: gpu.empty(shape, kd)?, want: dtype })
+    }
+    pub fn finish(self, gpu: &Gpu) -> Result<Tensor> {
+        if self.t.dtype() == self.want {
+            Ok(self.t)
+        } else {
+            cast(gpu, &self.t, self.want)
+        }
+    }
+}
+
+pub(crate) fn u(v: usize) -> u32 {
+    v as u32
+}
+pub(crate) fn f(v: f32) -> u32 {
+    v.to_bits()
+}

@@ -1,0 +1,60 @@
+use crate::error::{shape_err, Result};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
+
+use super::{f, u};
+
+fn row_stats(gpu: &Gpu, x: &Tensor, rows: usize, len: usize, eps: f32) -> Result<Tensor> {
+    let stats = gpu.empty(&[rows, 2], DType::F32)?;
+    gpu.dispatch(Dispatch {
+        file: "norm.wgsl",
+        kernel: "row_stats",
+        params: vec![u(rows), u(len), f(eps)],
+        tensors: vec![x, &stats],
+        workgroups: rows as u64,
+    })?;
+    Ok(stats)
+}
+
+fn check_affine(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, c: usize) -> Result<()> {
+    if gamma.shape() != [c] || beta.shape() != [c] {
+        return shape_err(op, format!("x {:?}: weight {:?} and bias {:?} must be [{c}]", x.shape(), gamma.shape(), beta.shape()));
+    }
+    Ok(())
+}
+
+/// Group norm over x [N, C, ...] with `groups` groups, optional fused SiLU.
+pub fn group_norm(gpu: &Gpu, x: &Tensor, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f32, silu: bool) -> Result<Tensor> {
+    if x.rank() < 2 {
+        return shape_err("group_norm", format!("x {:?} needs rank >= 2", x.shape()));
+    }
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    if groups == 0 || c % groups != 0 {
+        return shape_err("group_norm", format!("{c} channels of x {:?} are not divisible into {groups} groups", x.shape()));
+    }
+    check_affine("group_norm", x, gamma, beta, c)?;
+    let hw: usize = x.shape()[2..].iter().product();
+    let stats = row_stats(gpu, x, n * groups, (c / groups) * hw, eps)?;
+    let y = gpu.empty(x.shape(), x.dtype())?;
+    gpu.map(
+        "norm.wgsl",
+        "group_norm_apply",
+        &[u(c), u(hw), u(groups), silu as u32],
+        &[x, &stats, gamma, beta],
+        &y,
+    )?;
+    Ok(y)
+}
+
+/// Layer norm over the last dim of x [..., D].
+pub fn layer_norm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    let d = x.dim(-1);
+    if d == 0 {
+        return shape_err("layer_norm", format!("x {:?}", x.shape()));
+    }
+    check_affine("layer_norm", x, gamma, beta, d)?;
+    let rows = x.numel() / d;
+    let stats = row_stats(gpu, x, rows, d, eps)?;
+    let y = gpu.empty(x.shape(), x.dtype())?;
+    gpu.map("norm.wgsl", "layer_norm_apply", &[u(d)], &[x, &stats, gamma, beta], &y)?;
+    Ok(y)
+}

@@ -1,0 +1,315 @@
+//! Kernel checks against the CPU reference on seeded random inputs with awkward
+//! shapes. Shared by the test suites (native and browser) and the page's self-test.
+use crate::error::Result;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::ops::{self, Act, Conv2d};
+use crate::reference as r;
+
+/// Result of comparing one kernel output with its reference.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Check {
+    pub kernel: String,
+    pub case: String,
+    pub dtype: &'static str,
+    pub max_abs_err: f64,
+    pub max_abs_ref: f64,
+    /// max_abs_err / max(|ref|)
+    pub rel_err: f64,
+    pub tol: f64,
+    pub worst_index: usize,
+    pub worst_got: f32,
+    pub worst_want: f32,
+    pub pass: bool,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {:<18} {:<40} {} rel_err={:.3e} (tol {:.0e}) max_abs_err={:.3e} worst[{}]: got {} want {}",
+            if self.pass { "PASS" } else { "FAIL" },
+            self.kernel,
+            self.case,
+            self.dtype,
+            self.rel_err,
+            self.tol,
+            self.max_abs_err,
+            self.worst_index,
+            self.worst_got,
+            self.worst_want
+        )
+    }
+}
+
+/// Deterministic uniform numbers (SplitMix64).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)).collect()
+    }
+}
+
+/// Round values to what `dtype` storage keeps.
+pub fn quantize(v: &mut [f32], dtype: DType) {
+    if dtype == DType::F16 {
+        for x in v.iter_mut() {
+            *x = half::f16::from_f32(*x).to_f32();
+        }
+    }
+}
+
+/// Names of the kernels checked by [`run`].
+pub const KERNELS: &[&str] = &[
+    "unary", "binary", "geglu", "concat_channels", "upsample2x", "transpose", "token_position", "timestep",
+    "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "dispatch_split",
+];
+
+struct Ctx<'a> {
+    gpu: &'a Gpu,
+    dtype: DType,
+    rng: Rng,
+    out: Vec<Check>,
+}
+
+impl Ctx<'_> {
+    fn input(&mut self, shape: &[usize], lo: f32, hi: f32) -> Result<(Tensor, Vec<f32>)> {
+        let n: usize = shape.iter().product();
+        let mut v = self.rng.vec(n, lo, hi);
+        quantize(&mut v, self.dtype);
+        Ok((self.gpu.upload(shape, self.dtype, &v)?, v))
+    }
+
+    async fn compare(&mut self, kernel: &str, case: &str, t: &Tensor, want: &[f32], tol_f32: f64) -> Result<()> {
+        let got = self.gpu.read(t).await?;
+        let tol = if self.dtype == DType::F16 { tol_f32.max(2e-3) } else { tol_f32 };
+        let mut c = compare(kernel, case, self.dtype, &got, want, tol);
+        if got.len() != want.len() {
+            c.pass = false;
+            c.case = format!("{case} (length {} != {})", got.len(), want.len());
+        }
+        self.out.push(c);
+        Ok(())
+    }
+}
+
+/// Compare `got` with `want`: error relative to max |want|, worst element located.
+pub fn compare(kernel: &str, case: &str, dtype: DType, got: &[f32], want: &[f32], tol: f64) -> Check {
+    let max_ref = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+    let (mut worst, mut wi) = (0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w as f64).abs();
+        if e > worst || e.is_nan() {
+            worst = if e.is_nan() { f64::INFINITY } else { e };
+            wi = i;
+        }
+    }
+    let rel = worst / max_ref.max(1e-12);
+    Check {
+        kernel: kernel.into(),
+        case: case.into(),
+        dtype: dtype.name(),
+        max_abs_err: worst,
+        max_abs_ref: max_ref,
+        rel_err: rel,
+        tol,
+        worst_index: wi,
+        worst_got: got.get(wi).copied().unwrap_or(f32::NAN),
+        worst_want: want.get(wi).copied().unwrap_or(f32::NAN),
+        pass: rel <= tol,
+    }
+}
+
+/// Run the checks of one kernel with tensors stored as `dtype`.
+pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
+    let mut c = Ctx { gpu, dtype, rng: Rng::new(0x5D_0000 + kernel.len() as u64), out: Vec::new() };
+    match kernel {
+        "unary" => {
+            let (x, xv) = c.input(&[1001, 999], -6.0, 6.0)?;
+            for (name, a) in [("silu", Act::Silu), ("gelu", Act::Gelu), ("quick_gelu", Act::QuickGelu), ("copy", Act::None)] {
+                let y = ops::unary(gpu, &x, a)?;
+                c.compare("unary", &format!("{name} [1001, 999]"), &y, &r::unary(&xv, a), 2e-6).await?;
+            }
+            let y = ops::affine(gpu, &x, 0.18215, -0.5)?;
+            c.compare("unary", "affine [1001, 999]", &y, &r::affine(&xv, 0.18215, -0.5), 2e-6).await?;
+            let other = if dtype == DType::F16 { DType::F32 } else { DType::F16 };
+            let y = ops::cast(gpu, &x, other)?;
+            let mut want = xv.clone();
+            quantize(&mut want, other);
+            c.compare("unary", &format!("cast to {} [1001, 999]", other.name()), &y, &want, 1e-3).await?;
+        }
+        "binary" => {
+            let (a, av) = c.input(&[3, 5, 7, 9], -2.0, 2.0)?;
+            let (b, bv) = c.input(&[3, 5, 7, 9], -2.0, 2.0)?;
+            let y = ops::add(gpu, &a, &b, 1.0, 0.7)?;
+            c.compare("binary", "a + 0.7 b [3,5,7,9]", &y, &r::binary(&av, &bv, false, 1, av.len(), 0, 1.0, 0.7), 2e-6).await?;
+            let y = ops::mul(gpu, &a, &b)?;
+            c.compare("binary", "a * b [3,5,7,9]", &y, &r::binary(&av, &bv, true, 1, av.len(), 0, 1.0, 1.0), 2e-6).await?;
+            let (bc, bcv) = c.input(&[5], -2.0, 2.0)?;
+            let y = ops::add_bcast(gpu, &a, &bc)?;
+            c.compare("binary", "a + bias[C] [3,5,7,9]", &y, &r::binary(&av, &bcv, false, 63, 5, 0, 1.0, 1.0), 2e-6).await?;
+            let (bn, bnv) = c.input(&[3, 5], -2.0, 2.0)?;
+            let y = ops::add_bcast(gpu, &a, &bn)?;
+            c.compare("binary", "a + temb[N,C] [3,5,7,9]", &y, &r::binary(&av, &bnv, false, 63, 5, 5, 1.0, 1.0), 2e-6).await?;
+        }
+        "geglu" => {
+            let (x, xv) = c.input(&[2, 7, 26], -4.0, 4.0)?;
+            let y = ops::geglu(gpu, &x)?;
+            c.compare("geglu", "[2,7,26] -> [2,7,13]", &y, &r::geglu(&xv, 13), 2e-6).await?;
+        }
+        "concat_channels" => {
+            let (a, av) = c.input(&[2, 3, 5, 7], -1.0, 1.0)?;
+            let (b, bv) = c.input(&[2, 4, 5, 7], -1.0, 1.0)?;
+            let y = ops::concat_channels(gpu, &a, &b)?;
+            c.compare("concat_channels", "[2,3,5,7] ++ [2,4,5,7]", &y, &r::concat_channels(&av, &bv, 2, 3, 4, 35), 0.0).await?;
+        }
+        "upsample2x" => {
+            let (x, xv) = c.input(&[2, 3, 5, 7], -1.0, 1.0)?;
+            let y = ops::upsample_nearest2x(gpu, &x)?;
+            c.compare("upsample2x", "[2,3,5,7] -> [2,3,10,14]", &y, &r::upsample_nearest2x(&xv, 6, 5, 7), 0.0).await?;
+        }
+        "transpose" => {
+            let (x, xv) = c.input(&[3, 17, 33], -1.0, 1.0)?;
+            let y = ops::transpose_last2(gpu, &x)?;
+            c.compare("transpose", "[3,17,33] -> [3,33,17]", &y, &r::transpose(&xv, 3, 17, 33), 0.0).await?;
+        }
+        "token_position" => {
+            for (vocab, s, ch) in [(1000usize, 77usize, 64usize), (49, 5, 33)] {
+                let ids: Vec<u32> = (0..2 * s).map(|_| (c.rng.next_u64() % vocab as u64) as u32).collect();
+                let idt = gpu.upload_u32(&[2, s], &ids)?;
+                let (tok, tv) = c.input(&[vocab, ch], -1.0, 1.0)?;
+                let (pos, pv) = c.input(&[s + 3, ch], -1.0, 1.0)?;
+                let y = ops::token_position_embedding(gpu, &idt, &tok, &pos)?;
+                let want = r::token_position_embedding(&ids, &tv, &pv, s, ch);
+                c.compare("token_position", &format!("ids [2,{s}] vocab {vocab} C {ch}"), &y, &want, 2e-7).await?;
+            }
+        }
+        "timestep" => {
+            let tv = vec![981.0f32, 500.0, 1.0, 0.0, 999.0];
+            let t = gpu.upload(&[5], DType::F32, &tv)?;
+            for (dim, flip, shift) in [(320usize, true, 0.0f32), (33, false, 1.0), (128, true, 1.0)] {
+                let fv = ops::timestep_freqs(dim, shift);
+                let fr = gpu.upload(&[dim / 2], DType::F32, &fv)?;
+                let y = ops::timestep_embedding(gpu, &t, &fr, dim, flip, dtype)?;
+                let want = r::timestep_embedding(&tv, &fv, dim, flip);
+                c.compare("timestep", &format!("dim {dim} flip {flip} shift {shift}"), &y, &want, 2e-6).await?;
+            }
+        }
+        "group_norm" => {
+            let gb = |c: &mut Ctx, ch: usize| -> Result<_> { Ok((c.input(&[ch], 0.5, 1.5)?, c.input(&[ch], -0.5, 0.5)?)) };
+            for (shape, groups, eps, silu) in [([2usize, 64usize, 5usize, 7usize], 32usize, 1e-5f32, false), ([1, 96, 9, 11], 32, 1e-6, true), ([3, 6, 3, 1], 3, 1e-5, true)] {
+                let (x, xv) = c.input(&shape, -3.0, 5.0)?;
+                let ((g, gv), (b, bv)) = gb(&mut c, shape[1])?;
+                let y = ops::group_norm(gpu, &x, groups, &g, &b, eps, silu)?;
+                let want = r::group_norm(&xv, shape[0], shape[1], shape[2] * shape[3], groups, &gv, &bv, eps, silu);
+                c.compare("group_norm", &format!("{shape:?} G{groups} eps {eps} silu {silu}"), &y, &want, 2e-5).await?;
+            }
+        }
+        "layer_norm" => {
+            for shape in [[3usize, 77, 64], [1, 5, 33], [2, 3, 768]] {
+                let d = shape[2];
+                let (x, xv) = c.input(&shape, -3.0, 5.0)?;
+                let (g, gv) = c.input(&[d], 0.5, 1.5)?;
+                let (b, bv) = c.input(&[d], -0.5, 0.5)?;
+                let y = ops::layer_norm(gpu, &x, &g, &b, 1e-5)?;
+                c.compare("layer_norm", &format!("{shape:?}"), &y, &r::layer_norm(&xv, d, &gv, &bv, 1e-5), 2e-5).await?;
+            }
+        }
+        "softmax" => {
+            for (rows, len, scale) in [(7usize, 77usize, 1.0f32), (3, 1000, 0.125), (5, 3, 2.0)] {
+                let (x, xv) = c.input(&[rows, len], -8.0, 8.0)?;
+                let y = ops::softmax(gpu, &x, scale)?;
+                c.compare("softmax", &format!("[{rows}, {len}] scale {scale}"), &y, &r::softmax(&xv, len, scale), 2e-5).await?;
+            }
+        }
+        "matmul" => {
+            for (batch, m, k, n, bb) in [(3usize, 33usize, 17usize, 45usize, true), (2, 70, 129, 66, false), (1, 1, 5, 2, true)] {
+                let (a, av) = c.input(&[batch, m, k], -1.0, 1.0)?;
+                let bshape: Vec<usize> = if bb { vec![batch, k, n] } else { vec![k, n] };
+                let (b, bv) = c.input(&bshape, -1.0, 1.0)?;
+                let y = ops::matmul(gpu, &a, &b)?;
+                let want = r::matmul(&av, &bv, batch, m, k, n, bb, None, Act::None, None);
+                c.compare("matmul", &format!("[{batch},{m},{k}]·{bshape:?}"), &y, &want, 1e-5).await?;
+            }
+        }
+        "linear" => {
+            for (m, k, n, act, bias, res) in [
+                (154usize, 65usize, 130usize, Act::Gelu, true, true),
+                (77, 64, 33, Act::QuickGelu, true, false),
+                (3, 320, 1280, Act::Silu, true, false),
+                (5, 7, 9, Act::None, false, true),
+            ] {
+                let (x, xv) = c.input(&[m, k], -1.0, 1.0)?;
+                let (w, wv) = c.input(&[n, k], -0.2, 0.2)?;
+                let (bt, btv) = c.input(&[n], -0.5, 0.5)?;
+                let (rt, rtv) = c.input(&[m, n], -1.0, 1.0)?;
+                let y = ops::linear(gpu, &x, &w, bias.then_some(&bt), act, res.then_some(&rt))?;
+                let want = r::linear(&xv, &wv, m, k, n, bias.then_some(&btv[..]), act, res.then_some(&rtv[..]));
+                c.compare("linear", &format!("[{m},{k}]·[{n},{k}]ᵀ {act:?} bias {bias} res {res}"), &y, &want, 1e-5).await?;
+            }
+        }
+        "conv2d" => {
+            // (x shape, cout, k, stride, pad t/l/b/r, act, bias, residual)
+            let cases: [([usize; 4], usize, usize, usize, [usize; 4], Act, bool, bool); 6] = [
+                ([2, 5, 9, 11], 7, 3, 1, [1, 1, 1, 1], Act::None, true, false),
+                ([1, 8, 6, 6], 12, 1, 1, [0, 0, 0, 0], Act::None, true, true),
+                ([1, 4, 9, 9], 6, 3, 2, [1, 1, 1, 1], Act::Silu, true, false),
+                ([1, 4, 8, 8], 6, 3, 2, [0, 0, 1, 1], Act::None, true, false),
+                ([2, 3, 7, 5], 70, 3, 1, [1, 1, 1, 1], Act::None, false, true),
+                ([1, 33, 8, 8], 17, 3, 1, [1, 1, 1, 1], Act::Silu, true, true),
+            ];
+            for (xs, cout, ks, stride, pad, act, bias, res) in cases {
+                let (x, xv) = c.input(&xs, -1.0, 1.0)?;
+                let ws = [cout, xs[1], ks, ks];
+                let (w, wv) = c.input(&ws, -0.3, 0.3)?;
+                let (bt, btv) = c.input(&[cout], -0.5, 0.5)?;
+                let oh = (xs[2] + pad[0] + pad[2] - ks) / stride + 1;
+                let ow = (xs[3] + pad[1] + pad[3] - ks) / stride + 1;
+                let (rt, rtv) = c.input(&[xs[0], cout, oh, ow], -1.0, 1.0)?;
+                let y = ops::conv2d(gpu, &x, &w, bias.then_some(&bt), Conv2d { stride, pad }, act, res.then_some(&rt))?;
+                let (want, _) = r::conv2d(&xv, xs, &wv, ws, bias.then_some(&btv[..]), stride, pad, act, res.then_some(&rtv[..]));
+                c.compare("conv2d", &format!("{xs:?}->{cout} k{ks} s{stride} pad{pad:?} {act:?}"), &y, &want, 1e-5).await?;
+            }
+        }
+        "attention" => {
+            // (batch, sq, sk, heads, head dim, causal)
+            for (b, sq, sk, h, d, causal) in [
+                (2usize, 77usize, 77usize, 4usize, 40usize, true),
+                (2, 64, 77, 2, 80, false),
+                (1, 37, 37, 1, 512, false),
+                (1, 70, 130, 2, 64, false),
+                (2, 9, 5, 3, 160, false),
+                (1, 13, 13, 2, 9, true),
+            ] {
+                let (q, qv) = c.input(&[b, sq, h * d], -1.0, 1.0)?;
+                let (k, kv) = c.input(&[b, sk, h * d], -1.0, 1.0)?;
+                let (v, vv) = c.input(&[b, sk, h * d], -1.0, 1.0)?;
+                let scale = 1.0 / (d as f32).sqrt();
+                let y = ops::attention(gpu, &q, &k, &v, h, causal, scale)?;
+                let want = r::attention(&qv, &kv, &vv, b, sq, sk, h, d, causal, scale);
+                c.compare("attention", &format!("B{b} Sq{sq} Sk{sk} H{h} D{d} causal {causal}"), &y, &want, 2e-5).await?;
+            }
+        }
+        "dispatch_split" => {
+            // More than 65,535 workgroups in one dimension: 256 · 70,000 + 77 elements.
+            let n = 256 * 70_000 + 77;
+            let (x, xv) = c.input(&[n], -4.0, 4.0)?;
+            let y = ops::affine(gpu, &x, 2.0, 1.0)?;
+            c.compare("dispatch_split", &format!("affine over {n} elements"), &y, &r::affine(&xv, 2.0, 1.0), 2e-7).await?;
+        }
+        other => {
+            return Err(crate::Error::Unsupported { op: "selftest", detail: format!("unknown kernel check `{other}`") });
+        }
+    }
+    Ok(c.out)
+}

@@ -1,0 +1,38 @@
+//! Helpers shared by the test files; every test runs under both runners:
+//! native `cargo test` (lavapipe in CI) and `wasm-pack test --headless --chrome`.
+#![allow(dead_code)]
+use sd_webgpu::gpu::{Gpu, GpuOptions};
+
+#[macro_export]
+macro_rules! log {
+    ($($t:tt)*) => {{
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_test::console_log!($($t)*);
+        #[cfg(not(target_arch = "wasm32"))]
+        println!($($t)*);
+    }};
+}
+
+/// Declare an async test for both runners: `gpu_test!(name, async_fn_path);`
+#[macro_export]
+macro_rules! gpu_test {
+    ($name:ident, $body:expr) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        fn $name() {
+            pollster::block_on($body);
+        }
+        #[cfg(target_arch = "wasm32")]
+        #[wasm_bindgen_test::wasm_bindgen_test]
+        async fn $name() {
+            $body.await;
+        }
+    };
+}
+
+pub async fn gpu(native_f16: bool) -> Gpu {
+    match Gpu::new(GpuOptions { native_f16, ..Default::default() }).await {
+        Ok(g) => g,
+        Err(e) => panic!("no GPU for the tests: {e}"),
+    }
+}

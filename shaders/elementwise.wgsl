@@ -1,7 +1,7 @@
 // Elementwise ops. Map kernels: y[i] = compute(i), y is the output.
 //   unary:  x: [n]                     -> y: [n]
 //           op 0 copy (also casts f32<->f16), 1 SiLU, 2 GELU(erf), 3 QuickGELU,
-//           4 affine alpha*x + beta
+//           4 affine alpha*x + beta, 5 clamp to [alpha, beta]
 //   binary: a: [n], b: [n / broadcast] -> y: [n]
 //           b index = (i / inner) % mid + (i / (inner * mid)) * outer_stride
 //           (same shape: inner 1, mid n, outer_stride 0; bias [C] over [N,C,HW]:
@@ -16,6 +16,9 @@ fn compute(i: u32) -> f32 {
     let v = x_ld(i);
     if (P.op == 4u) {
         return P.alpha * v + P.beta;
+    }
+    if (P.op == 5u) {
+        return clamp(v, P.alpha, P.beta);
     }
     return apply_act(v, P.op);
 }

@@ -20,6 +20,8 @@ pub enum Error {
     Readback(String),
     #[error("data for tensor of shape {shape:?} has {got} elements, expected {expected}")]
     DataLength { shape: Vec<usize>, expected: usize, got: usize },
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightError),
     #[error("shader {0}: {1}")]
     Shader(String, String),
 }

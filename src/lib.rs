@@ -8,9 +8,11 @@
 pub mod cli;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod selftest;
+pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

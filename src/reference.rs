@@ -297,3 +297,15 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, sq: usize, sk: usize
     }
     o
 }
+
+pub fn clamp(x: &[f32], lo: f32, hi: f32) -> Vec<f32> {
+    x.iter().map(|&v| v.clamp(lo, hi)).collect()
+}
+
+pub fn slice_channels(x: &[f32], n: usize, c: usize, s: usize, c0: usize, len: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(n * len * s);
+    for i in 0..n {
+        y.extend_from_slice(&x[(i * c + c0) * s..(i * c + c0 + len) * s]);
+    }
+    y
+}

@@ -71,7 +71,7 @@ pub fn quantize(v: &mut [f32], dtype: DType) {
 
 /// Names of the kernels checked by [`run`].
 pub const KERNELS: &[&str] = &[
-    "unary", "binary", "geglu", "concat_channels", "upsample2x", "transpose", "token_position", "timestep",
+    "unary", "binary", "geglu", "concat_channels", "slice_channels", "upsample2x", "transpose", "token_position", "timestep",
     "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "dispatch_split",
 ];
 
@@ -142,6 +142,8 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
             }
             let y = ops::affine(gpu, &x, 0.18215, -0.5)?;
             c.compare("unary", "affine [1001, 999]", &y, &r::affine(&xv, 0.18215, -0.5), 2e-6).await?;
+            let y = ops::clamp(gpu, &x, -30.0, 2.5)?;
+            c.compare("unary", "clamp [-30, 2.5] [1001, 999]", &y, &r::clamp(&xv, -30.0, 2.5), 0.0).await?;
             let other = if dtype == DType::F16 { DType::F32 } else { DType::F16 };
             let y = ops::cast(gpu, &x, other)?;
             let mut want = xv.clone();
@@ -172,6 +174,11 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
             let (b, bv) = c.input(&[2, 4, 5, 7], -1.0, 1.0)?;
             let y = ops::concat_channels(gpu, &a, &b)?;
             c.compare("concat_channels", "[2,3,5,7] ++ [2,4,5,7]", &y, &r::concat_channels(&av, &bv, 2, 3, 4, 35), 0.0).await?;
+        }
+        "slice_channels" => {
+            let (x, xv) = c.input(&[3, 8, 5, 7], -1.0, 1.0)?;
+            let y = ops::slice_channels(gpu, &x, 3, 4)?;
+            c.compare("slice_channels", "[3,8,5,7][:, 3..7]", &y, &r::slice_channels(&xv, 3, 8, 35, 3, 4), 0.0).await?;
         }
         "upsample2x" => {
             let (x, xv) = c.input(&[2, 3, 5, 7], -1.0, 1.0)?;

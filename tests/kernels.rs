@@ -35,6 +35,7 @@ gpu_test!(unary_ops, check("unary"));
 gpu_test!(binary_ops, check("binary"));
 gpu_test!(geglu, check("geglu"));
 gpu_test!(concat_channels, check("concat_channels"));
+gpu_test!(slice_channels, check("slice_channels"));
 gpu_test!(upsample2x, check("upsample2x"));
 gpu_test!(transpose, check("transpose"));
 gpu_test!(token_position_embedding, check("token_position"));

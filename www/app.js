@@ -10,7 +10,7 @@ const fmt = (x) => (x === undefined ? "–" : Number(x).toExponential(2));
 async function showAdapter(sd) {
   const info = JSON.parse(await sd.adapterInfo());
   const rows = [
-    ["name", info.name], ["backend", info.backend], ["type", info.device_type], ["driver", info.driver || "–"],
+    ["name", info.name || "(not exposed by this browser)"], ["backend", info.backend], ["type", info.device_type], ["driver", info.driver || "–"],
     ["shader-f16", info.shader_f16 ? "yes" : "no (f16 stored packed in u32)"], ["subgroups", info.subgroups ? "yes" : "no"],
     ["max buffer", `${(info.max_buffer_size / 2 ** 20).toFixed(0)} MiB`],
     ["max storage binding", `${(info.max_storage_buffer_binding_size / 2 ** 20).toFixed(0)} MiB`],

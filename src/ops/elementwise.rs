@@ -42,6 +42,10 @@ pub fn quick_gelu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
 pub fn affine(gpu: &Gpu, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     unary_raw(gpu, x, 4, alpha, beta, x.dtype())
 }
+/// Clamp to [lo, hi].
+pub fn clamp(gpu: &Gpu, x: &Tensor, lo: f32, hi: f32) -> Result<Tensor> {
+    unary_raw(gpu, x, 5, lo, hi, x.dtype())
+}
 /// Copy into another float dtype.
 pub fn cast(gpu: &Gpu, x: &Tensor, dtype: DType) -> Result<Tensor> {
     if dtype == DType::U32 {

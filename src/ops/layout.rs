@@ -48,3 +48,16 @@ pub fn transpose_last2(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
     gpu.map("layout.wgsl", "transpose", &[u(r), u(c)], &[x], &y)?;
     Ok(y)
 }
+
+/// x [N, C, ...] -> x[:, c0 .. c0 + len, ...]
+pub fn slice_channels(gpu: &Gpu, x: &Tensor, c0: usize, len: usize) -> Result<Tensor> {
+    if x.rank() < 2 || len == 0 || c0 + len > x.shape()[1] {
+        return shape_err("slice_channels", format!("channels {c0}..{} of {:?}", c0 + len, x.shape()));
+    }
+    let s: usize = x.shape()[2..].iter().product();
+    let mut shape = x.shape().to_vec();
+    shape[1] = len;
+    let y = gpu.empty(&shape, x.dtype())?;
+    gpu.map("layout.wgsl", "slice_channels", &[u(x.shape()[1]), u(c0), u(len), u(s)], &[x], &y)?;
+    Ok(y)
+}

@@ -9,10 +9,10 @@ mod norm;
 mod softmax;
 
 pub use attention::attention;
-pub use elementwise::{add, add_bcast, affine, cast, gelu, geglu, mul, quick_gelu, silu, unary, Act};
+pub use elementwise::{add, add_bcast, affine, cast, clamp, gelu, geglu, mul, quick_gelu, silu, unary, Act};
 pub use embedding::{timestep_embedding, timestep_freqs, token_position_embedding};
 pub use gemm::{conv2d, linear, matmul, Conv2d};
-pub use layout::{concat_channels, transpose_last2, upsample_nearest2x};
+pub use layout::{concat_channels, slice_channels, transpose_last2, upsample_nearest2x};
 pub use norm::{group_norm, layer_norm};
 pub use softmax::softmax;
 

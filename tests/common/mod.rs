@@ -1,6 +1,8 @@
 //! Helpers shared by the test files; every test runs under both runners:
 //! native `cargo test` (lavapipe in CI) and `wasm-pack test --headless --chrome`.
 #![allow(dead_code)]
+pub mod fixtures;
+
 use sd_webgpu::gpu::{Gpu, GpuOptions};
 
 #[macro_export]

@@ -1,0 +1,185 @@
+//! Component configs, read from diffusers' `config.json` (defaults = SD-1.5's).
+use serde::Deserialize;
+
+use crate::weights::WeightError;
+
+fn parse<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, WeightError> {
+    serde_json::from_str(text).map_err(|e| WeightError::Config { file: file.into(), detail: format!("bad config: {e}") })
+}
+
+/// `attention_head_dim` / `num_attention_heads`: one number or one per block.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PerBlock {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl PerBlock {
+    pub fn get(&self, i: usize) -> usize {
+        match self {
+            PerBlock::One(v) => *v,
+            PerBlock::Each(v) => v.get(i).copied().unwrap_or(*v.last().unwrap_or(&8)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct UnetConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub layers_per_block: usize,
+    pub attention_head_dim: PerBlock,
+    pub num_attention_heads: Option<PerBlock>,
+    pub cross_attention_dim: usize,
+    pub norm_num_groups: usize,
+    pub norm_eps: f32,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f32,
+    pub downsample_padding: usize,
+    pub use_linear_projection: bool,
+    pub transformer_layers_per_block: usize,
+    pub sample_size: usize,
+    pub act_fn: String,
+}
+
+impl Default for UnetConfig {
+    /// Stable Diffusion 1.5.
+    fn default() -> Self {
+        UnetConfig {
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: vec![320, 640, 1280, 1280],
+            down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"].map(String::from).to_vec(),
+            up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"].map(String::from).to_vec(),
+            layers_per_block: 2,
+            attention_head_dim: PerBlock::One(8),
+            num_attention_heads: None,
+            cross_attention_dim: 768,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            downsample_padding: 1,
+            use_linear_projection: false,
+            transformer_layers_per_block: 1,
+            sample_size: 64,
+            act_fn: "silu".into(),
+        }
+    }
+}
+
+impl UnetConfig {
+    pub fn from_json(file: &str, text: &str) -> Result<Self, WeightError> {
+        let c: UnetConfig = parse(file, text)?;
+        let n = c.block_out_channels.len();
+        if n == 0 || c.down_block_types.len() != n || c.up_block_types.len() != n {
+            return Err(WeightError::Config { file: file.into(), detail: "block_out_channels, down_block_types and up_block_types must have the same non-zero length".into() });
+        }
+        if c.act_fn != "silu" {
+            return Err(WeightError::Config { file: file.into(), detail: format!("act_fn {} is not supported (SD 1.x uses silu)", c.act_fn) });
+        }
+        Ok(c)
+    }
+    /// Heads per block, as diffusers reads SD 1.x configs (`attention_head_dim` is the head count there).
+    pub fn heads(&self, block: usize) -> usize {
+        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(block)
+    }
+    /// Number of 2× downsamplings (latent sizes must be multiples of 2^this).
+    pub fn downsamplings(&self) -> usize {
+        self.block_out_channels.len() - 1
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct VaeConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub scaling_factor: f32,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        VaeConfig {
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            scaling_factor: 0.18215,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+        }
+    }
+}
+
+impl VaeConfig {
+    pub fn from_json(file: &str, text: &str) -> Result<Self, WeightError> {
+        let c: VaeConfig = parse(file, text)?;
+        if c.block_out_channels.is_empty() {
+            return Err(WeightError::Config { file: file.into(), detail: "block_out_channels is empty".into() });
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ClipConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub layer_norm_eps: f32,
+    pub hidden_act: String,
+    pub pad_token_id: u32,
+    pub bos_token_id: u32,
+    pub eos_token_id: u32,
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        ClipConfig {
+            vocab_size: 49408,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 77,
+            layer_norm_eps: 1e-5,
+            hidden_act: "quick_gelu".into(),
+            pad_token_id: 49407,
+            bos_token_id: 49406,
+            eos_token_id: 49407,
+        }
+    }
+}
+
+impl ClipConfig {
+    pub fn from_json(file: &str, text: &str) -> Result<Self, WeightError> {
+        let c: ClipConfig = parse(file, text)?;
+        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+            return Err(WeightError::Config { file: file.into(), detail: format!("{} heads do not divide hidden size {}", c.num_attention_heads, c.hidden_size) });
+        }
+        if !matches!(c.hidden_act.as_str(), "quick_gelu" | "gelu") {
+            return Err(WeightError::Config { file: file.into(), detail: format!("hidden_act {} is not supported", c.hidden_act) });
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,175 @@
+//! The three networks of Stable Diffusion 1.x, composed of ops, with diffusers' names.
+pub mod blocks;
+pub mod clip;
+pub mod config;
+pub mod nn;
+pub mod unet;
+pub mod vae;
+
+use clip::ClipTextModel;
+use config::{ClipConfig, UnetConfig, VaeConfig};
+use nn::{Ctx, Vb};
+use unet::Unet;
+use vae::Vae;
+
+use crate::gpu::{DType, Gpu};
+use crate::weights::keymap::{UnetLayout, VaeLayout};
+use crate::weights::{Layout, Loader, Spec, Weights};
+
+pub const COMPONENTS: [&str; 3] = ["text_encoder", "unet", "vae"];
+
+#[derive(Clone, Debug, Default)]
+pub struct Configs {
+    pub unet: UnetConfig,
+    pub vae: VaeConfig,
+    pub clip: ClipConfig,
+}
+
+impl Configs {
+    /// Layout of an original single-file checkpoint with these configs.
+    pub fn single_file_layout(&self) -> Layout {
+        Layout::SingleFile {
+            unet: UnetLayout {
+                layers_per_block: self.unet.layers_per_block,
+                down_attn: self.unet.down_block_types.iter().map(|t| t.contains("CrossAttn")).collect(),
+                up_attn: self.unet.up_block_types.iter().map(|t| t.contains("CrossAttn")).collect(),
+            },
+            vae: VaeLayout { levels: self.vae.block_out_channels.len() },
+        }
+    }
+}
+
+/// The networks (structure only) plus their weights on the GPU.
+pub struct StableDiffusion {
+    pub cfg: Configs,
+    pub clip: ClipTextModel,
+    pub unet: Unet,
+    pub vae: Vae,
+    pub weights: Weights,
+    pub dtype: DType,
+    /// Non-fatal notes from loading (unexpected tensors).
+    pub warnings: Vec<String>,
+}
+
+/// Build the networks and list every weight they need.
+pub fn build(cfg: &Configs) -> (ClipTextModel, Unet, Vae, Vec<Spec>) {
+    let vc = Vb::root("text_encoder");
+    let clip = ClipTextModel::new(&vc, &cfg.clip);
+    let vu = Vb::root("unet");
+    let unet = Unet::new(&vu, &cfg.unet);
+    let vv = Vb::root("vae");
+    let vae = Vae::new(&vv, &cfg.vae);
+    let mut specs = vc.specs();
+    specs.extend(vu.specs());
+    specs.extend(vv.specs());
+    (clip, unet, vae, specs)
+}
+
+impl StableDiffusion {
+    /// A loader for the weights of `components` (subset of [`COMPONENTS`]).
+    pub fn loader(gpu: &Gpu, cfg: &Configs, dtype: DType, components: &[&str]) -> Loader {
+        let (_, _, _, specs) = build(cfg);
+        let specs = specs.into_iter().filter(|s| components.iter().any(|c| s.name.starts_with(&format!("{c}/")))).collect();
+        Loader::new(gpu, dtype, specs)
+    }
+
+    /// Assemble from a finished loader.
+    pub fn from_loader(cfg: Configs, dtype: DType, loader: Loader) -> crate::Result<StableDiffusion> {
+        let (weights, warnings) = loader.finish()?;
+        let (clip, unet, vae, _) = build(&cfg);
+        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtype, warnings })
+    }
+
+    pub fn ctx<'a>(&'a self, gpu: &'a Gpu) -> Ctx<'a> {
+        Ctx { gpu, w: &self.weights }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::weights::source::{component_files, read_text, stream_file};
+    use crate::weights::WeightError;
+
+    /// Where each component's files are.
+    pub enum Source {
+        /// A diffusers folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`).
+        Diffusers { dir: PathBuf, variant: Option<String> },
+        /// An original single-file checkpoint; without configs SD-1.5's are assumed
+        /// and every shape in the file is checked against them.
+        SingleFile(PathBuf, Option<Configs>),
+    }
+
+    fn base_of(component: &str) -> &'static str {
+        if component == "text_encoder" {
+            "model"
+        } else {
+            "diffusion_pytorch_model"
+        }
+    }
+
+    /// Configs of a diffusers folder (each component's config.json).
+    pub fn read_configs(dir: &Path) -> crate::Result<Configs> {
+        let f = |c: &str| dir.join(c).join("config.json");
+        let u = f("unet");
+        let v = f("vae");
+        let t = f("text_encoder");
+        Ok(Configs {
+            unet: UnetConfig::from_json(&u.display().to_string(), &read_text(&u)?)?,
+            vae: VaeConfig::from_json(&v.display().to_string(), &read_text(&v)?)?,
+            clip: ClipConfig::from_json(&t.display().to_string(), &read_text(&t)?)?,
+        })
+    }
+
+    /// The weight files of one component folder.
+    pub fn files_of_component(dir: &Path, component: &str, variant: Option<&str>) -> crate::Result<Vec<PathBuf>> {
+        let exists = |p: &str| Path::new(p).is_file();
+        let read = |p: &str| read_text(Path::new(p));
+        let files = component_files(&dir.display().to_string(), base_of(component), variant, &exists, &read)?;
+        Ok(files.into_iter().map(PathBuf::from).collect())
+    }
+
+    impl StableDiffusion {
+        /// Load a model from disk: a diffusers folder or a single `.safetensors` file.
+        /// `variant` ("fp16") picks `*.fp16.safetensors` where the folder has them.
+        pub fn load(gpu: &Gpu, path: &Path, dtype: DType, variant: Option<&str>) -> crate::Result<StableDiffusion> {
+            crate::weights::source::refuse_pickle(&path.display().to_string())?;
+            let src = if path.is_dir() {
+                Source::Diffusers { dir: path.to_path_buf(), variant: variant.map(String::from) }
+            } else if path.is_file() {
+                Source::SingleFile(path.to_path_buf(), None)
+            } else {
+                return Err(WeightError::Io { file: path.display().to_string(), detail: "no such file or folder".into() }.into());
+            };
+            Self::load_components(gpu, &src, dtype, &COMPONENTS, &[])
+        }
+
+        /// Load some components; `overrides` gives other folders for components
+        /// (e.g. a sharded UNet elsewhere).
+        pub fn load_components(gpu: &Gpu, src: &Source, dtype: DType, components: &[&str], overrides: &[(&str, &Path)]) -> crate::Result<StableDiffusion> {
+            match src {
+                Source::Diffusers { dir, variant } => {
+                    let cfg = read_configs(dir)?;
+                    let mut loader = Self::loader(gpu, &cfg, dtype, components);
+                    for c in components {
+                        let cdir = overrides.iter().find(|(n, _)| n == c).map(|(_, p)| p.to_path_buf()).unwrap_or_else(|| dir.join(c));
+                        for f in files_of_component(&cdir, c, variant.as_deref())? {
+                            stream_file(&mut loader, &f, Layout::Component(c.to_string()))?;
+                        }
+                    }
+                    Self::from_loader(cfg, dtype, loader)
+                }
+                Source::SingleFile(file, cfgs) => {
+                    let cfg = cfgs.clone().unwrap_or_default();
+                    let mut loader = Self::loader(gpu, &cfg, dtype, components);
+                    stream_file(&mut loader, file, cfg.single_file_layout())?;
+                    Self::from_loader(cfg, dtype, loader)
+                }
+            }
+        }
+    }
+}
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::*;

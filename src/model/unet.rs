@@ -1,0 +1,168 @@
+//! UNet2DConditionModel (SD 1.x): sizes from config.json, names as diffusers.
+use std::cell::OnceCell;
+
+use super::blocks::{Resnet, Transformer2D};
+use super::config::UnetConfig;
+use super::nn::{Conv, Ctx, GroupNorm, Linear, Vb};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Tensor};
+use crate::ops::{self, Act};
+
+struct Down {
+    resnets: Vec<Resnet>,
+    attns: Vec<Transformer2D>,
+    down: Option<Conv>,
+}
+
+struct Up {
+    resnets: Vec<Resnet>,
+    attns: Vec<Transformer2D>,
+    up: Option<Conv>,
+}
+
+pub struct Unet {
+    pub cfg: UnetConfig,
+    conv_in: Conv,
+    lin1: Linear,
+    lin2: Linear,
+    downs: Vec<Down>,
+    mid_res: [Resnet; 2],
+    mid_attn: Transformer2D,
+    ups: Vec<Up>,
+    norm_out: GroupNorm,
+    conv_out: Conv,
+    freqs: OnceCell<Tensor>,
+}
+
+impl Unet {
+    pub fn new(vb: &Vb, cfg: &UnetConfig) -> Unet {
+        let ch = &cfg.block_out_channels;
+        let n = ch.len();
+        let temb = 4 * ch[0];
+        let (g, eps) = (cfg.norm_num_groups, cfg.norm_eps);
+        let ctx = cfg.cross_attention_dim;
+        let tl = cfg.transformer_layers_per_block;
+        let lp = cfg.use_linear_projection;
+        let mut downs = Vec::new();
+        let mut out_c = ch[0];
+        for i in 0..n {
+            let in_c = out_c;
+            out_c = ch[i];
+            let b = vb.pp("down_blocks").pp(i);
+            let cross = cfg.down_block_types[i].contains("CrossAttn");
+            let resnets = (0..cfg.layers_per_block)
+                .map(|j| Resnet::new(&b.pp("resnets").pp(j), if j == 0 { in_c } else { out_c }, out_c, Some(temb), g, eps))
+                .collect();
+            let attns = if cross {
+                (0..cfg.layers_per_block).map(|j| Transformer2D::new(&b.pp("attentions").pp(j), out_c, cfg.heads(i), ctx, g, tl, lp)).collect()
+            } else {
+                Vec::new()
+            };
+            let down = (i + 1 < n).then(|| Conv::new(&b.pp("downsamplers.0.conv"), out_c, out_c, 3, 2, cfg.downsample_padding));
+            downs.push(Down { resnets, attns, down });
+        }
+        let m = vb.pp("mid_block");
+        let last = ch[n - 1];
+        let mid_res = [
+            Resnet::new(&m.pp("resnets.0"), last, last, Some(temb), g, eps),
+            Resnet::new(&m.pp("resnets.1"), last, last, Some(temb), g, eps),
+        ];
+        let mid_attn = Transformer2D::new(&m.pp("attentions.0"), last, cfg.heads(n - 1), ctx, g, tl, lp);
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut ups = Vec::new();
+        let mut out_c = rev[0];
+        for i in 0..n {
+            let prev = out_c;
+            out_c = rev[i];
+            let in_c = rev[(i + 1).min(n - 1)];
+            let b = vb.pp("up_blocks").pp(i);
+            let cross = cfg.up_block_types[i].contains("CrossAttn");
+            let layers = cfg.layers_per_block + 1;
+            let resnets = (0..layers)
+                .map(|j| {
+                    let skip = if j == layers - 1 { in_c } else { out_c };
+                    let rin = if j == 0 { prev } else { out_c };
+                    Resnet::new(&b.pp("resnets").pp(j), rin + skip, out_c, Some(temb), g, eps)
+                })
+                .collect();
+            let attns = if cross {
+                (0..layers).map(|j| Transformer2D::new(&b.pp("attentions").pp(j), out_c, cfg.heads(n - 1 - i), ctx, g, tl, lp)).collect()
+            } else {
+                Vec::new()
+            };
+            let up = (i + 1 < n).then(|| Conv::new(&b.pp("upsamplers.0.conv"), out_c, out_c, 3, 1, 1));
+            ups.push(Up { resnets, attns, up });
+        }
+        Unet {
+            cfg: cfg.clone(),
+            conv_in: Conv::new(&vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, 1),
+            lin1: Linear::new(&vb.pp("time_embedding.linear_1"), ch[0], temb, true),
+            lin2: Linear::new(&vb.pp("time_embedding.linear_2"), temb, temb, true),
+            downs,
+            mid_res,
+            mid_attn,
+            ups,
+            norm_out: GroupNorm::new(&vb.pp("conv_norm_out"), g, ch[0], eps),
+            conv_out: Conv::new(&vb.pp("conv_out"), ch[0], cfg.out_channels, 3, 1, 1),
+            freqs: OnceCell::new(),
+        }
+    }
+
+    /// Noise prediction. x [B, in, h, w] (h, w multiples of 2^downsamplings),
+    /// t [B] f32 timesteps, ctx [B, S, cross_attention_dim].
+    pub fn forward(&self, c: &Ctx, x: &Tensor, t: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let m = 1usize << self.cfg.downsamplings();
+        if x.rank() != 4 || x.shape()[1] != self.cfg.in_channels || x.shape()[2] % m != 0 || x.shape()[3] % m != 0 {
+            return Err(Error::Shape { op: "unet", detail: format!("latents {:?} must be [B, {}, h, w] with h, w multiples of {m}", x.shape(), self.cfg.in_channels) });
+        }
+        if t.shape() != [x.shape()[0]] || ctx.rank() != 3 || ctx.shape()[0] != x.shape()[0] || ctx.shape()[2] != self.cfg.cross_attention_dim {
+            return Err(Error::Shape { op: "unet", detail: format!("timesteps {:?} / text states {:?} do not fit latents {:?}", t.shape(), ctx.shape(), x.shape()) });
+        }
+        let c0 = self.cfg.block_out_channels[0];
+        let freqs = match self.freqs.get() {
+            Some(f) => f.clone(),
+            None => {
+                let f = c.gpu.upload(&[c0 / 2], DType::F32, &ops::timestep_freqs(c0, self.cfg.freq_shift))?;
+                self.freqs.get_or_init(|| f).clone()
+            }
+        };
+        let te = ops::timestep_embedding(c.gpu, t, &freqs, c0, self.cfg.flip_sin_to_cos, x.dtype())?;
+        let temb = self.lin1.fwd(c, &te, Act::Silu, None)?;
+        // Resnets take silu(temb): fold the SiLU into linear_2's epilogue.
+        let temb_silu = self.lin2.fwd(c, &temb, Act::Silu, None)?;
+        let mut h = self.conv_in.fwd(c, x, Act::None, None)?;
+        let mut skips = vec![h.clone()];
+        for d in &self.downs {
+            for (j, r) in d.resnets.iter().enumerate() {
+                h = r.fwd(c, &h, Some(&temb_silu))?;
+                if let Some(a) = d.attns.get(j) {
+                    h = a.fwd(c, &h, ctx)?;
+                }
+                skips.push(h.clone());
+            }
+            if let Some(conv) = &d.down {
+                h = conv.fwd(c, &h, Act::None, None)?;
+                skips.push(h.clone());
+            }
+        }
+        h = self.mid_res[0].fwd(c, &h, Some(&temb_silu))?;
+        h = self.mid_attn.fwd(c, &h, ctx)?;
+        h = self.mid_res[1].fwd(c, &h, Some(&temb_silu))?;
+        for u in &self.ups {
+            for (j, r) in u.resnets.iter().enumerate() {
+                let s = skips.pop().ok_or_else(|| Error::Shape { op: "unet", detail: "skip stack empty".into() })?;
+                h = ops::concat_channels(c.gpu, &h, &s)?;
+                h = r.fwd(c, &h, Some(&temb_silu))?;
+                if let Some(a) = u.attns.get(j) {
+                    h = a.fwd(c, &h, ctx)?;
+                }
+            }
+            if let Some(conv) = &u.up {
+                h = ops::upsample_nearest2x(c.gpu, &h)?;
+                h = conv.fwd(c, &h, Act::None, None)?;
+            }
+        }
+        let h = self.norm_out.fwd(c, &h, true)?;
+        self.conv_out.fwd(c, &h, Act::None, None)
+    }
+}

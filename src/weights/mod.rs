@@ -1,0 +1,242 @@
+//! Weights: streamed from safetensors straight into GPU storage, in every common layout
+//! (diffusers folder with optional `.fp16` variant, HF sharded index, original
+//! single-file checkpoint). Keys become diffusers names (see [`keymap`]).
+pub mod keymap;
+pub mod source;
+pub mod stream;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::gpu::{DType, Gpu, Tensor};
+use stream::{Event, SrcDType, StreamParser};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    #[error("{file}: {detail}")]
+    Format { file: String, detail: String },
+    #[error("{file}: tensor {tensor} has dtype {dtype}; weights must be F32, F16 or BF16")]
+    DType { file: String, tensor: String, dtype: String },
+    #[error("{file}: the file is truncated: it ends at byte {at} but tensor {tensor} needs bytes up to {needed}")]
+    Truncated { file: String, tensor: String, at: u64, needed: u64 },
+    #[error("{file}: tensor {tensor} has shape {got:?}, the model expects {expected:?}")]
+    Shape { file: String, tensor: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("{component}: {count} weight tensor(s) missing from {files}: {first}")]
+    Missing { component: String, files: String, count: usize, first: String },
+    #[error("{file}: not a Stable Diffusion {what}: none of its {count} tensors is one (first: {first})")]
+    NotStableDiffusion { file: String, what: String, count: usize, first: String },
+    #[error("{file}: pickle checkpoints (.ckpt, .bin, .pt, .pth) are refused: loading a pickle can run arbitrary code. Use the .safetensors version of the model (most repositories have one), or convert it once with a trusted tool.")]
+    Pickle { file: String },
+    #[error("{file}: {detail}")]
+    Io { file: String, detail: String },
+    #[error("{file}: {detail}")]
+    Config { file: String, detail: String },
+}
+
+/// Loaded weights by diffusers name (`unet/conv_in.weight`, …).
+#[derive(Default, Clone)]
+pub struct Weights {
+    map: HashMap<String, Tensor>,
+}
+
+impl Weights {
+    pub fn get(&self, name: &str) -> crate::Result<&Tensor> {
+        self.map.get(name).ok_or_else(|| {
+            crate::Error::from(WeightError::Missing {
+                component: name.split('/').next().unwrap_or("").into(),
+                files: "the loaded files".into(),
+                count: 1,
+                first: name.into(),
+            })
+        })
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Bytes of GPU storage held by the weights.
+    pub fn bytes(&self) -> u64 {
+        self.map.values().map(|t| t.bytes()).sum()
+    }
+    pub fn insert(&mut self, name: String, t: Tensor) {
+        self.map.insert(name, t);
+    }
+}
+
+/// A weight the model needs: diffusers name (with component prefix) and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// How the keys of a file are named.
+#[derive(Clone, Debug)]
+pub enum Layout {
+    /// A diffusers component file (`unet`, `vae`, `text_encoder`), also one shard of it.
+    Component(String),
+    /// An original (CompVis / LDM) single-file checkpoint.
+    SingleFile { unet: keymap::UnetLayout, vae: keymap::VaeLayout },
+}
+
+/// Convert stored tensor bytes to GPU storage bytes of `dtype` (f32 or f16).
+pub fn convert(src: SrcDType, bytes: &[u8], dtype: DType) -> Vec<u8> {
+    use half::{bf16, f16};
+    match (src, dtype) {
+        (SrcDType::F32, DType::F32) | (SrcDType::F16, DType::F16) => bytes.to_vec(),
+        (SrcDType::F32, _) => bytes
+            .chunks_exact(4)
+            .flat_map(|c| f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
+            .collect(),
+        (SrcDType::F16, _) => bytes
+            .chunks_exact(2)
+            .flat_map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
+            .collect(),
+        (SrcDType::BF16, DType::F32) => bytes
+            .chunks_exact(2)
+            .flat_map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32().to_le_bytes())
+            .collect(),
+        (SrcDType::BF16, _) => bytes
+            .chunks_exact(2)
+            .flat_map(|c| f16::from_f32(bf16::from_le_bytes([c[0], c[1]]).to_f32()).to_le_bytes())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Streams files into GPU tensors for a set of expected weights.
+pub struct Loader {
+    gpu: Gpu,
+    dtype: DType,
+    specs: HashMap<String, Vec<usize>>,
+    loaded: Weights,
+    /// Source key -> target name, for the file being read.
+    targets: HashMap<String, String>,
+    unexpected: Vec<String>,
+    files: Vec<String>,
+    parser: Option<(StreamParser, Layout)>,
+    /// Largest tensor buffered on the CPU so far (bytes).
+    pub peak_tensor_bytes: u64,
+}
+
+impl Loader {
+    pub fn new(gpu: &Gpu, dtype: DType, specs: Vec<Spec>) -> Self {
+        Loader {
+            gpu: gpu.clone(),
+            dtype,
+            specs: specs.into_iter().map(|s| (s.name, s.shape)).collect(),
+            loaded: Weights::default(),
+            targets: HashMap::new(),
+            unexpected: Vec::new(),
+            files: Vec::new(),
+            parser: None,
+            peak_tensor_bytes: 0,
+        }
+    }
+
+    /// Start a file; `total_len` when known.
+    pub fn begin(&mut self, file: &str, total_len: Option<u64>, layout: Layout) {
+        self.files.push(file.to_string());
+        self.targets.clear();
+        self.parser = Some((StreamParser::new(file, total_len), layout));
+    }
+
+    fn on_header(&mut self, h: &stream::Header) -> crate::Result<Vec<String>> {
+        let (p, layout) = self.parser.as_ref().expect("begin() first");
+        let file = p.file().to_string();
+        let mut skip = Vec::new();
+        let mut matched = 0;
+        for t in &h.tensors {
+            let target = match layout {
+                Layout::Component(c) => Some(keymap::diffusers(c, &t.name)),
+                Layout::SingleFile { unet, vae } => keymap::single_file(&t.name, unet, vae),
+            };
+            let Some(target) = target.filter(|n| self.specs.contains_key(n)) else {
+                if !keymap::harmless_extra(&t.name) {
+                    self.unexpected.push(format!("{file}: {}", t.name));
+                }
+                skip.push(t.name.clone());
+                continue;
+            };
+            let expected = &self.specs[&target];
+            let conv_as_linear = t.shape.len() == expected.len() + 2 && t.shape[..expected.len()] == expected[..] && t.shape[expected.len()..] == [1, 1];
+            if &t.shape != expected && !conv_as_linear {
+                return Err(WeightError::Shape { file, tensor: t.name.clone(), expected: expected.clone(), got: t.shape.clone() }.into());
+            }
+            if !t.dtype.is_float() {
+                return Err(WeightError::DType { file, tensor: t.name.clone(), dtype: format!("{:?}", t.dtype) }.into());
+            }
+            matched += 1;
+            self.targets.insert(t.name.clone(), target);
+        }
+        if matched == 0 && !h.tensors.is_empty() {
+            let what = match layout {
+                Layout::Component(c) => c.clone(),
+                Layout::SingleFile { .. } => "checkpoint".into(),
+            };
+            return Err(WeightError::NotStableDiffusion { file, what, count: h.tensors.len(), first: h.tensors[0].name.clone() }.into());
+        }
+        Ok(skip)
+    }
+
+    /// Feed the next bytes of the current file.
+    pub fn feed(&mut self, chunk: &[u8]) -> crate::Result<()> {
+        let events = self.parser.as_mut().expect("begin() first").0.feed(chunk)?;
+        for ev in events {
+            match ev {
+                Event::Header(h) => {
+                    let skip = self.on_header(&h)?;
+                    let p = &mut self.parser.as_mut().unwrap().0;
+                    for s in skip {
+                        p.skip(&s);
+                    }
+                }
+                Event::Tensor(info, data) => {
+                    let Some(target) = self.targets.get(&info.name) else { continue };
+                    self.peak_tensor_bytes = self.peak_tensor_bytes.max(data.len() as u64);
+                    let shape = self.specs[target].clone();
+                    let bytes = convert(info.dtype, &data, self.dtype);
+                    drop(data);
+                    let t = self.gpu.upload_raw(&shape, self.dtype, &bytes)?;
+                    self.loaded.insert(target.clone(), t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current file ended.
+    pub fn end(&mut self) -> crate::Result<()> {
+        if let Some((p, _)) = self.parser.take() {
+            p.finish()?;
+        }
+        Ok(())
+    }
+
+    /// All files read: every expected weight must be there. Returns the weights and
+    /// the warnings (unexpected tensors).
+    pub fn finish(self) -> crate::Result<(Weights, Vec<String>)> {
+        let mut missing: Vec<&String> = self.specs.keys().filter(|k| !self.loaded.map.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            missing.sort();
+            let comps: HashSet<&str> = missing.iter().map(|m| m.split('/').next().unwrap_or("")).collect();
+            let mut comps: Vec<&str> = comps.into_iter().collect();
+            comps.sort();
+            return Err(WeightError::Missing {
+                component: comps.join(", "),
+                files: self.files.join(", "),
+                count: missing.len(),
+                first: missing.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            }
+            .into());
+        }
+        let mut warnings = Vec::new();
+        if !self.unexpected.is_empty() {
+            let n = self.unexpected.len();
+            let shown: Vec<&str> = self.unexpected.iter().take(20).map(|s| s.as_str()).collect();
+            warnings.push(format!("{n} unexpected tensor(s) ignored: {}{}", shown.join(", "), if n > 20 { ", …" } else { "" }));
+        }
+        Ok((self.loaded, warnings))
+    }
+}

@@ -1,0 +1,49 @@
+//! Fixture files (copied from the reference bundle): read from disk natively, embedded in
+//! the test module for the browser (only the files the browser tests use).
+#![allow(dead_code)]
+
+pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15");
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bytes(rel: &str) -> Vec<u8> {
+    let p = format!("{ROOT}/{rel}");
+    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {p}: {e}"))
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn bytes(rel: &str) -> Vec<u8> {
+    macro_rules! embedded {
+        ($($f:literal),*) => {
+            match rel {
+                $($f => include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15/", $f)).to_vec(),)*
+                other => panic!("fixture {other} is not embedded for the browser tests"),
+            }
+        };
+    }
+    embedded!(
+        "golden.safetensors",
+        "model/unet/config.json",
+        "model/vae/config.json",
+        "model/text_encoder/config.json",
+        "model/unet/diffusion_pytorch_model.safetensors",
+        "model/vae/diffusion_pytorch_model.safetensors",
+        "model/text_encoder/model.safetensors"
+    )
+}
+
+pub fn text(rel: &str) -> String {
+    String::from_utf8(bytes(rel)).expect("utf-8 fixture")
+}
+
+/// A golden tensor as f32 (I64 converted), with its shape.
+pub fn golden(g: &[u8], name: &str) -> (Vec<f32>, Vec<usize>) {
+    let st = safetensors::SafeTensors::deserialize(g).expect("golden.safetensors");
+    let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
+    let d = t.data();
+    let v = match t.dtype() {
+        safetensors::Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        safetensors::Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        other => panic!("golden {name}: dtype {other:?}"),
+    };
+    (v, t.shape().to_vec())
+}

@@ -1,0 +1,185 @@
+//! Parity of the text encoder, UNet and VAE with diffusers / transformers on the tiny
+//! reference model (golden tensors from ../shared/reference, copied to tests/fixtures).
+//! Error metric: max |ours − reference| / max |reference| per output.
+//! Native: every load path (diffusers fp32, diffusers .fp16 variant, sharded UNet,
+//! single-file checkpoint). Browser: the fp32 diffusers files embedded in the test
+//! module and streamed through the loader in chunks, with f32 and f16 storage.
+mod common;
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+use common::fixtures::{self, golden};
+use sd_webgpu::gpu::{DType, Gpu};
+use sd_webgpu::model::config::{ClipConfig, UnetConfig, VaeConfig};
+use sd_webgpu::model::{Configs, StableDiffusion, COMPONENTS};
+use sd_webgpu::weights::Layout;
+
+fn configs() -> Configs {
+    let f = |c: &str| fixtures::text(&format!("model/{c}/config.json"));
+    Configs {
+        unet: UnetConfig::from_json("unet/config.json", &f("unet")).unwrap(),
+        vae: VaeConfig::from_json("vae/config.json", &f("vae")).unwrap(),
+        clip: ClipConfig::from_json("text_encoder/config.json", &f("text_encoder")).unwrap(),
+    }
+}
+
+/// Load from in-memory files through the streaming loader (1 MiB chunks), as the
+/// browser does with fetch().
+fn load_bytes(gpu: &Gpu, dtype: DType, files: &[(&str, Layout)]) -> StableDiffusion {
+    let cfg = configs();
+    let mut loader = StableDiffusion::loader(gpu, &cfg, dtype, &COMPONENTS);
+    for (rel, layout) in files {
+        let b = fixtures::bytes(rel);
+        loader.begin(rel, Some(b.len() as u64), layout.clone());
+        for chunk in b.chunks(1 << 20) {
+            loader.feed(chunk).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        }
+        loader.end().unwrap_or_else(|e| panic!("{rel}: {e}"));
+    }
+    StableDiffusion::from_loader(cfg, dtype, loader).expect("all weights present")
+}
+
+fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
+    assert_eq!(got.len(), want.len(), "output length");
+    let max_ref = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+    let (mut worst, mut wi) = (0f64, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w as f64).abs();
+        if e > worst || e.is_nan() {
+            worst = if e.is_nan() { f64::INFINITY } else { e };
+            wi = i;
+        }
+    }
+    (worst / max_ref.max(1e-12), wi)
+}
+
+/// Run every component on its golden inputs; returns (case, rel_err) and asserts the goal.
+/// Goal: 1e-3 with f32 storage of fp32 weights, 2e-2 when weights or storage are f16.
+async fn parity(gpu: &Gpu, sd: &StableDiffusion, label: &str, fp16_weights: bool) {
+    let tol = if sd.dtype == DType::F32 && !fp16_weights { 1e-3 } else { 2e-2 };
+    let g = fixtures::bytes("golden.safetensors");
+    let c = sd.ctx(gpu);
+    let dt = sd.dtype;
+    let up = |name: &str| {
+        let (v, s) = golden(&g, name);
+        gpu.upload(&s, dt, &v).unwrap()
+    };
+    let mut results: Vec<(String, f64, usize)> = Vec::new();
+
+    // Text encoder: ids of (prompt, negative prompt, "").
+    let (ids, ishape) = golden(&g, "text_ids");
+    let ids: Vec<u32> = ids.iter().map(|&v| v as u32).collect();
+    let ids = gpu.upload_u32(&ishape, &ids).unwrap();
+    let hs = sd.clip.forward(&c, &ids).unwrap();
+    let (want, _) = golden(&g, "text_hidden");
+    let (e, i) = rel_err(&gpu.read(&hs).await.unwrap(), &want);
+    results.push(("text_encoder last_hidden_state [3,77,64]".into(), e, i));
+
+    for case in ["unet_8x8_t981", "unet_8x8_t1", "unet_8x16_t500", "unet_16x8_t250"] {
+        let x = up(&format!("{case}_in"));
+        let ctx = up(&format!("{case}_context"));
+        let t: u32 = case.rsplit("_t").next().unwrap().parse().unwrap();
+        let tt = gpu.upload(&[2], DType::F32, &[t as f32, t as f32]).unwrap();
+        let y = sd.unet.forward(&c, &x, &tt, &ctx).unwrap();
+        let (want, _) = golden(&g, &format!("{case}_out"));
+        let (e, i) = rel_err(&gpu.read(&y).await.unwrap(), &want);
+        results.push((format!("{case} noise prediction {:?}", x.shape()), e, i));
+    }
+
+    // vae_decode_out = decoder(vae_decode_in / 0.18215): decode() divides by the factor.
+    let z = up("vae_decode_in");
+    let img = sd.vae.decode(&c, &z).unwrap();
+    let (want, _) = golden(&g, "vae_decode_out");
+    let (e, i) = rel_err(&gpu.read(&img).await.unwrap(), &want);
+    results.push(("vae decode [1,4,8,8] -> [1,3,64,64]".into(), e, i));
+
+    let x = up("vae_encode_in");
+    let (mean, logvar) = sd.vae.encode(&c, &x).unwrap();
+    for (name, t) in [("mean", mean), ("logvar", logvar)] {
+        let (want, _) = golden(&g, &format!("vae_encode_{name}"));
+        let (e, i) = rel_err(&gpu.read(&t).await.unwrap(), &want);
+        results.push((format!("vae encode {name} [1,3,64,64] -> [1,4,8,8]"), e, i));
+    }
+
+    let mut fails = Vec::new();
+    for (case, e, i) in &results {
+        let ok = *e <= tol;
+        log!("[{label}, {} storage] {} {case}: rel_err {e:.3e} (goal {tol:.0e}) worst index {i}", dt.name(), if ok { "PASS" } else { "FAIL" });
+        if !ok {
+            fails.push(format!("{case}: {e:.3e} at {i}"));
+        }
+    }
+    assert!(fails.is_empty(), "[{label}] parity failures:\n{}", fails.join("\n"));
+}
+
+fn fp32_files() -> Vec<(&'static str, Layout)> {
+    vec![
+        ("model/text_encoder/model.safetensors", Layout::Component("text_encoder".into())),
+        ("model/unet/diffusion_pytorch_model.safetensors", Layout::Component("unet".into())),
+        ("model/vae/diffusion_pytorch_model.safetensors", Layout::Component("vae".into())),
+    ]
+}
+
+/// The diffusers fp32 files streamed from memory in 1 MiB chunks (the browser path).
+async fn streamed_fp32(dtype: DType) {
+    let gpu = common::gpu(true).await;
+    let sd = load_bytes(&gpu, dtype, &fp32_files());
+    parity(&gpu, &sd, "diffusers fp32 streamed from memory", false).await;
+}
+gpu_test!(streamed_diffusers_fp32_f32_storage, streamed_fp32(DType::F32));
+gpu_test!(streamed_diffusers_fp32_f16_storage, streamed_fp32(DType::F16));
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use sd_webgpu::model::Source;
+
+    fn root() -> PathBuf {
+        PathBuf::from(fixtures::ROOT)
+    }
+
+    async fn run(src: Source, dtype: DType, overrides: &[(&str, &Path)], label: &str, native_f16: bool) {
+        let fp16_weights = matches!(&src, Source::Diffusers { variant: Some(_), .. });
+        let gpu = common::gpu(native_f16).await;
+        let sd = StableDiffusion::load_components(&gpu, &src, dtype, &COMPONENTS, overrides).unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert!(sd.warnings.is_empty(), "{label}: {:?}", sd.warnings);
+        parity(&gpu, &sd, label, fp16_weights).await;
+    }
+
+    fn diffusers(variant: Option<&str>) -> Source {
+        Source::Diffusers { dir: root().join("model"), variant: variant.map(String::from) }
+    }
+
+    #[test]
+    fn diffusers_fp16_variant_f32_storage() {
+        pollster::block_on(run(diffusers(Some("fp16")), DType::F32, &[], "diffusers .fp16 (weights rounded to f16)", true));
+    }
+    #[test]
+    fn diffusers_fp32_f16_storage() {
+        pollster::block_on(run(diffusers(None), DType::F16, &[], "diffusers fp32", true));
+    }
+    #[test]
+    fn diffusers_fp32_f16_packed_storage() {
+        pollster::block_on(run(diffusers(None), DType::F16, &[], "diffusers fp32, f16 packed (no shader-f16)", false));
+    }
+    #[test]
+    fn diffusers_fp16_variant_f16_storage() {
+        pollster::block_on(run(diffusers(Some("fp16")), DType::F16, &[], "diffusers .fp16", true));
+    }
+    #[test]
+    fn sharded_unet_f32_storage() {
+        let shards = root().join("unet-sharded");
+        pollster::block_on(run(diffusers(None), DType::F32, &[("unet", &shards)], "sharded UNet", true));
+    }
+    #[test]
+    fn single_file_checkpoint_f32_storage() {
+        pollster::block_on(run(Source::SingleFile(root().join("model.safetensors"), Some(configs())), DType::F32, &[], "single-file", true));
+    }
+    #[test]
+    fn single_file_checkpoint_f16_storage() {
+        pollster::block_on(run(Source::SingleFile(root().join("model.safetensors"), Some(configs())), DType::F16, &[], "single-file", true));
+    }
+}

@@ -11,7 +11,10 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod reference;
+pub mod rng;
+pub mod schedulers;
 pub mod selftest;
+pub mod tokenizer;
 pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

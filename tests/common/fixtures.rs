@@ -22,6 +22,13 @@ pub fn bytes(rel: &str) -> Vec<u8> {
     }
     embedded!(
         "golden.safetensors",
+        "golden.json",
+        "init.png",
+        "model/tokenizer/vocab.json",
+        "model/tokenizer/merges.txt",
+        "model/tokenizer/tokenizer_config.json",
+        "model/tokenizer/special_tokens_map.json",
+        "model/scheduler/scheduler_config.json",
         "model/unet/config.json",
         "model/vae/config.json",
         "model/text_encoder/config.json",

@@ -32,6 +32,18 @@ macro_rules! gpu_test {
     };
 }
 
+/// Declare a CPU-only test for both runners: `cpu_test!(name, || body);`
+#[macro_export]
+macro_rules! cpu_test {
+    ($name:ident, $body:expr) => {
+        #[cfg_attr(not(target_arch = "wasm32"), test)]
+        #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+        fn $name() {
+            ($body)();
+        }
+    };
+}
+
 pub async fn gpu(native_f16: bool) -> Gpu {
     match Gpu::new(GpuOptions { native_f16, ..Default::default() }).await {
         Ok(g) => g,

@@ -20,8 +20,119 @@ enum Dt {
     F16,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum SamplerArg {
+    Ddpm,
+    Ddim,
+    Pndm,
+    Euler,
+    #[value(name = "euler_a")]
+    EulerA,
+    #[value(name = "dpmpp_2m_karras")]
+    DpmPP2mKarras,
+}
+
+impl SamplerArg {
+    fn name(self) -> &'static str {
+        match self {
+            SamplerArg::Ddpm => "ddpm",
+            SamplerArg::Ddim => "ddim",
+            SamplerArg::Pndm => "pndm",
+            SamplerArg::Euler => "euler",
+            SamplerArg::EulerA => "euler_a",
+            SamplerArg::DpmPP2mKarras => "dpmpp_2m_karras",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)
+    /// or a single original-layout .safetensors checkpoint (SD-1.5 configuration assumed).
+    #[arg(long)]
+    model: std::path::PathBuf,
+    /// What to draw.
+    #[arg(long)]
+    prompt: String,
+    /// What to steer away from (empty by default).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance scale (≤ 1 disables guidance and halves the work).
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    /// Random seed (same seed and settings as diffusers ⇒ same image). Random when omitted.
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_enum, default_value_t = SamplerArg::EulerA)]
+    sampler: SamplerArg,
+    /// Image width in pixels, a multiple of 64.
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    /// Image height in pixels, a multiple of 64.
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    /// img2img: start from this PNG (its size is the output size).
+    #[arg(long)]
+    init_image: Option<std::path::PathBuf>,
+    /// img2img: how much to change the init image, in (0, 1].
+    #[arg(long, default_value_t = 0.75)]
+    strength: f64,
+    /// Images to make (one seed, drawn together as diffusers' num_images_per_prompt).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// GPU storage of weights and activations.
+    #[arg(long, value_enum, default_value_t = Dt::F16)]
+    dtype: Dt,
+    /// Use the `fp16` weight files of a diffusers folder when present (`--no-variant`: the full ones).
+    #[arg(long)]
+    no_variant: bool,
+    /// Output PNG (with batch > 1: NAME-1.png, NAME-2.png, …).
+    #[arg(long)]
+    output: std::path::PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Make an image from a prompt (txt2img), or from an image and a prompt (img2img).
+    Generate(GenerateArgs),
+    /// Memory plan of a generation (text encoder, one CFG UNet step, VAE decode): weights,
+    /// activation peaks, largest buffer. Nothing is dispatched; SD-1.5 shapes unless --model.
+    Plan {
+        /// Image height and width in pixels.
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        #[arg(long, value_enum, default_value_t = Dt::F16)]
+        dtype: Dt,
+        /// A diffusers folder whose config.json files to use (default: SD-1.5).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+    },
+    /// Write synthetic random weights with the exact SD-1.5 shapes (diffusers layout).
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Storage of the files.
+        #[arg(long, value_enum, default_value_t = Dt::F16)]
+        dtype: Dt,
+    },
+    /// Load a model (checking every shape) and run one UNet step on random latents.
+    UnetStep {
+        /// A diffusers folder (the .fp16 variant is used when present) or a .safetensors checkpoint.
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// Image size in pixels (latents are size/8).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// UNet batch (2 = prompt + negative prompt).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, value_enum, default_value_t = Dt::F16)]
+        dtype: Dt,
+    },
     /// Print the adapter, its features and limits.
     Info,
     /// Throughput of the matmul (4096×320·320ᵀ) and conv2d (3×3, 64×64×320→320) kernels.
@@ -55,9 +166,84 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
+fn dt(d: Dt) -> DType {
+    match d {
+        Dt::F32 => DType::F32,
+        Dt::F16 => DType::F16,
+    }
+}
+
 async fn run(cli: Cli) -> crate::Result<()> {
+    match cli.cmd {
+        Cmd::Generate(a) => return generate(a).await,
+        Cmd::Plan { size, dtype, model } => {
+            if size == 0 || size % 64 != 0 {
+                return Err(crate::Error::Unsupported { op: "plan", detail: format!("--size {size} must be a positive multiple of 64") });
+            }
+            let cfg = match model {
+                Some(dir) => crate::model::read_configs(&dir)?,
+                None => crate::model::Configs::default(),
+            };
+            let r = crate::plan::plan(&cfg, size, size, dt(dtype)).await?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            return Ok(());
+        }
+        Cmd::Synth { out, dtype } => {
+            let t = Instant::now();
+            let files = crate::weights::synth::write_model(&out, &crate::model::Configs::default(), dt(dtype) == DType::F16)?;
+            for (c, n) in &files {
+                println!("{c}: {n} bytes");
+            }
+            println!("wrote {} in {:.1} s", out.display(), t.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        Cmd::UnetStep { model, size, batch, dtype } => {
+            let gpu = Gpu::new(GpuOptions::default()).await?;
+            let d = dt(dtype);
+            let t0 = Instant::now();
+            let src = if model.is_dir() {
+                crate::model::Source::Diffusers { dir: model.clone(), variant: Some("fp16".into()) }
+            } else {
+                crate::model::Source::SingleFile(model.clone(), None)
+            };
+            let sd = crate::model::StableDiffusion::load_components(&gpu, &src, d, &["unet"], &[])?;
+            let load_s = t0.elapsed().as_secs_f64();
+            let lat = size / 8;
+            let mut rng = Rng::new(7);
+            let n = batch * sd.cfg.unet.in_channels * lat * lat;
+            let x = gpu.upload(&[batch, sd.cfg.unet.in_channels, lat, lat], d, &rng.vec(n, -1.0, 1.0))?;
+            let ctx_n = batch * 77 * sd.cfg.unet.cross_attention_dim;
+            let ctx = gpu.upload(&[batch, 77, sd.cfg.unet.cross_attention_dim], d, &rng.vec(ctx_n, -1.0, 1.0))?;
+            let t = gpu.upload(&[batch], DType::F32, &vec![500.0; batch])?;
+            let s0 = gpu.pool_stats();
+            let t1 = Instant::now();
+            let y = sd.unet.forward(&sd.ctx(&gpu), &x, &t, &ctx)?;
+            let out = gpu.read(&y).await?;
+            let step_s = t1.elapsed().as_secs_f64();
+            let s1 = gpu.pool_stats();
+            let finite = out.iter().all(|v| v.is_finite());
+            let mean = out.iter().map(|&v| v as f64).sum::<f64>() / out.len() as f64;
+            let std = (out.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / out.len() as f64).sqrt();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "adapter": gpu.info().name, "model": model.display().to_string(), "dtype": d.name(),
+                    "weights": sd.weights.len(), "weights_bytes": sd.weights.bytes(), "load_s": load_s,
+                    "latent": [batch, sd.cfg.unet.in_channels, lat, lat], "unet_step_s": step_s,
+                    "dispatches": s1.dispatches - s0.dispatches, "activation_peak_bytes": s1.peak_bytes - s0.total_bytes,
+                    "output_finite": finite, "output_mean": mean, "output_std": std,
+                })
+            );
+            if !finite {
+                return Err(crate::Error::Gpu("the UNet output has non-finite values".into()));
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let gpu = Gpu::new(GpuOptions::default()).await?;
     match cli.cmd {
+        Cmd::Plan { .. } | Cmd::Synth { .. } | Cmd::UnetStep { .. } | Cmd::Generate(_) => {}
         Cmd::Info => {
             println!("{}", serde_json::to_string_pretty(gpu.info()).unwrap_or_default());
         }
@@ -110,4 +296,101 @@ async fn time(gpu: &Gpu, iters: usize, f: impl Fn() -> crate::Result<()>) -> cra
     }
     t.sort_by(|a, b| a.total_cmp(b));
     Ok(t[t.len() / 2])
+}
+
+/// The CLIP ViT-L/14 BPE of every SD 1.x model, for single-file checkpoints (which carry no
+/// tokenizer). Same files as the reference bundle's tokenizer.
+const CLIP_VOCAB: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/vocab.json");
+const CLIP_MERGES: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/merges.txt");
+
+fn read_opt(p: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(p).ok()
+}
+
+async fn generate(a: GenerateArgs) -> crate::Result<()> {
+    use crate::model::{Source, StableDiffusion};
+    use crate::tokenizer::ClipTokenizer;
+    let invalid = |m: String| crate::Error::Invalid(m);
+    let t0 = Instant::now();
+    let gpu = Gpu::new(GpuOptions::default()).await?;
+    let dtype = dt(a.dtype);
+    let init_image = match &a.init_image {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| invalid(format!("{}: {e}", p.display())))?;
+            Some(crate::image::decode_png(&bytes, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64 % 4_294_967_296).unwrap_or(0)
+    });
+    let params = crate::pipeline::Params {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        guidance_scale: a.guidance,
+        seed,
+        sampler: a.sampler.name().into(),
+        width: a.width,
+        height: a.height,
+        batch: a.batch,
+        init_image,
+        strength: a.strength,
+    };
+    let (src, tok, sched) = if a.model.is_dir() {
+        let tdir = a.model.join("tokenizer");
+        let tcfg = read_opt(&tdir.join("tokenizer_config.json"));
+        let tok = if let Some(j) = read_opt(&tdir.join("tokenizer.json")) {
+            ClipTokenizer::from_tokenizer_json(&j, tcfg.as_deref())?
+        } else {
+            let v = read_opt(&tdir.join("vocab.json")).ok_or_else(|| invalid(format!("{}: no tokenizer/vocab.json or tokenizer.json", a.model.display())))?;
+            let m = read_opt(&tdir.join("merges.txt")).ok_or_else(|| invalid(format!("{}: no tokenizer/merges.txt", a.model.display())))?;
+            ClipTokenizer::from_vocab_merges(&v, &m, tcfg.as_deref())?
+        };
+        let sched = read_opt(&a.model.join("scheduler").join("scheduler_config.json"));
+        let variant = if a.no_variant { None } else { Some("fp16".to_string()) };
+        (Source::Diffusers { dir: a.model.clone(), variant }, tok, sched)
+    } else {
+        (Source::SingleFile(a.model.clone(), None), ClipTokenizer::from_vocab_merges(CLIP_VOCAB, CLIP_MERGES, None)?, None)
+    };
+    let sd = StableDiffusion::load_components(&gpu, &src, dtype, &crate::model::COMPONENTS, &[])?;
+    for w in &sd.warnings {
+        eprintln!("warning: {w}");
+    }
+    crate::pipeline::validate(&sd, &params)?;
+    eprintln!("loaded {} ({} tensors, {:.2} GiB on {}) in {:.1} s", a.model.display(), sd.weights.len(), sd.weights.bytes() as f64 / (1u64 << 30) as f64, gpu.info().name, t0.elapsed().as_secs_f64());
+    let bar = indicatif::ProgressBar::new(params.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed} elapsed, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let t1 = Instant::now();
+    let out = crate::pipeline::generate(&gpu, &sd, &tok, sched.as_deref(), &params, &mut |p| {
+        bar.set_length(p.steps as u64);
+        bar.set_position(p.step as u64);
+        true
+    })
+    .await?;
+    bar.finish_and_clear();
+    if out.dropped_tokens.0 > 0 {
+        eprintln!("warning: the prompt is longer than CLIP's 77 tokens; {} token(s) were dropped", out.dropped_tokens.0);
+    }
+    if out.dropped_tokens.1 > 0 {
+        eprintln!("warning: the negative prompt is longer than 77 tokens; {} token(s) were dropped", out.dropped_tokens.1);
+    }
+    let model_name = a.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let text = crate::pipeline::a1111_parameters(&params, seed, &model_name);
+    for (i, img) in out.images.iter().enumerate() {
+        let path = if out.images.len() == 1 {
+            a.output.clone()
+        } else {
+            let stem = a.output.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
+            a.output.with_file_name(format!("{stem}-{}.png", i + 1))
+        };
+        let png = crate::image::encode_png(img, Some(&text))?;
+        std::fs::write(&path, png).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        eprintln!("wrote {} ({}×{}, seed {seed})", path.display(), img.width, img.height);
+    }
+    eprintln!("generation took {:.1} s ({} steps, sampler {}, {})", t1.elapsed().as_secs_f64(), params.steps, params.sampler, gpu.info().name);
+    Ok(())
 }

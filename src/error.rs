@@ -22,6 +22,10 @@ pub enum Error {
     DataLength { shape: Vec<usize>, expected: usize, got: usize },
     #[error(transparent)]
     Weights(#[from] crate::weights::WeightError),
+    #[error("generation cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Invalid(String),
     #[error("shader {0}: {1}")]
     Shader(String, String),
 }

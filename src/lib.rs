@@ -8,8 +8,11 @@
 pub mod cli;
 pub mod error;
 pub mod gpu;
+pub mod image;
 pub mod model;
 pub mod ops;
+pub mod pipeline;
+pub mod plan;
 pub mod reference;
 pub mod rng;
 pub mod schedulers;

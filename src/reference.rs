@@ -309,3 +309,27 @@ pub fn slice_channels(x: &[f32], n: usize, c: usize, s: usize, c0: usize, len: u
     }
     y
 }
+
+/// Σ coef·x[offset ..] over n elements.
+pub fn lincomb(terms: &[(&[f32], usize, f64)], n: usize) -> Vec<f32> {
+    (0..n).map(|i| terms.iter().map(|(x, o, c)| c * x[o + i] as f64).sum::<f64>() as f32).collect()
+}
+
+pub fn vae_sample(mean: &[f32], logvar: &[f32], noise: &[f32], scale: f32) -> Vec<f32> {
+    (0..mean.len())
+        .map(|i| (scale as f64 * (mean[i] as f64 + (0.5 * logvar[i] as f64).exp() * noise[i] as f64)) as f32)
+        .collect()
+}
+
+/// [B, 3, H, W] -> [B, H, W, 3], clamp(x / 2 + 0.5, 0, 1).
+pub fn to_image(x: &[f32], b: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut y = vec![0f32; b * h * w * 3];
+    for bi in 0..b {
+        for c in 0..3 {
+            for p in 0..h * w {
+                y[(bi * h * w + p) * 3 + c] = (x[(bi * 3 + c) * h * w + p] as f64 * 0.5 + 0.5).clamp(0.0, 1.0) as f32;
+            }
+        }
+    }
+    y
+}

@@ -72,7 +72,7 @@ pub fn quantize(v: &mut [f32], dtype: DType) {
 /// Names of the kernels checked by [`run`].
 pub const KERNELS: &[&str] = &[
     "unary", "binary", "geglu", "concat_channels", "slice_channels", "upsample2x", "transpose", "token_position", "timestep",
-    "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "dispatch_split",
+    "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "lincomb", "vae_sample", "to_image", "dispatch_split",
 ];
 
 struct Ctx<'a> {
@@ -306,6 +306,34 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 let want = r::attention(&qv, &kv, &vv, b, sq, sk, h, d, causal, scale);
                 c.compare("attention", &format!("B{b} Sq{sq} Sk{sk} H{h} D{d} causal {causal}"), &y, &want, 2e-5).await?;
             }
+        }
+        "lincomb" => {
+            let n = 3 * 4 * 7 * 9;
+            let (a, av) = c.input(&[2 * n], -2.0, 2.0)?;
+            let (b, bv) = c.input(&[n], -2.0, 2.0)?;
+            let (d, dv) = c.input(&[n], -2.0, 2.0)?;
+            // CFG on the two halves of one batch, then a 6-term combination (two dispatches).
+            let terms = [ops::Term { t: &a, offset: 0, coef: -6.5 }, ops::Term { t: &a, offset: n, coef: 7.5 }];
+            let y = ops::lincomb(gpu, &terms, &[3, 4, 7, 9], DType::F32)?;
+            let want = r::lincomb(&[(&av, 0, -6.5), (&av, n, 7.5)], n);
+            c.compare("lincomb", "CFG halves of [2·756]", &y, &want, 2e-6).await?;
+            let six = [(0.9, &b, &bv), (-0.3, &d, &dv), (0.25, &b, &bv), (1.5, &d, &dv), (-2.0, &b, &bv), (0.125, &d, &dv)];
+            let terms: Vec<ops::Term> = six.iter().map(|(k, t, _)| ops::Term { t, offset: 0, coef: *k }).collect();
+            let y = ops::lincomb(gpu, &terms, &[n], dtype)?;
+            let want = r::lincomb(&six.iter().map(|(k, _, v)| (&v[..], 0usize, *k)).collect::<Vec<_>>(), n);
+            c.compare("lincomb", "6 terms [756]", &y, &want, 2e-6).await?;
+        }
+        "vae_sample" => {
+            let (m, mv) = c.input(&[2, 4, 5, 7], -1.0, 1.0)?;
+            let (l, lv) = c.input(&[2, 4, 5, 7], -6.0, 2.0)?;
+            let (nz, nv) = c.input(&[2, 4, 5, 7], -3.0, 3.0)?;
+            let y = ops::vae_sample(gpu, &m, &l, &nz, 0.18215)?;
+            c.compare("vae_sample", "[2,4,5,7]", &y, &r::vae_sample(&mv, &lv, &nv, 0.18215), 2e-6).await?;
+        }
+        "to_image" => {
+            let (x, xv) = c.input(&[2, 3, 5, 7], -1.5, 1.5)?;
+            let y = ops::to_image(gpu, &x)?;
+            c.compare("to_image", "[2,3,5,7] -> [2,5,7,3]", &y, &r::to_image(&xv, 2, 5, 7), 2e-7).await?;
         }
         "dispatch_split" => {
             // More than 65,535 workgroups in one dimension: 256 · 70,000 + 77 elements.

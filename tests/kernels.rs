@@ -47,6 +47,9 @@ gpu_test!(matmul, check("matmul"));
 gpu_test!(linear, check("linear"));
 gpu_test!(conv2d, check("conv2d"));
 gpu_test!(attention, check("attention"));
+gpu_test!(lincomb, check("lincomb"));
+gpu_test!(vae_sample, check("vae_sample"));
+gpu_test!(to_image, check("to_image"));
 gpu_test!(dispatch_split_over_65535_workgroups, check("dispatch_split"));
 
 /// The list in selftest::KERNELS is what the browser page runs: keep it equal to the tests above.
@@ -58,3 +61,46 @@ fn selftest_list_matches_tests() {
         assert!(src.contains(&format!("check(\"{k}\")")), "selftest kernel {k} has no test");
     }
 }
+
+/// Shapes that do not fit an op are errors naming the op and the shapes, not panics.
+async fn bad_shapes() {
+    use sd_webgpu::ops::{self, Act, Conv2d};
+    let gpu = common::gpu(true).await;
+    let t = |s: &[usize]| gpu.upload(s, DType::F32, &vec![0.0; s.iter().product()]).unwrap();
+    let cases: Vec<(&str, sd_webgpu::Result<sd_webgpu::gpu::Tensor>)> = vec![
+        ("group_norm", ops::group_norm(&gpu, &t(&[1, 30, 4, 4]), 32, &t(&[30]), &t(&[30]), 1e-5, false)),
+        ("linear", ops::linear(&gpu, &t(&[3, 5]), &t(&[7, 6]), None, Act::None, None)),
+        ("matmul", ops::matmul(&gpu, &t(&[2, 3, 5]), &t(&[2, 4, 7]))),
+        ("attention", ops::attention(&gpu, &t(&[1, 4, 30]), &t(&[1, 4, 30]), &t(&[1, 4, 30]), 8, false, 1.0)),
+        ("conv2d", ops::conv2d(&gpu, &t(&[1, 3, 8, 8]), &t(&[4, 5, 3, 3]), None, Conv2d::new(1, 1), Act::None, None)),
+        ("concat_channels", ops::concat_channels(&gpu, &t(&[1, 3, 8, 8]), &t(&[1, 3, 4, 4]))),
+        ("add", ops::add(&gpu, &t(&[2, 3]), &t(&[3, 2]), 1.0, 1.0)),
+        ("geglu", ops::geglu(&gpu, &t(&[2, 5]))),
+        ("reshape", t(&[2, 3]).reshape(&[4, 2])),
+        ("alloc", gpu.empty(&[0, 3], DType::F32)),
+    ];
+    for (op, r) in cases {
+        let e = r.expect_err(op).to_string();
+        log!("{op}: {e}");
+        assert!(e.contains(op), "error for {op} does not name it: {e}");
+    }
+}
+gpu_test!(bad_shapes_are_errors_naming_op_and_shapes, bad_shapes());
+
+/// A loop that repeats the same ops reuses pooled buffers instead of allocating.
+async fn pool_reuse() {
+    use sd_webgpu::ops;
+    let gpu = common::gpu(true).await;
+    let x = gpu.upload(&[64, 64], DType::F32, &vec![0.5; 4096]).unwrap();
+    let mut h = ops::silu(&gpu, &x).unwrap();
+    let after_first = gpu.pool_stats().buffers_created;
+    for _ in 0..20 {
+        let a = ops::silu(&gpu, &h).unwrap();
+        h = ops::add(&gpu, &a, &x, 1.0, -1.0).unwrap();
+    }
+    let _ = gpu.read(&h).await.unwrap();
+    let s = gpu.pool_stats();
+    log!("buffers created: {after_first} after the first op, {} after 40 more", s.buffers_created);
+    assert!(s.buffers_created <= after_first + 3, "the pool did not reuse buffers: {s:?}");
+}
+gpu_test!(buffer_pool_reuses_buffers_in_a_loop, pool_reuse());

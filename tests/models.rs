@@ -10,35 +10,9 @@ mod common;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use common::fixtures::{self, golden};
+use common::model::{configs, fp32_files, load_bytes};
 use sd_webgpu::gpu::{DType, Gpu};
-use sd_webgpu::model::config::{ClipConfig, UnetConfig, VaeConfig};
-use sd_webgpu::model::{Configs, StableDiffusion, COMPONENTS};
-use sd_webgpu::weights::Layout;
-
-fn configs() -> Configs {
-    let f = |c: &str| fixtures::text(&format!("model/{c}/config.json"));
-    Configs {
-        unet: UnetConfig::from_json("unet/config.json", &f("unet")).unwrap(),
-        vae: VaeConfig::from_json("vae/config.json", &f("vae")).unwrap(),
-        clip: ClipConfig::from_json("text_encoder/config.json", &f("text_encoder")).unwrap(),
-    }
-}
-
-/// Load from in-memory files through the streaming loader (1 MiB chunks), as the
-/// browser does with fetch().
-fn load_bytes(gpu: &Gpu, dtype: DType, files: &[(&str, Layout)]) -> StableDiffusion {
-    let cfg = configs();
-    let mut loader = StableDiffusion::loader(gpu, &cfg, dtype, &COMPONENTS);
-    for (rel, layout) in files {
-        let b = fixtures::bytes(rel);
-        loader.begin(rel, Some(b.len() as u64), layout.clone());
-        for chunk in b.chunks(1 << 20) {
-            loader.feed(chunk).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        }
-        loader.end().unwrap_or_else(|e| panic!("{rel}: {e}"));
-    }
-    StableDiffusion::from_loader(cfg, dtype, loader).expect("all weights present")
-}
+use sd_webgpu::model::{StableDiffusion, COMPONENTS};
 
 fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
     assert_eq!(got.len(), want.len(), "output length");
@@ -113,14 +87,6 @@ async fn parity(gpu: &Gpu, sd: &StableDiffusion, label: &str, fp16_weights: bool
     assert!(fails.is_empty(), "[{label}] parity failures:\n{}", fails.join("\n"));
 }
 
-fn fp32_files() -> Vec<(&'static str, Layout)> {
-    vec![
-        ("model/text_encoder/model.safetensors", Layout::Component("text_encoder".into())),
-        ("model/unet/diffusion_pytorch_model.safetensors", Layout::Component("unet".into())),
-        ("model/vae/diffusion_pytorch_model.safetensors", Layout::Component("vae".into())),
-    ]
-}
-
 /// The diffusers fp32 files streamed from memory in 1 MiB chunks (the browser path).
 async fn streamed_fp32(dtype: DType) {
     let gpu = common::gpu(true).await;
@@ -183,3 +149,34 @@ mod native {
         pollster::block_on(run(Source::SingleFile(root().join("model.safetensors"), Some(configs())), DType::F16, &[], "single-file", true));
     }
 }
+
+/// The planning pass allocates exactly what a real run allocates: same buffers, same
+/// peak, same dispatch count (tiny model, one CFG UNet step + VAE decode).
+async fn plan_equals_real() {
+    use sd_webgpu::gpu::GpuOptions;
+    let mut stats = Vec::new();
+    for plan in [false, true] {
+        let gpu = Gpu::new(GpuOptions { plan_only: plan, ..Default::default() }).await.expect("gpu");
+        let sd = if plan {
+            let cfg = configs();
+            let weights = sd_webgpu::plan::placeholder_weights(&gpu, &cfg, DType::F32, &COMPONENTS).unwrap();
+            let (clip, unet, vae, _) = sd_webgpu::model::build(&cfg);
+            StableDiffusion { cfg, clip, unet, vae, weights, dtype: DType::F32, warnings: vec![] }
+        } else {
+            load_bytes(&gpu, DType::F32, &fp32_files())
+        };
+        let w = gpu.pool_stats();
+        let c = sd.ctx(&gpu);
+        let x = gpu.upload(&[2, 4, 8, 8], DType::F32, &[0.1; 512]).unwrap();
+        let ctx = gpu.upload(&[2, 77, 64], DType::F32, &vec![0.2; 2 * 77 * 64]).unwrap();
+        let t = gpu.upload(&[2], DType::F32, &[500.0, 500.0]).unwrap();
+        let eps = sd.unet.forward(&c, &x, &t, &ctx).unwrap();
+        let img = sd.vae.decode(&c, &eps.reshape(&[2, 4, 8, 8]).unwrap()).unwrap();
+        let _ = gpu.read(&img).await.unwrap();
+        let s = gpu.pool_stats();
+        log!("plan_only={plan}: weights {} B; after: buffers {}, peak {} B, dispatches {}", w.total_bytes, s.buffers_created, s.peak_bytes, s.dispatches);
+        stats.push((w.total_bytes, s.buffers_created, s.peak_bytes, s.dispatches));
+    }
+    assert_eq!(stats[0], stats[1], "real vs plan: (weights bytes, buffers created, peak bytes, dispatches)");
+}
+gpu_test!(plan_allocates_exactly_like_a_real_run, plan_equals_real());

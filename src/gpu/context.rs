@@ -40,11 +40,14 @@ pub struct GpuOptions {
     /// Pretend the adapter allows at most this many bytes per buffer / binding
     /// (to test the splitting paths on a big adapter). `None`: the adapter's.
     pub max_binding_override: Option<u64>,
+    /// Planning mode: allocate exactly as a real run (same pool, same sizes) but create
+    /// no real buffers, upload nothing and dispatch nothing; see [`Gpu::pool_stats`].
+    pub plan_only: bool,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { native_f16: true, low_power: false, max_binding_override: None }
+        GpuOptions { native_f16: true, low_power: false, max_binding_override: None, plan_only: false }
     }
 }
 
@@ -57,6 +60,8 @@ pub struct PoolStats {
     /// Highest `total_bytes` seen.
     pub peak_bytes: u64,
     pub buffers_created: u64,
+    /// Largest single tensor buffer allocated.
+    pub max_buffer_bytes: u64,
     pub dispatches: u64,
     pub submits: u64,
 }
@@ -97,6 +102,8 @@ struct Inner {
     pool: Arc<Mutex<Pool>>,
     pending: Mutex<Vec<Pending>>,
     error: Arc<Mutex<Option<String>>>,
+    /// Planning mode: the one buffer every tensor points at.
+    plan_buffer: Option<wgpu::Buffer>,
 }
 
 /// The GPU: cheap to clone, shared by everything that records work.
@@ -202,6 +209,14 @@ impl Gpu {
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
         };
+        let plan_buffer = opts.plan_only.then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("plan placeholder"),
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
         Ok(Gpu(Arc::new(Inner {
             device,
             queue,
@@ -213,6 +228,7 @@ impl Gpu {
             pool: Arc::new(Mutex::new(Pool { free: HashMap::new(), stats: PoolStats::default() })),
             pending: Mutex::new(Vec::new()),
             error,
+            plan_buffer,
         })))
     }
 
@@ -221,6 +237,10 @@ impl Gpu {
     }
     pub fn limits(&self) -> &wgpu::Limits {
         &self.0.limits
+    }
+    /// Planning mode (see [`GpuOptions::plan_only`]).
+    pub fn is_plan(&self) -> bool {
+        self.0.plan_buffer.is_some()
     }
     pub fn native_f16(&self) -> bool {
         self.0.native_f16
@@ -234,6 +254,11 @@ impl Gpu {
     }
     pub fn pool_stats(&self) -> PoolStats {
         lock(&self.0.pool).stats
+    }
+    /// Start measuring a new peak from the current total.
+    pub fn reset_peak(&self) {
+        let mut p = lock(&self.0.pool);
+        p.stats.peak_bytes = p.stats.total_bytes;
     }
     /// Drop every free buffer of the pool.
     pub fn trim_pool(&self) {
@@ -263,7 +288,7 @@ impl Gpu {
         }
         // Round to 256 bytes so similar shapes share buffers.
         let bytes = dtype.buffer_bytes(numel).div_ceil(256) * 256;
-        if bytes > self.0.max_binding {
+        if bytes > self.0.max_binding && !self.is_plan() {
             return Err(Error::Limit {
                 what: format!("a {} tensor of shape {shape:?}", dtype.name()),
                 needed: bytes,
@@ -279,6 +304,10 @@ impl Gpu {
                 pool.stats.total_bytes += bytes;
                 pool.stats.buffers_created += 1;
                 pool.stats.peak_bytes = pool.stats.peak_bytes.max(pool.stats.total_bytes);
+                pool.stats.max_buffer_bytes = pool.stats.max_buffer_bytes.max(bytes);
+                if let Some(b) = &self.0.plan_buffer {
+                    b.clone()
+                } else {
                 self.0.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("tensor"),
                     size: bytes,
@@ -287,6 +316,7 @@ impl Gpu {
                         | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
+                }
             }
         };
         pool.stats.live_bytes += bytes;
@@ -305,6 +335,9 @@ impl Gpu {
         };
         if bytes.len() != raw_len {
             return Err(Error::DataLength { shape: shape.to_vec(), expected: raw_len, got: bytes.len() });
+        }
+        if self.is_plan() {
+            return Ok(t);
         }
         // Work recorded earlier may still read a recycled buffer: submit it first.
         self.flush()?;
@@ -422,6 +455,11 @@ impl Gpu {
             ));
         }
         let dtypes: Vec<DType> = d.tensors.iter().map(|t| t.dtype()).collect();
+        if self.is_plan() {
+            self.split_workgroups(d.workgroups)?;
+            lock(&self.0.pool).stats.dispatches += 1;
+            return Ok(());
+        }
         let pipe = self.pipeline(&k, &dtypes)?;
         let groups = self.split_workgroups(d.workgroups)?;
         let buffers = d.tensors.iter().map(|t| t.buffer().clone()).collect();
@@ -544,6 +582,9 @@ impl Gpu {
 
     /// Read a tensor's raw storage bytes.
     pub async fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        if self.is_plan() {
+            return Ok(vec![0; t.bytes() as usize]);
+        }
         self.flush()?;
         let dev = &self.0.device;
         let size = t.bytes();

@@ -38,6 +38,7 @@ pub fn shader_files() -> &'static [(&'static str, &'static str)] {
         ("layout.wgsl", include_str!("../../shaders/layout.wgsl")),
         ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
         ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
+        ("sampler.wgsl", include_str!("../../shaders/sampler.wgsl")),
         ("softmax.wgsl", include_str!("../../shaders/softmax.wgsl")),
     ]
 }

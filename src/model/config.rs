@@ -1,5 +1,5 @@
 //! Component configs, read from diffusers' `config.json` (defaults = SD-1.5's).
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::weights::WeightError;
 
@@ -8,7 +8,7 @@ fn parse<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, Weig
 }
 
 /// `attention_head_dim` / `num_attention_heads`: one number or one per block.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum PerBlock {
     One(usize),
@@ -24,7 +24,7 @@ impl PerBlock {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct UnetConfig {
     pub in_channels: usize,
@@ -95,7 +95,7 @@ impl UnetConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct VaeConfig {
     pub in_channels: usize,
@@ -137,7 +137,7 @@ impl VaeConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ClipConfig {
     pub vocab_size: usize,

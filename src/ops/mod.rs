@@ -6,6 +6,7 @@ mod embedding;
 mod gemm;
 mod layout;
 mod norm;
+mod sampler;
 mod softmax;
 
 pub use attention::attention;
@@ -14,6 +15,7 @@ pub use embedding::{timestep_embedding, timestep_freqs, token_position_embedding
 pub use gemm::{conv2d, linear, matmul, Conv2d};
 pub use layout::{concat_channels, slice_channels, transpose_last2, upsample_nearest2x};
 pub use norm::{group_norm, layer_norm};
+pub use sampler::{lincomb, to_image, vae_sample, Term};
 pub use softmax::softmax;
 
 use crate::error::Result;

@@ -4,6 +4,7 @@
 pub mod keymap;
 pub mod source;
 pub mod stream;
+pub mod synth;
 
 use std::collections::{HashMap, HashSet};
 

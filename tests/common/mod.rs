@@ -2,6 +2,7 @@
 //! native `cargo test` (lavapipe in CI) and `wasm-pack test --headless --chrome`.
 #![allow(dead_code)]
 pub mod fixtures;
+pub mod model;
 
 use sd_webgpu::gpu::{Gpu, GpuOptions};
 

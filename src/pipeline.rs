@@ -1,0 +1,274 @@
+//! Text-to-image and image-to-image, as diffusers' StableDiffusion(Img2Img)Pipeline:
+//! prompt → tokens → text states → denoising loop with classifier-free guidance → VAE →
+//! RGB. Same seed, same draws from the torch-compatible generator, in the same order.
+//! Inside the loop nothing is read back: latents stay on the GPU; each step is one
+//! command buffer (flushed once), and the per-step update runs as GPU linear combinations.
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::image::Rgb;
+use crate::model::StableDiffusion;
+use crate::ops::{self, Term as OpTerm};
+use crate::rng::TorchRng;
+use crate::schedulers::{self, Combo, Term};
+use crate::tokenizer::ClipTokenizer;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub prompt: String,
+    /// `None`: the empty negative prompt (diffusers' default).
+    pub negative_prompt: Option<String>,
+    pub steps: usize,
+    /// ≤ 1 runs the UNet on one batch (no guidance).
+    pub guidance_scale: f64,
+    pub seed: u64,
+    /// One of [`schedulers::SAMPLERS`].
+    pub sampler: String,
+    pub width: usize,
+    pub height: usize,
+    /// Images per prompt (diffusers' num_images_per_prompt: one generator, drawn together).
+    pub batch: usize,
+    /// img2img: the input image (its size is the output size) and the strength in (0, 1].
+    pub init_image: Option<Rgb>,
+    pub strength: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            prompt: String::new(),
+            negative_prompt: None,
+            steps: 20,
+            guidance_scale: 7.5,
+            seed: 0,
+            sampler: "euler_a".into(),
+            width: 512,
+            height: 512,
+            batch: 1,
+            init_image: None,
+            strength: 0.75,
+        }
+    }
+}
+
+/// Per-step progress (after the step was submitted to the GPU).
+pub struct Progress<'a> {
+    pub step: usize,
+    pub steps: usize,
+    /// The current latents [batch, 4, h, w] (f32, on the GPU) for a preview.
+    pub latents: &'a Tensor,
+}
+
+pub struct Output {
+    pub images: Vec<Rgb>,
+    /// Final latents (before the VAE), [batch, 4, h, w].
+    pub latents: Vec<f32>,
+    /// Prompt tokens beyond CLIP's 77 that were dropped (prompt, negative prompt).
+    pub dropped_tokens: (usize, usize),
+}
+
+/// Checks the parameters against the model; the message says what to change.
+pub fn validate(sd: &StableDiffusion, p: &Params) -> Result<(usize, usize)> {
+    let bad = |m: String| Err(Error::Invalid(m));
+    let f = 8usize << sd.cfg.unet.downsamplings();
+    let (w, h) = match &p.init_image {
+        Some(img) => (img.width, img.height),
+        None => (p.width, p.height),
+    };
+    if w == 0 || h == 0 || w % f != 0 || h % f != 0 {
+        let what = if p.init_image.is_some() { "the init image" } else { "width and height" };
+        return bad(format!("{what} must be positive multiples of {f} (got {w}×{h})"));
+    }
+    if w > 2048 || h > 2048 {
+        return bad(format!("{w}×{h} is larger than 2048 pixels on a side"));
+    }
+    if p.steps == 0 || p.steps > 1000 {
+        return bad(format!("steps must be between 1 and 1000 (got {})", p.steps));
+    }
+    if !p.guidance_scale.is_finite() || p.guidance_scale < 0.0 || p.guidance_scale > 100.0 {
+        return bad(format!("guidance scale must be between 0 and 100 (got {})", p.guidance_scale));
+    }
+    if p.batch == 0 || p.batch > 16 {
+        return bad(format!("batch must be between 1 and 16 (got {})", p.batch));
+    }
+    if p.init_image.is_some() && !(p.strength > 0.0 && p.strength <= 1.0) {
+        return bad(format!("strength must be in (0, 1] (got {})", p.strength));
+    }
+    if !schedulers::SAMPLERS.contains(&p.sampler.as_str()) {
+        return bad(format!("unknown sampler `{}`; use one of {}", p.sampler, schedulers::SAMPLERS.join(", ")));
+    }
+    Ok((w, h))
+}
+
+fn combo_terms<'a>(c: &Combo, sample: &'a Tensor, eps: &'a Tensor, slots: &'a [Option<Tensor>], noise: Option<&'a Tensor>) -> Result<Vec<OpTerm<'a>>> {
+    let mut out = Vec::new();
+    for &(t, coef) in &c.0 {
+        let tensor = match t {
+            Term::Sample => sample,
+            Term::ModelOutput => eps,
+            Term::Slot(k) => slots.get(k).and_then(|s| s.as_ref()).ok_or_else(|| Error::Invalid(format!("sampler read slot {k} before storing it")))?,
+            Term::Noise => noise.ok_or_else(|| Error::Invalid("sampler used noise without drawing it".into()))?,
+        };
+        out.push(OpTerm { t: tensor, offset: 0, coef });
+    }
+    if out.is_empty() {
+        out.push(OpTerm { t: sample, offset: 0, coef: 0.0 });
+    }
+    Ok(out)
+}
+
+/// Run the pipeline. `on_step` is called after each step; returning false cancels
+/// (between steps; everything stays reusable).
+pub async fn generate(
+    gpu: &Gpu,
+    sd: &StableDiffusion,
+    tok: &ClipTokenizer,
+    scheduler_config: Option<&str>,
+    p: &Params,
+    on_step: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Output> {
+    let (w, h) = validate(sd, p)?;
+    let c = sd.ctx(gpu);
+    let dt = sd.dtype;
+    let b = p.batch;
+    let cfg = p.guidance_scale > 1.0;
+    let lc = sd.cfg.unet.in_channels;
+    let vf = 1usize << (sd.cfg.vae.block_out_channels.len() - 1);
+    let (lh, lw) = (h / vf, w / vf);
+    let lshape = [b, lc, lh, lw];
+    let ln: usize = lshape.iter().product();
+
+    // Text states: [negative × b, prompt × b] with guidance, else [prompt × b].
+    let pos = tok.encode(&p.prompt)?;
+    let neg = tok.encode(p.negative_prompt.as_deref().unwrap_or(""))?;
+    let mut ids: Vec<u32> = Vec::new();
+    if cfg {
+        for _ in 0..b {
+            ids.extend(&neg.ids);
+        }
+    }
+    for _ in 0..b {
+        ids.extend(&pos.ids);
+    }
+    let rows = ids.len() / pos.ids.len();
+    let ids_t = gpu.upload_u32(&[rows, pos.ids.len()], &ids)?;
+    let text = sd.clip.forward(&c, &ids_t)?;
+    drop(ids_t);
+
+    let mut rng = TorchRng::new(p.seed);
+    let mut s = schedulers::from_config(&p.sampler, scheduler_config, p.steps)?;
+    let timesteps: Vec<f64> = s.timesteps().to_vec();
+
+    // Initial latents (f32 on the GPU for the whole loop).
+    let (begin, mut latents) = match &p.init_image {
+        None => {
+            let n = rng.randn(ln);
+            let x = gpu.upload(&lshape, DType::F32, &n)?;
+            (0, ops::affine(gpu, &x, s.init_noise_sigma() as f32, 0.0)?)
+        }
+        Some(img) => {
+            let begin = s.img2img_begin(p.strength)?;
+            // [-1, 1] NCHW, one image; the VAE's latent_dist.sample draws first.
+            let mut chw = vec![0f32; 3 * h * w];
+            for (i, px) in img.data.chunks_exact(3).enumerate() {
+                for ch in 0..3 {
+                    chw[ch * h * w + i] = 2.0 * px[ch] - 1.0;
+                }
+            }
+            let x = gpu.upload(&[1, 3, h, w], dt, &chw)?;
+            let (mean, logvar) = sd.vae.encode(&c, &x)?;
+            let n1 = gpu.upload(&[1, lc, lh, lw], dt, &rng.randn(lc * lh * lw))?;
+            let init = ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)?;
+            let mut init_b = init.clone();
+            for _ in 1..b {
+                init_b = ops::concat_channels(gpu, &init_b.reshape(&[1, init_b.numel(), 1])?, &init.reshape(&[1, init.numel(), 1])?)?;
+            }
+            let init_b = init_b.reshape(&lshape)?;
+            let noise = gpu.upload(&lshape, DType::F32, &rng.randn(ln))?;
+            let (a, k) = s.add_noise_coeffs(begin);
+            let t = [OpTerm { t: &init_b, offset: 0, coef: a }, OpTerm { t: &noise, offset: 0, coef: k }];
+            (begin, ops::lincomb(gpu, &t, &lshape, DType::F32)?)
+        }
+    };
+
+    // Timestep tensors for every step, made before the loop.
+    let ub = if cfg { 2 * b } else { b };
+    let t_tensors: Vec<Tensor> = timesteps[begin..].iter().map(|&t| gpu.upload(&[ub], DType::F32, &vec![t as f32; ub])).collect::<Result<_>>()?;
+    let mut slots: Vec<Option<Tensor>> = vec![None; s.slots()];
+    let total = timesteps.len() - begin;
+    gpu.flush()?;
+    for (k, i) in (begin..timesteps.len()).enumerate() {
+        let scale = s.scale_model_input(i);
+        let x_in = ops::lincomb(gpu, &[OpTerm { t: &latents, offset: 0, coef: scale }], &lshape, dt)?;
+        let x_in = if cfg {
+            let flat = x_in.reshape(&[1, ln, 1])?;
+            ops::concat_channels(gpu, &flat, &flat)?.reshape(&[2 * b, lc, lh, lw])?
+        } else {
+            x_in
+        };
+        let out = sd.unet.forward(&c, &x_in, &t_tensors[k], &text)?;
+        let eps = if cfg {
+            let g = p.guidance_scale;
+            ops::lincomb(gpu, &[OpTerm { t: &out, offset: 0, coef: 1.0 - g }, OpTerm { t: &out, offset: ln, coef: g }], &lshape, DType::F32)?
+        } else {
+            ops::cast(gpu, &out, DType::F32)?
+        };
+        let plan = s.step(i);
+        let noise = if plan.uses_noise { Some(gpu.upload(&lshape, DType::F32, &rng.randn(ln))?) } else { None };
+        let mut stored = Vec::new();
+        for (slot, combo) in &plan.store {
+            let terms = combo_terms(combo, &latents, &eps, &slots, noise.as_ref())?;
+            stored.push((*slot, ops::lincomb(gpu, &terms, &lshape, DType::F32)?));
+        }
+        let next_combo = plan.next_from_old_slots();
+        let next = {
+            let terms = combo_terms(&next_combo, &latents, &eps, &slots, noise.as_ref())?;
+            ops::lincomb(gpu, &terms, &lshape, DType::F32)?
+        };
+        for (slot, t) in stored {
+            if slot >= slots.len() {
+                slots.resize(slot + 1, None);
+            }
+            slots[slot] = Some(t);
+        }
+        latents = next;
+        gpu.flush()?;
+        if !on_step(Progress { step: k + 1, steps: total, latents: &latents }) {
+            return Err(Error::Cancelled);
+        }
+    }
+    drop(slots);
+    drop(text);
+
+    let lat = gpu.read(&latents).await?;
+    let z = ops::cast(gpu, &latents, dt)?;
+    let img = sd.vae.decode(&c, &z)?;
+    let nhwc = ops::to_image(gpu, &img)?;
+    let px = gpu.read(&nhwc).await?;
+    let per = h * w * 3;
+    let images = (0..b).map(|i| Rgb { width: w, height: h, data: px[i * per..(i + 1) * per].to_vec() }).collect();
+    Ok(Output { images, latents: lat, dropped_tokens: (pos.dropped_tokens, neg.dropped_tokens) })
+}
+
+/// AUTOMATIC1111's `parameters` text for a generated image.
+pub fn a1111_parameters(p: &Params, seed: u64, model: &str) -> String {
+    let sampler = match p.sampler.as_str() {
+        "ddpm" => "DDPM",
+        "ddim" => "DDIM",
+        "pndm" => "PLMS",
+        "euler" => "Euler",
+        "euler_a" => "Euler a",
+        "dpmpp_2m_karras" => "DPM++ 2M Karras",
+        other => other,
+    };
+    let (w, h) = p.init_image.as_ref().map_or((p.width, p.height), |i| (i.width, i.height));
+    let mut s = p.prompt.clone();
+    if let Some(n) = p.negative_prompt.as_deref().filter(|n| !n.is_empty()) {
+        s.push_str(&format!("\nNegative prompt: {n}"));
+    }
+    s.push_str(&format!("\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {seed}, Size: {w}x{h}, Model: {model}", p.steps, p.guidance_scale));
+    if p.init_image.is_some() {
+        s.push_str(&format!(", Denoising strength: {}", p.strength));
+    }
+    s
+}

@@ -1,0 +1,114 @@
+//! Memory planning: run the real model code on a planning GPU (same allocations, same
+//! pool, nothing created or dispatched) and report weights, activation peaks and the
+//! largest buffer.
+use serde::Serialize;
+
+use crate::gpu::{DType, Gpu, GpuOptions, PoolStats};
+use crate::model::{Configs, StableDiffusion};
+use crate::weights::Weights;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanReport {
+    pub adapter: String,
+    pub dtype: &'static str,
+    pub size: [usize; 2],
+    /// Batch of the UNet call (2 with classifier-free guidance).
+    pub unet_batch: usize,
+    pub weights_bytes: u64,
+    pub weights_bytes_unet: u64,
+    pub weights_bytes_vae: u64,
+    pub weights_bytes_text_encoder: u64,
+    /// Pool growth during the text encoder (batch 2), the UNet step and the VAE decode (batch 1).
+    pub text_encoder_activation_peak_bytes: u64,
+    pub unet_step_activation_peak_bytes: u64,
+    pub vae_decode_activation_peak_bytes: u64,
+    /// Highest total of GPU buffers over a whole generation (weights included; the pool is
+    /// trimmed between the phases).
+    pub peak_bytes: u64,
+    pub max_buffer_bytes: u64,
+    pub dispatches_per_unet_step: u64,
+    pub dispatches_text_encoder: u64,
+    pub dispatches_vae_decode: u64,
+}
+
+/// Weights as uninitialised (zeroed on real GPUs) tensors with the model's shapes.
+pub fn placeholder_weights(gpu: &Gpu, cfg: &Configs, dtype: DType, components: &[&str]) -> crate::Result<Weights> {
+    let (_, _, _, specs) = crate::model::build(cfg);
+    let mut w = Weights::default();
+    for s in specs {
+        if components.iter().any(|c| s.name.starts_with(&format!("{c}/"))) {
+            let t = gpu.empty(&s.shape, dtype)?;
+            w.insert(s.name, t);
+        }
+    }
+    Ok(w)
+}
+
+fn component_bytes(w: &Weights, cfg: &Configs, dtype: DType, c: &str) -> u64 {
+    let (_, _, _, specs) = crate::model::build(cfg);
+    let _ = w;
+    specs
+        .iter()
+        .filter(|s| s.name.starts_with(&format!("{c}/")))
+        .map(|s| dtype.buffer_bytes(s.shape.iter().product()).div_ceil(256) * 256)
+        .sum()
+}
+
+/// Plan a generation at `height`×`width` with classifier-free guidance (UNet batch 2).
+pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> crate::Result<PlanReport> {
+    let gpu = Gpu::new(GpuOptions { plan_only: true, ..Default::default() }).await?;
+    let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
+    let (clip, unet, vae, _) = crate::model::build(cfg);
+    let sd = StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtype, warnings: Vec::new() };
+    let c = sd.ctx(&gpu);
+    let s0 = gpu.pool_stats();
+    let grow = |a: &PoolStats, b: &PoolStats| b.peak_bytes.saturating_sub(a.total_bytes);
+
+    // Text encoder: prompt + negative prompt.
+    let seq = cfg.clip.max_position_embeddings;
+    let ids = gpu.upload_u32(&[2, seq], &vec![0; 2 * seq])?;
+    let text = sd.clip.forward(&c, &ids)?;
+    let s1 = gpu.pool_stats();
+    let mut overall = s1.peak_bytes;
+    gpu.trim_pool();
+
+    // One CFG UNet step.
+    let f = 8usize; // VAE factor for SD 1.x
+    let (lh, lw) = (height / f, width / f);
+    let x = gpu.empty(&[2, cfg.unet.in_channels, lh, lw], dtype)?;
+    let t = gpu.upload(&[2], DType::F32, &[500.0, 500.0])?;
+    gpu.reset_peak();
+    let s2a = gpu.pool_stats();
+    let eps = sd.unet.forward(&c, &x, &t, &text)?;
+    let s2 = gpu.pool_stats();
+    overall = overall.max(s2.peak_bytes);
+    drop((eps, x, t, text, ids));
+    gpu.trim_pool();
+    gpu.reset_peak();
+    let s2t = gpu.pool_stats();
+
+    // VAE decode of one image.
+    let z = gpu.empty(&[1, cfg.vae.latent_channels, lh, lw], dtype)?;
+    let img = sd.vae.decode(&c, &z)?;
+    let s3 = gpu.pool_stats();
+    drop((img, z));
+
+    Ok(PlanReport {
+        adapter: gpu.info().name.clone(),
+        dtype: dtype.name(),
+        size: [height, width],
+        unet_batch: 2,
+        weights_bytes: s0.total_bytes,
+        weights_bytes_unet: component_bytes(&sd.weights, cfg, dtype, "unet"),
+        weights_bytes_vae: component_bytes(&sd.weights, cfg, dtype, "vae"),
+        weights_bytes_text_encoder: component_bytes(&sd.weights, cfg, dtype, "text_encoder"),
+        text_encoder_activation_peak_bytes: grow(&s0, &s1),
+        unet_step_activation_peak_bytes: grow(&s2a, &s2),
+        vae_decode_activation_peak_bytes: grow(&s2t, &s3),
+        peak_bytes: overall.max(s3.peak_bytes),
+        max_buffer_bytes: s3.max_buffer_bytes,
+        dispatches_per_unet_step: s2.dispatches - s2a.dispatches,
+        dispatches_text_encoder: s1.dispatches - s0.dispatches,
+        dispatches_vae_decode: s3.dispatches - s2t.dispatches,
+    })
+}

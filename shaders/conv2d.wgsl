@@ -1,12 +1,17 @@
-// 2-D convolution as implicit GEMM (no im2col buffer; tiles in gemm_tile.wgsl), fused
-// bias, activation and residual. Kernel kh×kw, any stride, padding (top, left) given;
-// bottom/right padding is implied by oh/ow (the VAE encoder's asymmetric pad: top/left 0).
-//   conv2d: x: [N, Cin, H, W], w: [Cout, Cin, KH, KW], bias: [Cout] (flags bit 0),
-//           res: [N, Cout, OH, OW] (flags bit 1) -> y: [N, Cout, OH, OW]
+// 2-D convolution as implicit GEMM (no im2col buffer; tiles in gemm_tile.wgsl) with a fused
+// prologue and epilogue. Kernel kh×kw, any stride, padding (top, left) given; bottom/right
+// padding is implied by oh/ow (the VAE encoder's asymmetric pad: top/left 0).
+//   conv2d: x: [N, Cin, Hs, Ws], w: [Cout, Cin, KH, KW], bias: [Cout], res: [N, Cout, OH, OW],
+//           temb: [N, Cout], aff: [N, Cin, 2] f32 -> y: [N, Cout, OH, OW]
+//   prologue, per input element (padding stays zero):
+//           flags bit 5: the input is nearest-upsampled 2× on the fly (H = 2·Hs, W = 2·Ws)
+//           flags bit 3: v = v·aff[n, ci, 0] + aff[n, ci, 1]   (a group norm, see norm.wgsl)
+//           flags bit 4: v = silu(v)
+//   epilogue: + bias[co] (bit 0), + temb[n, co] (bit 2), activation, + res (bit 1)
 //   GEMM view: M = Cout, N = OH·OW, K = Cin·KH·KW, batch = N.
 //#include gemm_tile.wgsl
 
-//#kernel conv2d x:read w:read bias:read res:read y:write
+//#kernel conv2d x:read w:read bias:read res:read temb:read aff:read:f32 y:write
 struct Params { n: u32, cin: u32, h: u32, w: u32, cout: u32, oh: u32, ow: u32, kh: u32, kw: u32,
                 stride: u32, pad_t: u32, pad_l: u32, flags: u32, act: u32 }
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(P.cout, P.oh * P.ow, P.cin * P.kh * P.kw, P.n); }
@@ -25,20 +30,39 @@ fn load_b(bt: u32, k: u32, p: u32) -> f32 {
     if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) {
         return 0.0;
     }
-    return x_ld(((bt * P.cin + ci) * P.h + u32(iy)) * P.w + u32(ix));
+    var sy = u32(iy);
+    var sx = u32(ix);
+    var sw = P.w;
+    var sh = P.h;
+    if ((P.flags & 32u) != 0u) {
+        sy = sy / 2u;
+        sx = sx / 2u;
+        sw = P.w / 2u;
+        sh = P.h / 2u;
+    }
+    var v = x_ld(((bt * P.cin + ci) * sh + sy) * sw + sx);
+    if ((P.flags & 8u) != 0u) {
+        let a = 2u * (bt * P.cin + ci);
+        v = v * aff_ld(a) + aff_ld(a + 1u);
+    }
+    if ((P.flags & 16u) != 0u) {
+        v = v * sigmoid_f32(v);
+    }
+    return v;
 }
-fn epilogue(idx: u32, co: u32, v: f32) -> f32 {
+fn epilogue(bt: u32, idx: u32, co: u32, v: f32) -> f32 {
     var o = v;
     if ((P.flags & 1u) != 0u) { o = o + bias_ld(co); }
+    if ((P.flags & 4u) != 0u) { o = o + temb_ld(bt * P.cout + co); }
     o = apply_act(o, P.act);
     if ((P.flags & 2u) != 0u) { o = o + res_ld(idx); }
     return o;
 }
 fn gemm_store(bt: u32, co: u32, p: u32, v0: f32, v1: f32, has1: bool) {
     let idx = (bt * P.cout + co) * P.oh * P.ow + p;
-    let o0 = epilogue(idx, co, v0);
+    let o0 = epilogue(bt, idx, co, v0);
     if (has1) {
-        y_st2(idx, o0, epilogue(idx + 1u, co, v1));
+        y_st2(idx, o0, epilogue(bt, idx + 1u, co, v1));
     } else {
         y_st(idx, o0);
     }

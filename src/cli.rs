@@ -133,6 +133,10 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Dt::F16)]
         dtype: Dt,
     },
+    /// Time a generation's phases (text encoder, one CFG UNet step, VAE decode) with
+    /// synthetic SD-1.5 weights (or --model), per-kernel GPU times where the adapter has
+    /// timestamp queries; --plan: memory figures only, nothing dispatched.
+    Bench(crate::bench::BenchArgs),
     /// Print the adapter, its features and limits.
     Info,
     /// Throughput of the matmul (4096×320·320ᵀ) and conv2d (3×3, 64×64×320→320) kernels.
@@ -176,6 +180,7 @@ fn dt(d: Dt) -> DType {
 async fn run(cli: Cli) -> crate::Result<()> {
     match cli.cmd {
         Cmd::Generate(a) => return generate(a).await,
+        Cmd::Bench(a) => return crate::bench::run(a).await,
         Cmd::Plan { size, dtype, model } => {
             if size == 0 || size % 64 != 0 {
                 return Err(crate::Error::Unsupported { op: "plan", detail: format!("--size {size} must be a positive multiple of 64") });
@@ -243,7 +248,7 @@ async fn run(cli: Cli) -> crate::Result<()> {
     }
     let gpu = Gpu::new(GpuOptions::default()).await?;
     match cli.cmd {
-        Cmd::Plan { .. } | Cmd::Synth { .. } | Cmd::UnetStep { .. } | Cmd::Generate(_) => {}
+        Cmd::Plan { .. } | Cmd::Synth { .. } | Cmd::UnetStep { .. } | Cmd::Generate(_) | Cmd::Bench(_) => {}
         Cmd::Info => {
             println!("{}", serde_json::to_string_pretty(gpu.info()).unwrap_or_default());
         }

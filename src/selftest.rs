@@ -287,6 +287,30 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 let (want, _) = r::conv2d(&xv, xs, &wv, ws, bias.then_some(&btv[..]), stride, pad, act, res.then_some(&rtv[..]));
                 c.compare("conv2d", &format!("{xs:?}->{cout} k{ks} s{stride} pad{pad:?} {act:?}"), &y, &want, 1e-5).await?;
             }
+            // Fused prologue (group-norm affine + SiLU, nearest 2x upsample) and time-embedding epilogue.
+            for (xs, cout, groups, silu, up, temb) in [([2usize, 6usize, 5usize, 7usize], 9usize, 3usize, true, false, true), ([1, 4, 3, 4], 5, 2, false, true, false), ([2, 8, 4, 4], 6, 4, true, true, true)] {
+                let (x, xv) = c.input(&xs, -2.0, 3.0)?;
+                let (g, gv) = c.input(&[xs[1]], 0.5, 1.5)?;
+                let (be, bev) = c.input(&[xs[1]], -0.5, 0.5)?;
+                let ws = [cout, xs[1], 3, 3];
+                let (w, wv) = c.input(&ws, -0.3, 0.3)?;
+                let (bt, btv) = c.input(&[cout], -0.5, 0.5)?;
+                let (te, tev) = c.input(&[xs[0], cout], -1.0, 1.0)?;
+                let aff = ops::group_norm_affine(gpu, &x, groups, &g, &be, 1e-5)?;
+                let fz = ops::ConvFuse { input_affine: Some(&aff), input_silu: silu, upsample: up, bias: Some(&bt), temb: temb.then_some(&te), ..Default::default() };
+                let y = ops::conv2d_fused(gpu, &x, &w, Conv2d::new(1, 1), fz)?;
+                let (n, ch, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+                let mut pre = r::group_norm(&xv, n, ch, h * wd, groups, &gv, &bev, 1e-5, silu);
+                let (h2, w2) = if up { (2 * h, 2 * wd) } else { (h, wd) };
+                if up {
+                    pre = r::upsample_nearest2x(&pre, n * ch, h, wd);
+                }
+                let (mut want, _) = r::conv2d(&pre, [n, ch, h2, w2], &wv, ws, Some(&btv[..]), 1, [1; 4], Act::None, None);
+                if temb {
+                    want = r::binary(&want, &tev, false, h2 * w2, cout, cout, 1.0, 1.0);
+                }
+                c.compare("conv2d", &format!("fused GN({groups}) silu {silu} upsample {up} temb {temb} {xs:?}->{cout}"), &y, &want, 1e-5).await?;
+            }
         }
         "attention" => {
             // (batch, sq, sk, heads, head dim, causal)

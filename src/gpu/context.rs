@@ -2,6 +2,7 @@
 //! buffer pool, dispatch recording (one uniform buffer and one command buffer
 //! per flush) and the async readback used on native and on the web.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -64,6 +65,9 @@ pub struct PoolStats {
     pub max_buffer_bytes: u64,
     pub dispatches: u64,
     pub submits: u64,
+    /// Floating-point operations of the recorded conv / matmul / attention dispatches,
+    /// counted analytically from their shapes by the ops ([`Gpu::add_flops`]).
+    pub flops: f64,
 }
 
 pub(crate) struct Pool {
@@ -91,6 +95,16 @@ struct Pending {
     label: String,
 }
 
+/// Timestamps of one profiled flush (a chunk of at most [`PROFILE_CHUNK`] dispatches):
+/// a mappable copy of the resolved query set and the label of each dispatch.
+struct ProfileReadback {
+    staging: wgpu::Buffer,
+    labels: Vec<String>,
+}
+
+/// Dispatches per query set (two timestamps each).
+const PROFILE_CHUNK: usize = (wgpu::QUERY_SET_MAX_QUERIES / 2) as usize;
+
 struct Inner {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -104,6 +118,10 @@ struct Inner {
     error: Arc<Mutex<Option<String>>>,
     /// Planning mode: the one buffer every tensor points at.
     plan_buffer: Option<wgpu::Buffer>,
+    /// Profiling mode ([`Gpu::set_profiling`]): one timestamped pass per dispatch.
+    profiling: AtomicBool,
+    /// Timestamps submitted but not yet read ([`Gpu::take_profile`]).
+    profile: Mutex<Vec<ProfileReadback>>,
 }
 
 /// The GPU: cheap to clone, shared by everything that records work.
@@ -229,6 +247,8 @@ impl Gpu {
             pending: Mutex::new(Vec::new()),
             error,
             plan_buffer,
+            profiling: AtomicBool::new(false),
+            profile: Mutex::new(Vec::new()),
         })))
     }
 
@@ -255,6 +275,124 @@ impl Gpu {
     pub fn pool_stats(&self) -> PoolStats {
         lock(&self.0.pool).stats
     }
+    /// Count floating-point operations of a recorded op (see [`PoolStats::flops`]).
+    pub fn add_flops(&self, flops: f64) {
+        lock(&self.0.pool).stats.flops += flops;
+    }
+
+    /// Whether [`Gpu::set_profiling`] can work here: the adapter has `TIMESTAMP_QUERY`
+    /// (requested by [`Gpu::new`]) and this is not a planning GPU.
+    pub fn can_profile(&self) -> bool {
+        self.0.info.timestamp_query && !self.is_plan()
+    }
+
+    /// Turn GPU timestamp profiling on or off; returns whether it is now on (never
+    /// where [`Gpu::can_profile`] is false). While on, each flush puts every dispatch in
+    /// its own compute pass with beginning / end timestamps; [`Gpu::take_profile`] reads
+    /// them. Off (the default), flushes record one pass as always. Work already
+    /// recorded is flushed first so that it is not attributed to the new mode.
+    pub fn set_profiling(&self, on: bool) -> Result<bool> {
+        self.flush()?;
+        let on = on && self.can_profile();
+        self.0.profiling.store(on, Ordering::SeqCst);
+        Ok(on)
+    }
+
+    pub fn profiling(&self) -> bool {
+        self.0.profiling.load(Ordering::SeqCst)
+    }
+
+    /// GPU time per kernel (`file:kernel`, nanoseconds, dispatch count) of every dispatch
+    /// profiled since the last call, most expensive first. Flushes and waits for the
+    /// GPU. Empty when profiling was never on.
+    pub async fn take_profile(&self) -> Result<Vec<(String, u64, u64)>> {
+        self.flush()?;
+        let pending: Vec<ProfileReadback> = std::mem::take(&mut *lock(&self.0.profile));
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut waits = Vec::with_capacity(pending.len());
+        for r in &pending {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            r.staging.map_async(wgpu::MapMode::Read, .., move |res| {
+                let _ = tx.send(res);
+            });
+            waits.push(rx);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.0.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        let period = self.0.queue.get_timestamp_period() as f64;
+        let mut acc: HashMap<String, (f64, u64)> = HashMap::new();
+        for (r, rx) in pending.iter().zip(waits) {
+            rx.await
+                .map_err(|_| Error::Readback("the GPU dropped the map request".into()))?
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            {
+                let view = r.staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+                let ticks: &[u64] = bytemuck::cast_slice(&view);
+                for (label, pair) in r.labels.iter().zip(ticks.chunks_exact(2)) {
+                    let e = acc.entry(label.clone()).or_insert((0.0, 0));
+                    e.0 += pair[1].saturating_sub(pair[0]) as f64 * period;
+                    e.1 += 1;
+                }
+            }
+            r.staging.unmap();
+            r.staging.destroy();
+        }
+        self.take_error()?;
+        let mut out: Vec<(String, u64, u64)> = acc.into_iter().map(|(k, (ns, n))| (k, ns.round() as u64, n)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Profiling mode: every dispatch in its own compute pass with timestamps at its
+    /// beginning and end; the query sets are resolved and copied to mappable buffers
+    /// read by [`Gpu::take_profile`].
+    fn encode_profiled(&self, enc: &mut wgpu::CommandEncoder, pending: &[Pending], groups: &[wgpu::BindGroup]) {
+        let dev = &self.0.device;
+        let live: Vec<usize> = (0..pending.len()).filter(|&i| pending[i].groups[0] != 0).collect();
+        let mut readbacks = Vec::new();
+        for chunk in live.chunks(PROFILE_CHUNK) {
+            let count = 2 * chunk.len() as u32;
+            let qs = dev.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            });
+            for (j, &i) in chunk.iter().enumerate() {
+                let p = &pending[i];
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(&p.label),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &qs,
+                        beginning_of_pass_write_index: Some(2 * j as u32),
+                        end_of_pass_write_index: Some(2 * j as u32 + 1),
+                    }),
+                });
+                pass.set_pipeline(&p.pipe.pipeline);
+                pass.set_bind_group(0, &groups[i], &[]);
+                pass.dispatch_workgroups(p.groups[0], p.groups[1], p.groups[2]);
+            }
+            let bytes = count as u64 * wgpu::QUERY_SIZE as u64;
+            let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+            let staging = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+            readbacks.push(ProfileReadback { staging, labels: chunk.iter().map(|&i| pending[i].label.clone()).collect() });
+        }
+        lock(&self.0.profile).extend(readbacks);
+    }
+
     /// Start measuring a new peak from the current total.
     pub fn reset_peak(&self) {
         let mut p = lock(&self.0.pool);
@@ -550,7 +688,9 @@ impl Gpu {
             })
             .collect();
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("ops") });
-        {
+        if self.profiling() {
+            self.encode_profiled(&mut enc, &pending, &groups);
+        } else {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("ops"),
                 timestamp_writes: None,

@@ -3,7 +3,7 @@
 use super::nn::{Attention, Conv, Ctx, GroupNorm, LayerNorm, Linear, Vb};
 use crate::error::Result;
 use crate::gpu::Tensor;
-use crate::ops::{self, Act};
+use crate::ops::{self, Act, ConvFuse};
 
 /// diffusers ResnetBlock2D (output_scale_factor 1, time embedding added after conv1).
 pub struct Resnet {
@@ -27,19 +27,22 @@ impl Resnet {
         }
     }
     /// `temb_silu`: silu(time embedding) [B, T], shared by every resnet of a step.
+    /// Group norms and SiLUs run in the convolutions' prologues, the time embedding in
+    /// conv1's epilogue and the shortcut in conv2's: 4 dispatches (+1 with a shortcut conv,
+    /// +1 with a time embedding).
     pub fn fwd(&self, c: &Ctx, x: &Tensor, temb_silu: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.norm1.fwd(c, x, true)?;
-        let mut h = self.conv1.fwd(c, &h, Act::None, None)?;
-        if let (Some(lin), Some(t)) = (&self.temb, temb_silu) {
-            let t = lin.fwd(c, t, Act::None, None)?;
-            h = ops::add_bcast(c.gpu, &h, &t)?;
-        }
-        let h = self.norm2.fwd(c, &h, true)?;
+        let a1 = self.norm1.affine(c, x)?;
+        let t = match (&self.temb, temb_silu) {
+            (Some(lin), Some(t)) => Some(lin.fwd(c, t, Act::None, None)?),
+            _ => None,
+        };
+        let h = self.conv1.fwd_fused(c, x, ConvFuse { input_affine: Some(&a1), input_silu: true, temb: t.as_ref(), ..Default::default() })?;
+        let a2 = self.norm2.affine(c, &h)?;
         let sc = match &self.shortcut {
             Some(s) => s.fwd(c, x, Act::None, None)?,
             None => x.clone(),
         };
-        self.conv2.fwd(c, &h, Act::None, Some(&sc))
+        self.conv2.fwd_fused(c, &h, ConvFuse { input_affine: Some(&a2), input_silu: true, residual: Some(&sc), ..Default::default() })
     }
 }
 
@@ -94,13 +97,14 @@ impl Transformer2D {
     /// x [B, C, H, W], ctx [B, S, Cc] -> [B, C, H, W] (with the residual).
     pub fn fwd(&self, c: &Ctx, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         let (b, ch, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-        let n = self.norm.fwd(c, x, false)?;
         let mut t = match (&self.proj_in_conv, &self.proj_in_lin) {
             (Some(conv), _) => {
-                let p = conv.fwd(c, &n, Act::None, None)?;
+                let a = self.norm.affine(c, x)?;
+                let p = conv.fwd_fused(c, x, ConvFuse { input_affine: Some(&a), ..Default::default() })?;
                 ops::transpose_last2(c.gpu, &p.reshape(&[b, ch, h * w])?)?
             }
             (_, Some(lin)) => {
+                let n = self.norm.fwd(c, x, false)?;
                 let tok = ops::transpose_last2(c.gpu, &n.reshape(&[b, ch, h * w])?)?;
                 lin.fwd(c, &tok, Act::None, None)?
             }

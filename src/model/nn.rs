@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::ops::{self, Act, Conv2d};
+use crate::ops::{self, Act, Conv2d, ConvFuse};
 use crate::weights::{Spec, Weights};
 
 /// Weight-name builder (like candle's VarBuilder, without the tensors).
@@ -73,6 +73,10 @@ impl Conv {
     pub fn fwd(&self, c: &Ctx, x: &Tensor, act: Act, res: Option<&Tensor>) -> Result<Tensor> {
         ops::conv2d(c.gpu, x, c.w.get(&self.w)?, Some(c.w.get(&self.b)?), self.geo, act, res)
     }
+    /// With a fused prologue / epilogue (the conv's own bias is added).
+    pub fn fwd_fused(&self, c: &Ctx, x: &Tensor, fz: ConvFuse) -> Result<Tensor> {
+        ops::conv2d_fused(c.gpu, x, c.w.get(&self.w)?, self.geo, ConvFuse { bias: Some(c.w.get(&self.b)?), ..fz })
+    }
 }
 
 pub struct GroupNorm {
@@ -88,6 +92,10 @@ impl GroupNorm {
     }
     pub fn fwd(&self, c: &Ctx, x: &Tensor, silu: bool) -> Result<Tensor> {
         ops::group_norm(c.gpu, x, self.groups, c.w.get(&self.w)?, c.w.get(&self.b)?, self.eps, silu)
+    }
+    /// The norm as a per-(sample, channel) affine map for a convolution's prologue.
+    pub fn affine(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
+        ops::group_norm_affine(c.gpu, x, self.groups, c.w.get(&self.w)?, c.w.get(&self.b)?, self.eps)
     }
 }
 

@@ -6,7 +6,7 @@ use super::config::UnetConfig;
 use super::nn::{Conv, Ctx, GroupNorm, Linear, Vb};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
-use crate::ops::{self, Act};
+use crate::ops::{self, Act, ConvFuse};
 
 struct Down {
     resnets: Vec<Resnet>,
@@ -158,11 +158,10 @@ impl Unet {
                 }
             }
             if let Some(conv) = &u.up {
-                h = ops::upsample_nearest2x(c.gpu, &h)?;
-                h = conv.fwd(c, &h, Act::None, None)?;
+                h = conv.fwd_fused(c, &h, ConvFuse { upsample: true, ..Default::default() })?;
             }
         }
-        let h = self.norm_out.fwd(c, &h, true)?;
-        self.conv_out.fwd(c, &h, Act::None, None)
+        let a = self.norm_out.affine(c, &h)?;
+        self.conv_out.fwd_fused(c, &h, ConvFuse { input_affine: Some(&a), input_silu: true, ..Default::default() })
     }
 }

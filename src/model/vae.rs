@@ -4,7 +4,7 @@ use super::config::VaeConfig;
 use super::nn::{Conv, Ctx, GroupNorm, Vb};
 use crate::error::{Error, Result};
 use crate::gpu::Tensor;
-use crate::ops::{self, Act};
+use crate::ops::{self, Act, ConvFuse};
 
 const EPS: f32 = 1e-6;
 
@@ -121,8 +121,8 @@ impl Vae {
             }
         }
         h = self.enc_mid.fwd(c, &h)?;
-        let h = self.enc_norm.fwd(c, &h, true)?;
-        let mut m = self.enc_out.fwd(c, &h, Act::None, None)?;
+        let a = self.enc_norm.affine(c, &h)?;
+        let mut m = self.enc_out.fwd_fused(c, &h, ConvFuse { input_affine: Some(&a), input_silu: true, ..Default::default() })?;
         if let Some(q) = &self.quant {
             m = q.fwd(c, &m, Act::None, None)?;
         }
@@ -150,11 +150,10 @@ impl Vae {
                 h = r.fwd(c, &h, None)?;
             }
             if let Some(s) = &lv.sample {
-                h = ops::upsample_nearest2x(c.gpu, &h)?;
-                h = s.fwd(c, &h, Act::None, None)?;
+                h = s.fwd_fused(c, &h, ConvFuse { upsample: true, ..Default::default() })?;
             }
         }
-        let h = self.dec_norm.fwd(c, &h, true)?;
-        self.dec_out.fwd(c, &h, Act::None, None)
+        let a = self.dec_norm.affine(c, &h)?;
+        self.dec_out.fwd_fused(c, &h, ConvFuse { input_affine: Some(&a), input_silu: true, ..Default::default() })
     }
 }

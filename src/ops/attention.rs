@@ -23,6 +23,7 @@ pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, ca
         return shape_err("attention", format!("head dim {d} > {MAX_HEAD_DIM}"));
     }
     let out = Out::new(gpu, qs, q.dtype(), d % 2 == 0)?;
+    gpu.add_flops(4.0 * (b * heads * sq) as f64 * (sk * d) as f64);
     gpu.dispatch(Dispatch {
         file: "attention.wgsl",
         kernel: "attention",

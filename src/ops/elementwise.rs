@@ -4,8 +4,9 @@ use crate::gpu::{DType, Gpu, Tensor};
 use super::{f, u};
 
 /// Activation fused into kernels (codes as in shaders/activation.wgsl).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Act {
+    #[default]
     None = 0,
     Silu = 1,
     Gelu = 2,

@@ -72,6 +72,7 @@ fn gemm(
     out_shape: &[usize],
 ) -> Result<Tensor> {
     let out = Out::new(gpu, out_shape, a.dtype(), n % 2 == 0)?;
+    gpu.add_flops(2.0 * (batch * m) as f64 * n as f64 * k as f64);
     gpu.dispatch(Dispatch {
         file: "matmul.wgsl",
         kernel: "matmul",
@@ -99,13 +100,38 @@ impl Conv2d {
     }
 }
 
+/// What a convolution does besides convolving (all optional).
+#[derive(Clone, Copy, Default)]
+pub struct ConvFuse<'a> {
+    /// Input prologue: x·scale + shift per (sample, channel), [N, Cin, 2] f32 from
+    /// `group_norm_affine` (a group norm that never writes the normalised tensor).
+    pub input_affine: Option<&'a Tensor>,
+    /// Input prologue: SiLU after the affine map.
+    pub input_silu: bool,
+    /// Input prologue: nearest 2× upsampling of x on the fly.
+    pub upsample: bool,
+    pub bias: Option<&'a Tensor>,
+    /// Epilogue: + temb[n, co] ([N, Cout], the ResNet time embedding).
+    pub temb: Option<&'a Tensor>,
+    pub act: Act,
+    /// Epilogue: + residual [N, Cout, OH, OW] (after the activation).
+    pub residual: Option<&'a Tensor>,
+}
+
 /// x [N, Cin, H, W] ⊛ w [Cout, Cin, KH, KW] + bias [Cout], activation, + residual [N, Cout, OH, OW].
 pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2d, act: Act, residual: Option<&Tensor>) -> Result<Tensor> {
+    conv2d_fused(gpu, x, w, g, ConvFuse { bias, act, residual, ..Default::default() })
+}
+
+/// Convolution with a fused prologue (group-norm affine, SiLU, 2× upsample of the input)
+/// and epilogue (bias, time embedding, activation, residual): one dispatch.
+pub fn conv2d_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Conv2d, fz: ConvFuse) -> Result<Tensor> {
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() != 4 || ws.len() != 4 || xs[1] != ws[1] || g.stride == 0 {
         return shape_err("conv2d", format!("x {xs:?} ⊛ weight {ws:?} (stride {}): need [N, Cin, H, W] and [Cout, Cin, KH, KW]", g.stride));
     }
-    let (nb, cin, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let up = if fz.upsample { 2 } else { 1 };
+    let (nb, cin, h, wd) = (xs[0], xs[1], xs[2] * up, xs[3] * up);
     let (cout, kh, kw) = (ws[0], ws[2], ws[3]);
     let [pt, pl, pb, pr] = g.pad;
     if h + pt + pb < kh || wd + pl + pr < kw {
@@ -113,26 +139,44 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2
     }
     let oh = (h + pt + pb - kh) / g.stride + 1;
     let ow = (wd + pl + pr - kw) / g.stride + 1;
-    if let Some(bi) = bias {
+    if let Some(bi) = fz.bias {
         if bi.shape() != [cout] {
             return shape_err("conv2d", format!("bias {:?} must be [{cout}]", bi.shape()));
         }
     }
+    if let Some(t) = fz.temb {
+        if t.shape() != [nb, cout] {
+            return shape_err("conv2d", format!("time embedding {:?} must be [{nb}, {cout}]", t.shape()));
+        }
+    }
+    if let Some(a) = fz.input_affine {
+        if a.shape() != [nb, cin, 2] || a.dtype() != crate::gpu::DType::F32 {
+            return shape_err("conv2d", format!("input affine {a:?} must be f32 [{nb}, {cin}, 2]"));
+        }
+    }
     let out_shape = [nb, cout, oh, ow];
-    if let Some(r) = residual {
+    if let Some(r) = fz.residual {
         if r.shape() != out_shape {
             return shape_err("conv2d", format!("residual {:?} must be {:?}", r.shape(), out_shape));
         }
     }
+    let flags = flags(fz.bias, fz.residual)
+        | (fz.temb.is_some() as u32) << 2
+        | (fz.input_affine.is_some() as u32) << 3
+        | (fz.input_silu as u32) << 4
+        | (fz.upsample as u32) << 5;
     let out = Out::new(gpu, &out_shape, x.dtype(), (oh * ow) % 2 == 0)?;
+    // Unused bindings point at a tensor of the right kind (never read).
+    let aff_dummy = fz.input_affine.map_or_else(|| gpu.empty(&[1], crate::gpu::DType::F32), |a| Ok(a.clone()))?;
+    gpu.add_flops(2.0 * (nb * cout * oh * ow) as f64 * (cin * kh * kw) as f64);
     gpu.dispatch(Dispatch {
         file: "conv2d.wgsl",
         kernel: "conv2d",
         params: vec![
             u(nb), u(cin), u(h), u(wd), u(cout), u(oh), u(ow), u(kh), u(kw), u(g.stride), u(pt), u(pl),
-            flags(bias, residual), act as u32,
+            flags, fz.act as u32,
         ],
-        tensors: vec![x, w, bias.unwrap_or(w), residual.unwrap_or(x), &out.t],
+        tensors: vec![x, w, fz.bias.unwrap_or(w), fz.residual.unwrap_or(x), fz.temb.unwrap_or(w), &aff_dummy, &out.t],
         workgroups: tiles(cout, oh * ow, nb),
     })?;
     out.finish(gpu)

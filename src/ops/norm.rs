@@ -22,8 +22,11 @@ fn check_affine(op: &'static str, x: &Tensor, gamma: &Tensor, beta: &Tensor, c: 
     Ok(())
 }
 
-/// Group norm over x [N, C, ...] with `groups` groups, optional fused SiLU.
-pub fn group_norm(gpu: &Gpu, x: &Tensor, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f32, silu: bool) -> Result<Tensor> {
+/// Group norm of x [N, C, ...] as a per-(sample, channel) affine map [N, C, 2] (f32):
+/// `x·scale + shift` is the normalised, gamma/beta-scaled value. Convolutions apply it
+/// while loading their input (see [`super::conv2d_fused`]), so the normalised tensor is
+/// never written.
+pub fn group_norm_affine(gpu: &Gpu, x: &Tensor, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
     if x.rank() < 2 {
         return shape_err("group_norm", format!("x {:?} needs rank >= 2", x.shape()));
     }
@@ -33,16 +36,32 @@ pub fn group_norm(gpu: &Gpu, x: &Tensor, groups: usize, gamma: &Tensor, beta: &T
     }
     check_affine("group_norm", x, gamma, beta, c)?;
     let hw: usize = x.shape()[2..].iter().product();
-    let stats = row_stats(gpu, x, n * groups, (c / groups) * hw, eps)?;
+    let aff = gpu.empty(&[n, c, 2], DType::F32)?;
+    gpu.dispatch(Dispatch {
+        file: "norm.wgsl",
+        kernel: "group_affine",
+        params: vec![u(groups), u(c), u(hw), f(eps), u(n * groups)],
+        tensors: vec![x, gamma, beta, &aff],
+        workgroups: (n * groups) as u64,
+    })?;
+    Ok(aff)
+}
+
+/// y = x·scale + shift per (sample, channel) from [`group_norm_affine`], optional SiLU.
+pub fn affine_apply(gpu: &Gpu, x: &Tensor, aff: &Tensor, silu: bool) -> Result<Tensor> {
+    if x.rank() < 2 || aff.shape() != [x.shape()[0], x.shape()[1], 2] {
+        return shape_err("affine_apply", format!("x {:?} with affine {:?}", x.shape(), aff.shape()));
+    }
+    let hw: usize = x.shape()[2..].iter().product();
     let y = gpu.empty(x.shape(), x.dtype())?;
-    gpu.map(
-        "norm.wgsl",
-        "group_norm_apply",
-        &[u(c), u(hw), u(groups), silu as u32],
-        &[x, &stats, gamma, beta],
-        &y,
-    )?;
+    gpu.map("norm.wgsl", "affine_apply", &[u(x.shape()[1]), u(hw), silu as u32], &[x, aff], &y)?;
     Ok(y)
+}
+
+/// Group norm over x [N, C, ...] with `groups` groups, optional fused SiLU.
+pub fn group_norm(gpu: &Gpu, x: &Tensor, groups: usize, gamma: &Tensor, beta: &Tensor, eps: f32, silu: bool) -> Result<Tensor> {
+    let aff = group_norm_affine(gpu, x, groups, gamma, beta, eps)?;
+    affine_apply(gpu, x, &aff, silu)
 }
 
 /// Layer norm over the last dim of x [..., D].

@@ -114,10 +114,7 @@ impl Fields<'_> {
     fn f64(&self, key: &str, default: f64) -> Result<f64> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| bad(key, v, "a number")),
+            Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| bad(key, v, "a number")),
         }
     }
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
@@ -155,16 +152,12 @@ impl SchedulerConfig {
     pub fn from_json(json: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(json)
             .map_err(|e| unsupported(format!("scheduler_config.json is not valid JSON: {e}")))?;
-        let map = v
-            .as_object()
-            .ok_or_else(|| unsupported("scheduler_config.json must be a JSON object"))?;
+        let map = v.as_object().ok_or_else(|| unsupported("scheduler_config.json must be a JSON object"))?;
         let f = Fields(map);
         let d = SchedulerConfig::default();
         let n = f.int("num_train_timesteps", d.num_train_timesteps as i64)?;
         if !(2..=100_000).contains(&n) {
-            return Err(unsupported(format!(
-                "scheduler_config.json: num_train_timesteps {n} is outside 2..=100000"
-            )));
+            return Err(unsupported(format!("scheduler_config.json: num_train_timesteps {n} is outside 2..=100000")));
         }
         let trained_betas = match f.get("trained_betas") {
             None => None,
@@ -250,7 +243,9 @@ impl SchedulerConfig {
                     )));
                 }
                 if let Some(x) = b.iter().find(|x| !(0.0..1.0).contains(*x)) {
-                    return Err(unsupported(format!("scheduler_config.json: trained_betas value {x} is outside [0, 1)")));
+                    return Err(unsupported(format!(
+                        "scheduler_config.json: trained_betas value {x} is outside [0, 1)"
+                    )));
                 }
             }
             None => {

@@ -115,9 +115,7 @@ impl Sampler for DpmPp2m {
         // convert_model_output: the x₀ prediction
         let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
         let x0 = match self.prediction {
-            Prediction::Epsilon => {
-                Combo::of(Term::Sample, 1.0 / alpha_s0).add(Term::ModelOutput, -sigma_s0 / alpha_s0)
-            }
+            Prediction::Epsilon => Combo::of(Term::Sample, 1.0 / alpha_s0).add(Term::ModelOutput, -sigma_s0 / alpha_s0),
             Prediction::VPrediction => Combo::of(Term::Sample, alpha_s0).add(Term::ModelOutput, -sigma_s0),
         };
         let cur = self.calls % 2;

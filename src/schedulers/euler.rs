@@ -119,9 +119,7 @@ impl Sampler for Euler {
             let (from, to) = (sigma, sigma_next);
             let sigma_up = (to * to * (from * from - to * to) / (from * from)).sqrt();
             let sigma_down = (to * to - sigma_up * sigma_up).max(0.0).sqrt();
-            let next = Combo::of(Term::Sample, 1.0)
-                .plus(&derivative, sigma_down - sigma)
-                .add(Term::Noise, sigma_up);
+            let next = Combo::of(Term::Sample, 1.0).plus(&derivative, sigma_down - sigma).add(Term::Noise, sigma_up);
             StepPlan { store: vec![], next, uses_noise: true }
         } else {
             // s_churn = 0 (the pipelines' default): sigma_hat = sigma, no noise

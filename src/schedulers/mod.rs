@@ -153,10 +153,7 @@ impl StepPlan {
     /// Highest slot index read or written, plus one (0 when none).
     pub fn slots_used(&self) -> usize {
         let in_combo = |c: &Combo| {
-            c.0.iter()
-                .filter_map(|(t, _)| if let Term::Slot(k) = t { Some(k + 1) } else { None })
-                .max()
-                .unwrap_or(0)
+            c.0.iter().filter_map(|(t, _)| if let Term::Slot(k) = t { Some(k + 1) } else { None }).max().unwrap_or(0)
         };
         let stores = self.store.iter().map(|(k, c)| (k + 1).max(in_combo(c))).max().unwrap_or(0);
         stores.max(in_combo(&self.next))
@@ -228,10 +225,7 @@ pub fn from_parsed(name: &str, cfg: &SchedulerConfig, steps: usize) -> Result<Bo
         "euler_a" => Box::new(euler::Euler::new(cfg, steps, true)?),
         "dpmpp_2m_karras" => Box::new(dpmpp::DpmPp2m::new(cfg, steps)?),
         other => {
-            return Err(unsupported(format!(
-                "unknown sampler {other:?}; expected one of {}",
-                SAMPLERS.join(", ")
-            )))
+            return Err(unsupported(format!("unknown sampler {other:?}; expected one of {}", SAMPLERS.join(", "))))
         }
     })
 }
@@ -271,23 +265,20 @@ pub fn apply_cpu(
         slots.push(vec![0.0; n]);
     }
     let eval = |c: &Combo, slots: &[Vec<f32>]| -> Vec<f32> {
-        let inputs: Vec<(&[f32], f64)> = c
-            .0
-            .iter()
-            .map(|&(t, w)| {
-                let v: &[f32] = match t {
-                    Term::Sample => sample,
-                    Term::ModelOutput => model_output,
-                    Term::Slot(k) => &slots[k],
-                    Term::Noise => noise.expect("apply_cpu: the plan uses noise but none was given"),
-                };
-                assert_eq!(v.len(), n, "apply_cpu: length of {t:?}");
-                (v, w)
-            })
-            .collect();
-        (0..n)
-            .map(|i| inputs.iter().map(|(v, w)| w * v[i] as f64).sum::<f64>() as f32)
-            .collect()
+        let inputs: Vec<(&[f32], f64)> =
+            c.0.iter()
+                .map(|&(t, w)| {
+                    let v: &[f32] = match t {
+                        Term::Sample => sample,
+                        Term::ModelOutput => model_output,
+                        Term::Slot(k) => &slots[k],
+                        Term::Noise => noise.expect("apply_cpu: the plan uses noise but none was given"),
+                    };
+                    assert_eq!(v.len(), n, "apply_cpu: length of {t:?}");
+                    (v, w)
+                })
+                .collect();
+        (0..n).map(|i| inputs.iter().map(|(v, w)| w * v[i] as f64).sum::<f64>() as f32).collect()
     };
     let stored: Vec<(usize, Vec<f32>)> = plan.store.iter().map(|(k, c)| (*k, eval(c, slots))).collect();
     for (k, v) in stored {

@@ -59,10 +59,7 @@ impl Pndm {
             }
             // _timesteps[-4:].repeat(2) + tile([0, ratio // 2], 4); [:-1].repeat(2)[1:-1], reversed
             let half = ratio / 2;
-            let base: Vec<i64> = asc[asc.len() - PNDM_ORDER..]
-                .iter()
-                .flat_map(|&t| [t, t + half])
-                .collect();
+            let base: Vec<i64> = asc[asc.len() - PNDM_ORDER..].iter().flat_map(|&t| [t, t + half]).collect();
             let rep: Vec<i64> = base[..base.len() - 1].iter().flat_map(|&t| [t, t]).collect();
             let mut prk = rep[1..rep.len() - 1].to_vec();
             prk.reverse();
@@ -176,16 +173,10 @@ impl Pndm {
                 store.push((CUR_SAMPLE, Combo::of(Term::Sample, 1.0)));
                 (sample, Combo::of(Term::ModelOutput, 1.0))
             }
-            (1, 1) => (
-                Combo::of(Term::Slot(CUR_SAMPLE), 1.0),
-                Combo::of(Term::ModelOutput, 0.5).add(e(0), 0.5),
-            ),
+            (1, 1) => (Combo::of(Term::Slot(CUR_SAMPLE), 1.0), Combo::of(Term::ModelOutput, 0.5).add(e(0), 0.5)),
             // the newest entry of `ets` is this step's model output
             (2, _) => (sample, Combo::of(Term::ModelOutput, 1.5).add(e(0), -0.5)),
-            (3, _) => (
-                sample,
-                Combo::of(Term::ModelOutput, 23.0 / 12.0).add(e(1), -16.0 / 12.0).add(e(0), 5.0 / 12.0),
-            ),
+            (3, _) => (sample, Combo::of(Term::ModelOutput, 23.0 / 12.0).add(e(1), -16.0 / 12.0).add(e(0), 5.0 / 12.0)),
             _ => (
                 sample,
                 Combo::of(Term::ModelOutput, 55.0 / 24.0)

@@ -20,9 +20,7 @@ fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     }
     let step = (e - s) / (steps - 1) as f32;
     let half = steps / 2;
-    (0..steps)
-        .map(|i| if i < half { s + step * i as f32 } else { e - step * (steps - 1 - i) as f32 })
-        .collect()
+    (0..steps).map(|i| if i < half { s + step * i as f32 } else { e - step * (steps - 1 - i) as f32 }).collect()
 }
 
 /// diffusers' `alphas_cumprod`: float32 betas (`linear`: linspace; `scaled_linear`:
@@ -33,10 +31,7 @@ pub(crate) fn alphas_cumprod(cfg: &SchedulerConfig) -> Vec<f64> {
     let betas: Vec<f32> = match &cfg.trained_betas {
         Some(b) => b.iter().map(|&x| x as f32).collect(),
         None if cfg.beta_schedule == "linear" => torch_linspace_f32(cfg.beta_start, cfg.beta_end, n),
-        None => torch_linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), n)
-            .into_iter()
-            .map(|b| b * b)
-            .collect(),
+        None => torch_linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), n).into_iter().map(|b| b * b).collect(),
     };
     let mut acc = 1f64;
     betas
@@ -121,11 +116,9 @@ pub(crate) fn np_interp_index(x: f64, fp: &[f64]) -> f64 {
 pub(crate) fn int_timesteps(cfg: &SchedulerConfig, steps: usize) -> Result<Vec<i64>> {
     let n = cfg.num_train_timesteps;
     let ts: Vec<i64> = match cfg.timestep_spacing {
-        Spacing::Linspace => np_linspace(0.0, (n - 1) as f64, steps)
-            .iter()
-            .rev()
-            .map(|x| x.round_ties_even() as i64)
-            .collect(),
+        Spacing::Linspace => {
+            np_linspace(0.0, (n - 1) as f64, steps).iter().rev().map(|x| x.round_ties_even() as i64).collect()
+        }
         Spacing::Leading => {
             let ratio = (n / steps) as i64;
             (0..steps as i64).rev().map(|i| i * ratio + cfg.steps_offset).collect()
@@ -174,10 +167,7 @@ pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec
     let rho = 7.0;
     let min_inv = sigma_min.powf(1.0 / rho);
     let max_inv = sigma_max.powf(1.0 / rho);
-    np_linspace(0.0, 1.0, steps)
-        .iter()
-        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
-        .collect()
+    np_linspace(0.0, 1.0, steps).iter().map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho)).collect()
 }
 
 /// diffusers' `_sigma_to_t`: the fractional training timestep whose log-sigma (float32

@@ -22,7 +22,7 @@ fn io(path: &Path, e: std::io::Error) -> crate::Error {
     WeightError::Io { file: path.display().to_string(), detail: e.to_string() }.into()
 }
 
-fn value_scale(s: &Spec) -> (f32, f32) {
+pub(crate) fn value_scale(s: &Spec) -> (f32, f32) {
     let name = &s.name;
     let is_norm = name.contains("norm") && s.shape.len() == 1;
     if is_norm && name.ends_with(".weight") {

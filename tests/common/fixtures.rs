@@ -49,7 +49,9 @@ pub fn golden(g: &[u8], name: &str) -> (Vec<f32>, Vec<usize>) {
     let d = t.data();
     let v = match t.dtype() {
         safetensors::Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        safetensors::Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        safetensors::Dtype::I64 => {
+            d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+        }
         other => panic!("golden {name}: dtype {other:?}"),
     };
     (v, t.shape().to_vec())

@@ -1,16 +1,30 @@
-// Batched matmul / linear with fused bias, activation and residual (tiled, see gemm_tile.wgsl).
+// Batched matmul / linear with a fused prologue and epilogue (tiled, see gemm_tile.wgsl).
 //   matmul: a: A(b, m, k) = a[b·a_sb + m·a_sm + k·a_sk]
 //           b: B(b, k, n) = b[b·b_sb + k·b_sk + n·b_sn]      (linear: weight [N, K], b_sk 1, b_sn K)
-//           bias: [N] (flags bit 0), res: [batch, M, N] (flags bit 1)
+//           bias: [N], res: [batch, M, N], stats: [batch·M, 2] f32, gamma, beta: [K]
 //           -> y: [batch, M, N] = act(A·B + bias) + res
+//   prologue (flags bit 2): layer norm of A's rows on load,
+//           A(b, m, k) -> (A - mean[r])·rstd[r]·gamma[k] + beta[k], r = b·M + m (stats from row_stats)
+//   epilogue: + bias[n] (bit 0), activation, + res (bit 1);
+//           GEGLU (bit 3): B's columns hold (h_j, g_j) interleaved at (2j, 2j + 1) (the loader
+//           interleaves the two halves of the feed-forward projection), and
+//           y[b, m, j] = (h_j + bias[2j]) · gelu(g_j + bias[2j + 1]) with y: [batch, M, N/2]
+//           (the [M, N] projection is never written).
 //#include gemm_tile.wgsl
 
-//#kernel matmul a:read b:read bias:read res:read y:write
+//#kernel matmul a:read b:read bias:read res:read stats:read:f32 gamma:read beta:read y:write
 struct Params { m: u32, n: u32, k: u32, batch: u32, a_sb: u32, a_sm: u32, a_sk: u32,
                 b_sb: u32, b_sk: u32, b_sn: u32, flags: u32, act: u32 }
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(P.m, P.n, P.k, P.batch); }
 fn b_k_fastest() -> bool { return P.b_sk == 1u; }
-fn load_a(bt: u32, m: u32, k: u32) -> f32 { return a_ld(bt * P.a_sb + m * P.a_sm + k * P.a_sk); }
+fn load_a(bt: u32, m: u32, k: u32) -> f32 {
+    var v = a_ld(bt * P.a_sb + m * P.a_sm + k * P.a_sk);
+    if ((P.flags & 4u) != 0u) {
+        let r = 2u * (bt * P.m + m);
+        v = (v - stats_ld(r)) * stats_ld(r + 1u) * gamma_ld(k) + beta_ld(k);
+    }
+    return v;
+}
 fn load_b(bt: u32, k: u32, n: u32) -> f32 { return b_ld(bt * P.b_sb + k * P.b_sk + n * P.b_sn); }
 fn epilogue(idx: u32, n: u32, v: f32) -> f32 {
     var o = v;
@@ -20,6 +34,18 @@ fn epilogue(idx: u32, n: u32, v: f32) -> f32 {
     return o;
 }
 fn gemm_store(bt: u32, m: u32, n: u32, v0: f32, v1: f32, has1: bool) {
+    if ((P.flags & 8u) != 0u) {
+        // n is even: v0 = h_j, v1 = g_j with j = n / 2. The same thread writes j and j + 1
+        // (its next column pair), so the read-modify-write of packed f16 is race-free.
+        var h = v0;
+        var g = v1;
+        if ((P.flags & 1u) != 0u) {
+            h = h + bias_ld(n);
+            g = g + bias_ld(n + 1u);
+        }
+        y_st((bt * P.m + m) * (P.n / 2u) + n / 2u, h * apply_act(g, 2u));
+        return;
+    }
     let idx = (bt * P.m + m) * P.n + n;
     let o0 = epilogue(idx, n, v0);
     if (has1) {

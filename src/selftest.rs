@@ -264,6 +264,32 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 let want = r::linear(&xv, &wv, m, k, n, bias.then_some(&btv[..]), act, res.then_some(&rtv[..]));
                 c.compare("linear", &format!("[{m},{k}]·[{n},{k}]ᵀ {act:?} bias {bias} res {res}"), &y, &want, 1e-5).await?;
             }
+            // Layer-norm prologue, and the GEGLU epilogue over interleaved (h, gate) columns.
+            for (m, k, d, geglu, res) in [(77usize, 64usize, 20usize, false, true), (70, 33, 24, true, false), (9, 40, 6, true, false), (5, 16, 3, true, false)] {
+                let (x, xv) = c.input(&[m, k], -2.0, 3.0)?;
+                let (g, gv) = c.input(&[k], 0.5, 1.5)?;
+                let (be, bev) = c.input(&[k], -0.5, 0.5)?;
+                let n = 2 * d;
+                let (w, wv) = c.input(&[n, k], -0.2, 0.2)?;
+                let (bt, btv) = c.input(&[n], -0.5, 0.5)?;
+                let (rt, rtv) = c.input(&[m, n], -1.0, 1.0)?;
+                let normed = r::layer_norm(&xv, k, &gv, &bev, 1e-5);
+                let stats = ops::layer_norm_stats(gpu, &x, 1e-5)?;
+                let ln = ops::LayerNormIn { stats: &stats, gamma: &g, beta: &be };
+                let (y, want) = if geglu {
+                    // The device weight interleaves the halves: row 2j = h_j, row 2j+1 = gate_j.
+                    let wi: Vec<f32> = (0..n).flat_map(|row| { let src = if row % 2 == 0 { row / 2 } else { d + row / 2 }; wv[src * k..(src + 1) * k].to_vec() }).collect();
+                    let bi: Vec<f32> = (0..n).map(|row| if row % 2 == 0 { btv[row / 2] } else { btv[d + row / 2] }).collect();
+                    let wt = gpu.upload(&[n, k], dtype, &wi)?;
+                    let bt2 = gpu.upload(&[n], dtype, &bi)?;
+                    let y = ops::linear_fused(gpu, &x, &wt, ops::LinearFuse { layer_norm: Some(ln), bias: Some(&bt2), geglu: true, ..Default::default() })?;
+                    (y, r::geglu(&r::linear(&normed, &wv, m, k, n, Some(&btv), Act::None, None), d))
+                } else {
+                    let y = ops::linear_fused(gpu, &x, &w, ops::LinearFuse { layer_norm: Some(ln), bias: Some(&bt), residual: res.then_some(&rt), ..Default::default() })?;
+                    (y, r::linear(&normed, &wv, m, k, n, Some(&btv), Act::None, res.then_some(&rtv[..])))
+                };
+                c.compare("linear", &format!("layer-norm prologue [{m},{k}]·[{n},{k}]ᵀ geglu {geglu} res {res}"), &y, &want, 1e-5).await?;
+            }
         }
         "conv2d" => {
             // (x shape, cout, k, stride, pad t/l/b/r, act, bias, residual)

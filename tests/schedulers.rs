@@ -302,20 +302,20 @@ struct Direct<'a> {
     timesteps: Vec<f64>,
     init_noise_sigma: f64,
     scale: &'a dyn Fn(usize) -> f64,
-    add_noise: &'a AddNoise,
+    add_noise: &'a AddNoise<'a>,
 }
 
 /// `add_noise(step index, original, noise)`.
-type AddNoise = dyn Fn(usize, &[f64], &[f64]) -> Vec<f64>;
+type AddNoise<'a> = dyn Fn(usize, &[f64], &[f64]) -> Vec<f64> + 'a;
 /// `step(step index, sample, model output, generator)` → the new sample.
-type StepFn = dyn FnMut(usize, &[f64], &[f64], &mut TorchRng) -> Vec<f64>;
+type StepFn<'a> = dyn FnMut(usize, &[f64], &[f64], &mut TorchRng) -> Vec<f64> + 'a;
 
 fn run_direct(
     d: &Direct,
     steps: usize,
     strength: Option<f64>,
     seed: u64,
-    step: &mut StepFn,
+    step: &mut StepFn<'_>,
 ) -> Vec<f64> {
     let mut rng = TorchRng::new(seed);
     let (begin, mut x) = match strength {

@@ -3,7 +3,7 @@
 use super::nn::{Attention, Conv, Ctx, GroupNorm, LayerNorm, Linear, Vb};
 use crate::error::Result;
 use crate::gpu::Tensor;
-use crate::ops::{self, Act, ConvFuse};
+use crate::ops::{self, Act, ConvFuse, LinearFuse};
 
 /// diffusers ResnetBlock2D (output_scale_factor 1, time embedding added after conv1).
 pub struct Resnet {
@@ -110,14 +110,14 @@ impl Transformer2D {
             }
             _ => unreachable!("one projection kind is always set"),
         };
+        // Layer norms run in the next projection's prologue, GEGLU in ff_in's epilogue.
         for blk in &self.blocks {
-            let nn = blk.norm1.fwd(c, &t)?;
-            t = blk.attn1.fwd(c, &nn, None, false, Some(&t))?;
-            let nn = blk.norm2.fwd(c, &t)?;
-            t = blk.attn2.fwd(c, &nn, Some(ctx), false, Some(&t))?;
-            let nn = blk.norm3.fwd(c, &t)?;
-            let g = blk.ff_in.fwd(c, &nn, Act::None, None)?;
-            let g = ops::geglu(c.gpu, &g)?;
+            let s1 = blk.norm1.stats(c, &t)?;
+            t = blk.attn1.fwd(c, &t, Some(blk.norm1.input(c, &s1)?), None, false, Some(&t))?;
+            let s2 = blk.norm2.stats(c, &t)?;
+            t = blk.attn2.fwd(c, &t, Some(blk.norm2.input(c, &s2)?), Some(ctx), false, Some(&t))?;
+            let s3 = blk.norm3.stats(c, &t)?;
+            let g = blk.ff_in.fwd_fused(c, &t, LinearFuse { layer_norm: Some(blk.norm3.input(c, &s3)?), geglu: true, ..Default::default() })?;
             t = blk.ff_out.fwd(c, &g, Act::None, Some(&t))?;
         }
         match (&self.proj_out_conv, &self.proj_out_lin) {
@@ -152,7 +152,7 @@ impl SpatialAttention {
         let (b, ch, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
         let n = self.norm.fwd(c, x, false)?;
         let tok = ops::transpose_last2(c.gpu, &n.reshape(&[b, ch, h * w])?)?;
-        let o = self.attn.fwd(c, &tok, None, false, None)?;
+        let o = self.attn.fwd(c, &tok, None, None, false, None)?;
         let s = ops::transpose_last2(c.gpu, &o)?.reshape(&[b, ch, h, w])?;
         ops::add(c.gpu, &s, x, 1.0, 1.0)
     }

@@ -4,7 +4,7 @@ use super::config::ClipConfig;
 use super::nn::{Attention, Ctx, LayerNorm, Linear, Vb};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
-use crate::ops::{self, Act};
+use crate::ops::{self, Act, LinearFuse};
 
 struct Layer {
     ln1: LayerNorm,
@@ -52,10 +52,10 @@ impl ClipTextModel {
         let act = if self.cfg.hidden_act == "gelu" { Act::Gelu } else { Act::QuickGelu };
         let mut x = ops::token_position_embedding(c.gpu, ids, c.w.get(&self.tok)?, c.w.get(&self.pos)?)?;
         for l in &self.layers {
-            let h = l.ln1.fwd(c, &x)?;
-            x = l.attn.fwd(c, &h, None, true, Some(&x))?;
-            let h = l.ln2.fwd(c, &x)?;
-            let h = l.fc1.fwd(c, &h, act, None)?;
+            let s1 = l.ln1.stats(c, &x)?;
+            x = l.attn.fwd(c, &x, Some(l.ln1.input(c, &s1)?), None, true, Some(&x))?;
+            let s2 = l.ln2.stats(c, &x)?;
+            let h = l.fc1.fwd_fused(c, &x, LinearFuse { layer_norm: Some(l.ln2.input(c, &s2)?), act, ..Default::default() })?;
             x = l.fc2.fwd(c, &h, Act::None, Some(&x))?;
         }
         self.final_ln.fwd(c, &x)

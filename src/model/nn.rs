@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
-use crate::ops::{self, Act, Conv2d, ConvFuse};
+use crate::ops::{self, Act, Conv2d, ConvFuse, LayerNormIn, LinearFuse};
 use crate::weights::{Spec, Weights};
 
 /// Weight-name builder (like candle's VarBuilder, without the tensors).
@@ -54,6 +54,14 @@ impl Linear {
             None => None,
         };
         ops::linear(c.gpu, x, c.w.get(&self.w)?, b, act, res)
+    }
+    /// With a fused prologue / epilogue (the layer's own bias is added).
+    pub fn fwd_fused(&self, c: &Ctx, x: &Tensor, fz: LinearFuse) -> Result<Tensor> {
+        let b = match &self.b {
+            Some(b) => Some(c.w.get(b)?),
+            None => None,
+        };
+        ops::linear_fused(c.gpu, x, c.w.get(&self.w)?, LinearFuse { bias: b, ..fz })
     }
 }
 
@@ -112,6 +120,13 @@ impl LayerNorm {
     pub fn fwd(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(c.gpu, x, c.w.get(&self.w)?, c.w.get(&self.b)?, self.eps)
     }
+    /// Row statistics of x: the norm then runs in the next linear layer's prologue.
+    pub fn stats(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm_stats(c.gpu, x, self.eps)
+    }
+    pub fn input<'a>(&self, c: &Ctx<'a>, stats: &'a Tensor) -> Result<LayerNormIn<'a>> {
+        Ok(LayerNormIn { stats, gamma: c.w.get(&self.w)?, beta: c.w.get(&self.b)? })
+    }
 }
 
 /// Multi-head attention with separate q/k/v/out projections (diffusers `Attention`,
@@ -137,12 +152,15 @@ impl Attention {
             head_dim: dim / heads.max(1),
         }
     }
-    /// x [B, S, C]; `ctx` [B, Sk, Cc] for cross-attention; out-projection + `res`.
-    pub fn fwd(&self, c: &Ctx, x: &Tensor, ctx: Option<&Tensor>, causal: bool, res: Option<&Tensor>) -> Result<Tensor> {
-        let kv_in = ctx.unwrap_or(x);
-        let q = self.q.fwd(c, x, Act::None, None)?;
-        let k = self.k.fwd(c, kv_in, Act::None, None)?;
-        let v = self.v.fwd(c, kv_in, Act::None, None)?;
+    /// x [B, S, C]; `ln`: a layer norm applied to x inside the projections; `ctx`
+    /// [B, Sk, Cc] for cross-attention; out-projection + `res`.
+    pub fn fwd(&self, c: &Ctx, x: &Tensor, ln: Option<LayerNormIn>, ctx: Option<&Tensor>, causal: bool, res: Option<&Tensor>) -> Result<Tensor> {
+        let xq = LinearFuse { layer_norm: ln, ..Default::default() };
+        let q = self.q.fwd_fused(c, x, xq)?;
+        let (k, v) = match ctx {
+            Some(cx) => (self.k.fwd(c, cx, Act::None, None)?, self.v.fwd(c, cx, Act::None, None)?),
+            None => (self.k.fwd_fused(c, x, xq)?, self.v.fwd_fused(c, x, xq)?),
+        };
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let o = ops::attention(c.gpu, &q, &k, &v, self.heads, causal, scale)?;
         self.out.fwd(c, &o, Act::None, res)

@@ -31,31 +31,69 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let out_shape: Vec<usize> = if a.rank() == 3 { vec![ba, m, n] } else { vec![m, n] };
     let b_sb = if bb == 1 { 0 } else { k * n };
-    gemm(gpu, a, b, None, None, Act::None, [m, n, k, ba], [m * k, k, 1], [b_sb, n, 1], &out_shape)
+    gemm(gpu, a, b, LinearFuse::default(), 0, [m, n, k, ba], [m * k, k, 1], [b_sb, n, 1], &out_shape, n % 2 == 0)
 }
 
 /// Linear layer: x [..., K] · wᵀ (w [N, K], PyTorch layout) + bias [N], activation,
 /// + residual [..., N].
 pub fn linear(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, act: Act, residual: Option<&Tensor>) -> Result<Tensor> {
+    linear_fused(gpu, x, w, LinearFuse { bias, act, residual, ..Default::default() })
+}
+
+/// A layer norm applied to a linear layer's input rows while loading them.
+#[derive(Clone, Copy)]
+pub struct LayerNormIn<'a> {
+    /// [rows, 2] f32 from `layer_norm_stats`.
+    pub stats: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+}
+
+/// What a linear layer does besides the product (all optional).
+#[derive(Clone, Copy, Default)]
+pub struct LinearFuse<'a> {
+    /// Prologue: layer norm of the input rows (never written out).
+    pub layer_norm: Option<LayerNormIn<'a>>,
+    pub bias: Option<&'a Tensor>,
+    pub act: Act,
+    pub residual: Option<&'a Tensor>,
+    /// Epilogue: GEGLU over interleaved (h, gate) column pairs: output [..., N/2].
+    pub geglu: bool,
+}
+
+/// x [..., K] · wᵀ with a fused layer-norm prologue and bias / activation / residual /
+/// GEGLU epilogue: one dispatch.
+pub fn linear_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, fz: LinearFuse) -> Result<Tensor> {
     let k = x.dim(-1);
     if w.rank() != 2 || w.shape()[1] != k || k == 0 {
         return shape_err("linear", format!("x {:?} · weight {:?}ᵀ: weight must be [N, {k}]", x.shape(), w.shape()));
     }
     let n = w.shape()[0];
-    if let Some(bi) = bias {
+    if let Some(bi) = fz.bias {
         if bi.shape() != [n] {
             return shape_err("linear", format!("bias {:?} must be [{n}]", bi.shape()));
         }
     }
     let m = x.numel() / k;
+    if let Some(ln) = fz.layer_norm {
+        if ln.stats.shape() != [m, 2] || ln.gamma.shape() != [k] || ln.beta.shape() != [k] {
+            return shape_err("linear", format!("layer norm stats {:?} / weight {:?} / bias {:?} do not fit x {:?}", ln.stats.shape(), ln.gamma.shape(), ln.beta.shape(), x.shape()));
+        }
+    }
+    if fz.geglu && (n % 2 != 0 || fz.act != Act::None || fz.residual.is_some()) {
+        return shape_err("linear", format!("GEGLU needs an even N (weight {:?}) and no other activation or residual", w.shape()));
+    }
     let mut out_shape = x.shape().to_vec();
-    *out_shape.last_mut().unwrap() = n;
-    if let Some(r) = residual {
+    *out_shape.last_mut().unwrap() = if fz.geglu { n / 2 } else { n };
+    if let Some(r) = fz.residual {
         if r.shape() != out_shape.as_slice() {
             return shape_err("linear", format!("residual {:?} must be {:?}", r.shape(), out_shape));
         }
     }
-    gemm(gpu, x, w, bias, residual, act, [m, n, k, 1], [0, k, 1], [0, 1, k], &out_shape)
+    let extra = (fz.layer_norm.is_some() as u32) << 2 | (fz.geglu as u32) << 3;
+    // With GEGLU each thread writes both halves of its output words: always pair-safe.
+    let pairs_ok = n % 2 == 0 && (!fz.geglu || (n / 2) % 2 == 0);
+    gemm(gpu, x, w, fz, extra, [m, n, k, 1], [0, k, 1], [0, 1, k], &out_shape, pairs_ok)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -63,24 +101,32 @@ fn gemm(
     gpu: &Gpu,
     a: &Tensor,
     b: &Tensor,
-    bias: Option<&Tensor>,
-    res: Option<&Tensor>,
-    act: Act,
+    fz: LinearFuse,
+    extra_flags: u32,
     [m, n, k, batch]: [usize; 4],
     [a_sb, a_sm, a_sk]: [usize; 3],
     [b_sb, b_sk, b_sn]: [usize; 3],
     out_shape: &[usize],
+    pairs_ok: bool,
 ) -> Result<Tensor> {
-    let out = Out::new(gpu, out_shape, a.dtype(), n % 2 == 0)?;
+    let out = Out::new(gpu, out_shape, a.dtype(), pairs_ok)?;
     gpu.add_flops(2.0 * (batch * m) as f64 * n as f64 * k as f64);
+    let stats_dummy;
+    let (stats, gamma, beta) = match fz.layer_norm {
+        Some(ln) => (ln.stats, ln.gamma, ln.beta),
+        None => {
+            stats_dummy = gpu.empty(&[1], crate::gpu::DType::F32)?;
+            (&stats_dummy, b, b)
+        }
+    };
     gpu.dispatch(Dispatch {
         file: "matmul.wgsl",
         kernel: "matmul",
         params: vec![
             u(m), u(n), u(k), u(batch), u(a_sb), u(a_sm), u(a_sk), u(b_sb), u(b_sk), u(b_sn),
-            flags(bias, res), act as u32,
+            flags(fz.bias, fz.residual) | extra_flags, fz.act as u32,
         ],
-        tensors: vec![a, b, bias.unwrap_or(b), res.unwrap_or(a), &out.t],
+        tensors: vec![a, b, fz.bias.unwrap_or(b), fz.residual.unwrap_or(a), stats, gamma, beta, &out.t],
         workgroups: tiles(m, n, batch),
     })?;
     out.finish(gpu)

@@ -64,6 +64,16 @@ pub fn group_norm(gpu: &Gpu, x: &Tensor, groups: usize, gamma: &Tensor, beta: &T
     affine_apply(gpu, x, &aff, silu)
 }
 
+/// Layer-norm statistics of the rows of x [..., D]: [rows, 2] f32 (mean, rstd), for a
+/// linear layer that normalises its input while loading it.
+pub fn layer_norm_stats(gpu: &Gpu, x: &Tensor, eps: f32) -> Result<Tensor> {
+    let d = x.dim(-1);
+    if d == 0 {
+        return shape_err("layer_norm", format!("x {:?}", x.shape()));
+    }
+    row_stats(gpu, x, x.numel() / d, d, eps)
+}
+
 /// Layer norm over the last dim of x [..., D].
 pub fn layer_norm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
     let d = x.dim(-1);

@@ -186,3 +186,25 @@ pub fn harmless_extra(key: &str) -> bool {
         || !key.contains('.') // betas, alphas_cumprod, posterior_* ... (LDM scheduler buffers)
         || key.starts_with("lora_")
 }
+
+/// GEGLU projections (`…ff.net.0.proj.weight` / `.bias`, [2·D, …]) are stored on the GPU with
+/// the two halves interleaved (row 2j = h_j, row 2j + 1 = gate_j) so one matmul epilogue
+/// applies GEGLU (see shaders/matmul.wgsl). The name stays diffusers'.
+pub fn stored_interleaved(name: &str) -> bool {
+    name.contains(".ff.net.0.proj.")
+}
+
+/// Interleave the two halves of the first dimension of a row-major tensor of `rows` rows.
+pub fn interleave_halves(bytes: &[u8], rows: usize) -> Vec<u8> {
+    if rows % 2 != 0 || rows == 0 || bytes.len() % rows != 0 {
+        return bytes.to_vec();
+    }
+    let rb = bytes.len() / rows;
+    let half = rows / 2;
+    let mut out = Vec::with_capacity(bytes.len());
+    for j in 0..half {
+        out.extend_from_slice(&bytes[j * rb..(j + 1) * rb]);
+        out.extend_from_slice(&bytes[(half + j) * rb..(half + j + 1) * rb]);
+    }
+    out
+}

@@ -197,8 +197,11 @@ impl Loader {
                     let Some(target) = self.targets.get(&info.name) else { continue };
                     self.peak_tensor_bytes = self.peak_tensor_bytes.max(data.len() as u64);
                     let shape = self.specs[target].clone();
-                    let bytes = convert(info.dtype, &data, self.dtype);
+                    let mut bytes = convert(info.dtype, &data, self.dtype);
                     drop(data);
+                    if keymap::stored_interleaved(target) {
+                        bytes = keymap::interleave_halves(&bytes, shape[0]);
+                    }
                     let t = self.gpu.upload_raw(&shape, self.dtype, &bytes)?;
                     self.loaded.insert(target.clone(), t);
                 }

@@ -1,0 +1,149 @@
+//! `sd-webgpu bench` (structural: fields present and consistent, never a time asserted)
+//! and the GPU timestamp profiling it uses (same results with and without it).
+#![cfg(not(target_arch = "wasm32"))]
+
+use sd_webgpu::bench::{bench, family, BenchArgs};
+use sd_webgpu::gpu::{DType, Gpu, GpuOptions};
+use sd_webgpu::model::StableDiffusion;
+use sd_webgpu::selftest::Rng;
+
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15/model");
+
+fn report(args: &[&str]) -> serde_json::Value {
+    let a = BenchArgs::parse_from(args).expect("flags");
+    let r = pollster::block_on(bench(&a)).expect("bench");
+    serde_json::to_value(&r).expect("json")
+}
+
+const FIELDS: [&str; 14] = [
+    "adapter",
+    "backend",
+    "dtype",
+    "size",
+    "timing",
+    "text_encoder_ms",
+    "unet_step_ms",
+    "vae_decode_ms",
+    "unet_tflops",
+    "dispatches_per_unet_step",
+    "activation_bytes_per_unet_step",
+    "weights_bytes",
+    "peak_bytes",
+    "shares",
+];
+
+#[test]
+fn bench_tiny_model_json() {
+    let v = report(&["--model", MODEL, "--size", "64", "--steps", "1", "--json"]);
+    for f in FIELDS {
+        assert!(v.get(f).is_some(), "field {f} missing in {v}");
+    }
+    assert_eq!(v["size"], 64);
+    assert_eq!(v["dtype"], "f16");
+    let timing = v["timing"].as_str().expect("timing");
+    assert!(timing == "gpu-timestamps" || timing == "wall-clock", "{timing}");
+    for f in ["text_encoder_ms", "unet_step_ms", "vae_decode_ms", "unet_tflops"] {
+        let t = v[f].as_f64().unwrap_or_else(|| panic!("{f} should be a number: {v}"));
+        assert!(t.is_finite() && t >= 0.0, "{f} = {t}");
+    }
+    assert!(v["dispatches_per_unet_step"].as_u64().unwrap() > 0);
+    assert!(v["unet_gflop_per_step"].as_f64().unwrap() > 0.0);
+    assert!(v["activation_bytes_per_unet_step"].as_u64().unwrap() > 0);
+    let wb = v["weights_bytes"].as_u64().unwrap();
+    assert!(wb > 0);
+    assert!(v["peak_bytes"].as_u64().unwrap() > wb, "peak includes the weights and the activations");
+    if timing == "gpu-timestamps" {
+        let s = &v["shares"];
+        let sum: f64 = ["conv", "attention", "norm", "matmul", "other"].iter().map(|k| s[*k].as_f64().expect(k)).sum();
+        assert!((sum - 1.0).abs() < 1e-6, "shares sum to {sum}: {s}");
+        let kernels = v["unet_kernels"].as_array().unwrap();
+        assert!(!kernels.is_empty());
+        let ksum: f64 = kernels.iter().map(|k| k["share"].as_f64().unwrap()).sum();
+        assert!((ksum - 1.0).abs() < 1e-6);
+        let kd: u64 = kernels.iter().map(|k| k["dispatches"].as_u64().unwrap()).sum();
+        assert!(kd > 0 && kd <= v["dispatches_per_unet_step"].as_u64().unwrap());
+        assert!(kernels.iter().any(|k| k["family"] == "conv") && kernels.iter().any(|k| k["family"] == "attention"));
+    } else {
+        assert!(v["shares"].is_null());
+    }
+}
+
+#[test]
+fn bench_plan_512() {
+    let v = report(&["--plan", "--size", "512", "--json"]);
+    for f in FIELDS {
+        assert!(v.get(f).is_some(), "field {f} missing in {v}");
+    }
+    for f in ["text_encoder_ms", "unet_step_ms", "vae_decode_ms", "unet_tflops", "timing", "shares"] {
+        assert!(v[f].is_null(), "{f} should be null with --plan: {v}");
+    }
+    for f in ["dispatches_per_unet_step", "activation_bytes_per_unet_step", "weights_bytes", "peak_bytes", "max_buffer_bytes"] {
+        assert!(v[f].as_u64().unwrap_or(0) > 0, "{f} should be a positive number: {v}");
+    }
+    // SD-1.5: ~1.07 G parameters, 2 bytes each in f16.
+    let wb = v["weights_bytes"].as_u64().unwrap();
+    assert!((2_000_000_000..2_300_000_000).contains(&wb), "weights {wb}");
+    // One SD-1.5 UNet forward at 512² is ~0.34 T multiply-adds in conv / linear (~0.68 TFLOP)
+    // plus ~0.12 TFLOP of attention scores and weighted sums: ~1.6 TFLOP per CFG step.
+    let g = v["unet_gflop_per_step"].as_f64().unwrap();
+    assert!((1300.0..1900.0).contains(&g), "UNet GFLOP per CFG step {g}");
+}
+
+#[test]
+fn bench_flags() {
+    let a = BenchArgs::parse_from::<&str>(&[]).unwrap();
+    assert_eq!((a.size, a.plan, a.json, a.model.is_none()), (512, false, false, true));
+    assert!(BenchArgs::parse_from(&["--dtype", "f64"]).is_err());
+    assert!(pollster::block_on(bench(&BenchArgs::parse_from(&["--plan", "--size", "100"]).unwrap())).is_err());
+    assert_eq!(family("conv2d.wgsl:conv2d"), "conv");
+    assert_eq!(family("softmax.wgsl:softmax"), "norm");
+    assert_eq!(family("norm.wgsl:layer_norm"), "norm");
+    assert_eq!(family("attention.wgsl:attention"), "attention");
+    assert_eq!(family("matmul.wgsl:matmul"), "matmul");
+    assert_eq!(family("elementwise.wgsl:add"), "other");
+}
+
+/// One UNet forward of the tiny model: identical bits with and without profiling, and the
+/// profile accounts for the dispatches of the forward.
+#[test]
+fn profiling_keeps_results() {
+    pollster::block_on(async {
+        let gpu = Gpu::new(GpuOptions::default()).await.unwrap();
+        for dtype in [DType::F32, DType::F16] {
+            let sd = StableDiffusion::load(&gpu, std::path::Path::new(MODEL), dtype, None).unwrap();
+            let cfg = &sd.cfg.unet;
+            let mut rng = Rng::new(3);
+            let x = gpu.upload(&[2, cfg.in_channels, 8, 8], dtype, &rng.vec(2 * cfg.in_channels * 64, -1.0, 1.0)).unwrap();
+            let ctx = gpu.upload(&[2, 77, cfg.cross_attention_dim], dtype, &rng.vec(2 * 77 * cfg.cross_attention_dim, -1.0, 1.0)).unwrap();
+            let t = gpu.upload(&[2], DType::F32, &[500.0, 20.0]).unwrap();
+            let c = sd.ctx(&gpu);
+            let run = || async {
+                let s0 = gpu.pool_stats();
+                let y = sd.unet.forward(&c, &x, &t, &ctx).unwrap();
+                let out = gpu.read_bytes(&y).await.unwrap();
+                let s1 = gpu.pool_stats();
+                (out, s1.dispatches - s0.dispatches, s1.flops - s0.flops)
+            };
+            assert!(!gpu.set_profiling(false).unwrap());
+            let (plain, d0, f0) = run().await;
+            assert!(gpu.take_profile().await.unwrap().is_empty(), "nothing profiled while off");
+            let on = gpu.set_profiling(true).unwrap();
+            assert_eq!(on, gpu.info().timestamp_query);
+            let (profiled, d1, f1) = run().await;
+            let prof = gpu.take_profile().await.unwrap();
+            gpu.set_profiling(false).unwrap();
+            let (again, _, _) = run().await;
+            assert!(plain == profiled, "{dtype:?}: profiling changed the UNet output");
+            assert!(plain == again, "{dtype:?}: the UNet output changed after profiling");
+            assert_eq!((d0, f0), (d1, f1));
+            assert!(d0 > 0 && f0 > 0.0);
+            if on {
+                let n: u64 = prof.iter().map(|p| p.2).sum();
+                assert!(n > 0 && n <= d1, "{n} profiled of {d1} dispatches");
+                assert!(prof.iter().all(|p| p.0.contains(".wgsl:")));
+                assert!(prof.iter().any(|p| p.0 == "conv2d.wgsl:conv2d"));
+                assert!(prof.windows(2).all(|w| w[0].1 >= w[1].1), "sorted by time");
+            }
+        }
+    });
+}

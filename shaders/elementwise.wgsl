@@ -1,7 +1,7 @@
 // Elementwise ops. Map kernels: y[i] = compute(i), y is the output.
 //   unary:  x: [n]                     -> y: [n]
 //           op 0 copy (also casts f32<->f16), 1 SiLU, 2 GELU(erf), 3 QuickGELU,
-//           4 affine alpha*x + beta, 5 clamp to [alpha, beta]
+//           4 affine alpha*x + beta, 5 clamp to [alpha, beta], 6 fill with beta (x unread)
 //   binary: a: [n], b: [n / broadcast] -> y: [n]
 //           b index = (i / inner) % mid + (i / (inner * mid)) * outer_stride
 //           (same shape: inner 1, mid n, outer_stride 0; bias [C] over [N,C,HW]:
@@ -13,6 +13,9 @@
 //#kernel unary x:read y:write
 struct Params { numel: u32, op: u32, alpha: f32, beta: f32 }
 fn compute(i: u32) -> f32 {
+    if (P.op == 6u) {
+        return P.beta;
+    }
     let v = x_ld(i);
     if (P.op == 4u) {
         return P.alpha * v + P.beta;

@@ -431,18 +431,18 @@ pub fn table(r: &BenchReport) -> String {
     let _ = writeln!(s, "sd-webgpu bench: {} at {}×{}, {} storage", r.model, r.size, r.size, r.dtype);
     let _ = writeln!(s, "adapter: {} ({}); {how}", r.adapter, r.backend);
     if let Some(l) = r.load_s {
-        let _ = writeln!(s, "weights made / loaded and uploaded in {l:.1} s");
+        let _ = writeln!(s, "weights made / loaded and uploaded in {l:.2} s");
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "{:<36} {:>14}", "text encoder (batch 2)", opt_ms(r.text_encoder_ms));
-    let tflops = r.unet_tflops.map_or_else(String::new, |t| format!("  {:.3} TFLOP/s", t));
+    let tflops = r.unet_tflops.map_or_else(String::new, |t| if t >= 0.1 { format!("  {t:.2} TFLOP/s") } else { format!("  {:.3} GFLOP/s", t * 1e3) });
     let _ = writeln!(s, "{:<36} {:>14}{tflops}", "UNet step (CFG, batch 2)", opt_ms(r.unet_step_ms));
     if r.unet_step_wall_ms.is_some() && r.timing == Some("gpu-timestamps") {
         let _ = writeln!(s, "{:<36} {:>14}", "  wall clock (one pass per dispatch)", opt_ms(r.unet_step_wall_ms));
     }
     let _ = writeln!(s, "{:<36} {:>14}", "VAE decode (batch 1)", opt_ms(r.vae_decode_ms));
     let _ = writeln!(s);
-    let _ = writeln!(s, "{:<36} {:>14.1}", "GFLOP per UNet step", r.unet_gflop_per_step);
+    let _ = writeln!(s, "{:<36} {:>14.3}", "GFLOP per UNet step", r.unet_gflop_per_step);
     let _ = writeln!(s, "{:<36} {:>14}", "dispatches per UNet step", r.dispatches_per_unet_step);
     let _ = writeln!(s, "{:<36} {:>14}", "activations per UNet step", mib(r.activation_bytes_per_unet_step));
     let _ = writeln!(s, "{:<36} {:>14}", "weights", mib(r.weights_bytes));

@@ -242,7 +242,8 @@ pub async fn generate(
 
     let lat = gpu.read(&latents).await?;
     let z = ops::cast(gpu, &latents, dt)?;
-    let img = sd.vae.decode(&c, &z)?;
+    // Tiled when an untiled decode would need a buffer beyond the adapter's binding limit.
+    let img = sd.vae.decode_auto(&c, &z, gpu.max_binding())?;
     let nhwc = ops::to_image(gpu, &img)?;
     let px = gpu.read(&nhwc).await?;
     let per = h * w * 3;

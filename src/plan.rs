@@ -56,7 +56,8 @@ fn component_bytes(w: &Weights, cfg: &Configs, dtype: DType, c: &str) -> u64 {
 
 /// Plan a generation at `height`×`width` with classifier-free guidance (UNet batch 2).
 pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> crate::Result<PlanReport> {
-    let gpu = Gpu::new(GpuOptions { plan_only: true, ..Default::default() }).await?;
+    // WebGPU's default binding limit (128 MiB): the figures hold on any adapter.
+    let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(128 << 20), ..Default::default() }).await?;
     let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
     let (clip, unet, vae, _) = crate::model::build(cfg);
     let sd = StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtype, warnings: Vec::new() };
@@ -89,7 +90,7 @@ pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> c
 
     // VAE decode of one image.
     let z = gpu.empty(&[1, cfg.vae.latent_channels, lh, lw], dtype)?;
-    let img = sd.vae.decode(&c, &z)?;
+    let img = sd.vae.decode_auto(&c, &z, gpu.max_binding())?;
     let s3 = gpu.pool_stats();
     drop((img, z));
 

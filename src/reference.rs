@@ -333,3 +333,39 @@ pub fn to_image(x: &[f32], b: usize, h: usize, w: usize) -> Vec<f32> {
     }
     y
 }
+
+/// x [NC, H, W] -> [NC, th, tw] at (oy, ox).
+pub fn crop2d(x: &[f32], nc: usize, h: usize, w: usize, oy: usize, ox: usize, th: usize, tw: usize) -> Vec<f32> {
+    let mut y = Vec::with_capacity(nc * th * tw);
+    for c in 0..nc {
+        for ty in 0..th {
+            let row = (c * h + oy + ty) * w + ox;
+            y.extend_from_slice(&x[row..row + tw]);
+        }
+    }
+    y
+}
+
+/// y [NC, H, W] += ramp-weighted tile [NC, th, tw] at (oy, ox), ramps (top, bottom, left, right).
+#[allow(clippy::too_many_arguments)]
+pub fn blend_tile(y: &mut [f32], tile: &[f32], nc: usize, h: usize, w: usize, th: usize, tw: usize, oy: usize, ox: usize, ramps: [usize; 4]) {
+    let ramp = |t: usize, len: usize, lo: usize, hi: usize| -> f64 {
+        let mut v = 1.0f64;
+        if t < lo {
+            v = (t as f64 + 0.5) / lo as f64;
+        }
+        if hi > 0 && t + hi >= len {
+            v = v.min(((len - t) as f64 - 0.5) / hi as f64);
+        }
+        v
+    };
+    for c in 0..nc {
+        for ty in 0..th {
+            for tx in 0..tw {
+                let wgt = ramp(ty, th, ramps[0], ramps[1]) * ramp(tx, tw, ramps[2], ramps[3]);
+                let i = (c * h + oy + ty) * w + ox + tx;
+                y[i] = (y[i] as f64 + wgt * tile[(c * th + ty) * tw + tx] as f64) as f32;
+            }
+        }
+    }
+}

@@ -72,7 +72,7 @@ pub fn quantize(v: &mut [f32], dtype: DType) {
 /// Names of the kernels checked by [`run`].
 pub const KERNELS: &[&str] = &[
     "unary", "binary", "geglu", "concat_channels", "slice_channels", "upsample2x", "transpose", "token_position", "timestep",
-    "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "lincomb", "vae_sample", "to_image", "dispatch_split",
+    "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "lincomb", "vae_sample", "to_image", "tiles", "dispatch_split",
 ];
 
 struct Ctx<'a> {
@@ -339,22 +339,35 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
             }
         }
         "attention" => {
-            // (batch, sq, sk, heads, head dim, causal)
-            for (b, sq, sk, h, d, causal) in [
-                (2usize, 77usize, 77usize, 4usize, 40usize, true),
-                (2, 64, 77, 2, 80, false),
-                (1, 37, 37, 1, 512, false),
-                (1, 70, 130, 2, 64, false),
-                (2, 9, 5, 3, 160, false),
-                (1, 13, 13, 2, 9, true),
+            // (batch, sq, sk, heads, head dim, causal, scale × √D). Kernel `attention` (D <= 80) takes
+            // 64 query rows × 16-key blocks, `attention_wide` (D > 80) 32 rows × 32 keys, head
+            // dim in chunks of 32 (scores) and 64 (output): the cases cover partial query and
+            // key blocks, Sk = 1, causal with Sq > Sk and Sq < Sk, odd D and D ≡ 2 (mod 4), peaked
+            // softmax (large scale: the running max moves across key blocks).
+            for (b, sq, sk, h, d, causal, sf) in [
+                (2usize, 77usize, 77usize, 4usize, 40usize, true, 1.0f32),
+                (2, 64, 77, 2, 80, false, 1.0),
+                (1, 37, 37, 1, 512, false, 1.0),
+                (1, 70, 130, 2, 64, false, 1.0),
+                (2, 9, 5, 3, 160, false, 1.0),
+                (1, 13, 13, 2, 9, true, 1.0),
+                (2, 5, 1, 2, 8, false, 1.0),
+                (1, 100, 20, 1, 6, true, 1.0),
+                (1, 20, 70, 2, 4, true, 1.0),
+                (1, 40, 45, 2, 97, true, 1.0),
+                (1, 33, 1, 1, 160, false, 1.0),
+                (1, 35, 70, 1, 130, false, 1.0),
+                (1, 70, 33, 1, 84, true, 1.0),
+                (1, 50, 130, 2, 64, false, 12.0),
+                (1, 45, 100, 1, 160, true, 12.0),
             ] {
                 let (q, qv) = c.input(&[b, sq, h * d], -1.0, 1.0)?;
                 let (k, kv) = c.input(&[b, sk, h * d], -1.0, 1.0)?;
                 let (v, vv) = c.input(&[b, sk, h * d], -1.0, 1.0)?;
-                let scale = 1.0 / (d as f32).sqrt();
+                let scale = sf / (d as f32).sqrt();
                 let y = ops::attention(gpu, &q, &k, &v, h, causal, scale)?;
                 let want = r::attention(&qv, &kv, &vv, b, sq, sk, h, d, causal, scale);
-                c.compare("attention", &format!("B{b} Sq{sq} Sk{sk} H{h} D{d} causal {causal}"), &y, &want, 2e-5).await?;
+                c.compare("attention", &format!("B{b} Sq{sq} Sk{sk} H{h} D{d} causal {causal} scale×{sf}"), &y, &want, 2e-5).await?;
             }
         }
         "lincomb" => {
@@ -384,6 +397,28 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
             let (x, xv) = c.input(&[2, 3, 5, 7], -1.5, 1.5)?;
             let y = ops::to_image(gpu, &x)?;
             c.compare("to_image", "[2,3,5,7] -> [2,5,7,3]", &y, &r::to_image(&xv, 2, 5, 7), 2e-7).await?;
+        }
+        "tiles" => {
+            let (x, xv) = c.input(&[2, 3, 9, 11], -1.0, 1.0)?;
+            let y = ops::crop2d(gpu, &x, 2, 3, 5, 7)?;
+            c.compare("tiles", "crop2d [2,3,9,11] 5×7 at (2,3)", &y, &r::crop2d(&xv, 6, 9, 11, 2, 3, 5, 7), 0.0).await?;
+            // Overlapping tiles across canvases: weights form a partition of unity.
+            for (len, tile, overlap) in [(14usize, 8usize, 2usize), (15, 8, 2), (21, 8, 2), (26, 8, 4), (16, 8, 2)] {
+                let xs = ops::tile_origins(len, tile, overlap);
+                let out = ops::fill(gpu, &x, &[2, 3, 8, len], DType::F32, 0.0)?;
+                let ones = ops::fill(gpu, &x, &[1, 1, 8, tile], DType::F32, 1.0)?;
+                let canvas = ops::fill(gpu, &x, &[1, 1, 8, len], DType::F32, 0.0)?;
+                let mut want = vec![0f32; 2 * 3 * 8 * len];
+                for (i, &ox) in xs.iter().enumerate() {
+                    let (l0, l1) = ops::tile_ramps(&xs, i, tile);
+                    let (t, tv) = c.input(&[2, 3, 8, tile], -1.0, 1.0)?;
+                    ops::blend_tile(gpu, &out, &t, 0, ox, [0, 0, l0, l1])?;
+                    ops::blend_tile(gpu, &canvas, &ones, 0, ox, [0, 0, l0, l1])?;
+                    r::blend_tile(&mut want, &tv, 6, 8, len, 8, tile, 0, ox, [0, 0, l0, l1]);
+                }
+                c.compare("tiles", &format!("blend tiles {tile} at {xs:?} into width {len}"), &out, &want, 2e-6).await?;
+                c.compare("tiles", &format!("partition of unity, width {len}"), &canvas, &vec![1.0; 8 * len], 1e-6).await?;
+            }
         }
         "dispatch_split" => {
             // More than 65,535 workgroups in one dimension: 256 · 70,000 + 77 elements.

@@ -50,6 +50,7 @@ gpu_test!(attention, check("attention"));
 gpu_test!(lincomb, check("lincomb"));
 gpu_test!(vae_sample, check("vae_sample"));
 gpu_test!(to_image, check("to_image"));
+gpu_test!(tiles, check("tiles"));
 gpu_test!(dispatch_split_over_65535_workgroups, check("dispatch_split"));
 
 /// The list in selftest::KERNELS is what the browser page runs: keep it equal to the tests above.

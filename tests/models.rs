@@ -180,3 +180,31 @@ async fn plan_equals_real() {
     assert_eq!(stats[0], stats[1], "real vs plan: (weights bytes, buffers created, peak bytes, dispatches)");
 }
 gpu_test!(plan_allocates_exactly_like_a_real_run, plan_equals_real());
+
+/// Tiled VAE decode (latent tiles overlapping, blended with linear ramps) against the
+/// untiled decode of the same latents: the bound below is what the tiny model holds.
+async fn tiled_vae() {
+    let gpu = common::gpu(true).await;
+    let sd = load_bytes(&gpu, DType::F32, &fp32_files());
+    let c = sd.ctx(&gpu);
+    let mut rng = sd_webgpu::rng::TorchRng::new(11);
+    let z = gpu.upload(&[1, 4, 16, 16], DType::F32, &rng.randn(1024)).unwrap();
+    let full = sd_webgpu::ops::to_image(&gpu, &sd.vae.decode(&c, &z).unwrap()).unwrap();
+    let full = gpu.read(&full).await.unwrap();
+    // (tile, overlap, bound on mean, bound on max) — tiles see their own group-norm statistics
+    // and attention context, so they differ from the whole-image decode; the ramps hide seams.
+    for (tile, overlap, mean_bound, max_bound) in [(8usize, 4usize, 0.05, 0.35), (12, 4, 0.03, 0.2), (16, 4, 1e-6, 1e-5)] {
+        let tiled = sd.vae.decode_tiled(&c, &z, tile, overlap).unwrap();
+        let tiled = gpu.read(&sd_webgpu::ops::to_image(&gpu, &tiled).unwrap()).await.unwrap();
+        let (mut max, mut sum) = (0f64, 0f64);
+        for (a, b) in full.iter().zip(&tiled) {
+            let e = (*a as f64 - *b as f64).abs();
+            max = max.max(e);
+            sum += e;
+        }
+        let mean = sum / full.len() as f64;
+        log!("tiled VAE decode, 16×16 latents, tile {tile} overlap {overlap}: [0,1] image vs untiled: mean abs diff {mean:.3e}, max {max:.3e}");
+        assert!(mean <= mean_bound && max <= max_bound, "tile {tile}: mean {mean:.3e} (bound {mean_bound}), max {max:.3e} (bound {max_bound})");
+    }
+}
+gpu_test!(tiled_vae_decode_matches_untiled, tiled_vae());

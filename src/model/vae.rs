@@ -133,6 +133,61 @@ impl Vae {
         Ok((mean, logvar))
     }
 
+    /// Bytes of the largest activation of an untiled decode of [b, latent, h, w].
+    pub fn decode_largest_buffer(&self, b: usize, h: usize, w: usize, dtype: crate::gpu::DType) -> u64 {
+        let ch = &self.cfg.block_out_channels;
+        let mut r = h * w;
+        let mut largest = ch[ch.len() - 1] * r;
+        for (i, c) in ch.iter().rev().enumerate() {
+            largest = largest.max(c * r);
+            if i + 1 < ch.len() {
+                r *= 4;
+                largest = largest.max(c * r);
+            }
+        }
+        dtype.buffer_bytes(b * largest)
+    }
+
+    /// Decode, tiled when an untiled decode would need a buffer larger than `max_buffer`:
+    /// latent tiles overlapping by a quarter, blended with linear ramps (see `decode_tiled`).
+    pub fn decode_auto(&self, c: &Ctx, z: &Tensor, max_buffer: u64) -> Result<Tensor> {
+        let (b, h, w) = (z.shape()[0], z.shape()[2], z.shape()[3]);
+        if self.decode_largest_buffer(b, h, w, z.dtype()) <= max_buffer {
+            return self.decode(c, z);
+        }
+        let mut tile = h.max(w);
+        while tile > 8 && self.decode_largest_buffer(b, tile.min(h), tile.min(w), z.dtype()) > max_buffer {
+            tile = (tile / 2).div_ceil(8) * 8;
+        }
+        self.decode_tiled(c, z, tile, tile / 4)
+    }
+
+    /// Decode latent tiles of `tile`×`tile` overlapping by ≥ `overlap` and blend the images
+    /// with linear ramps over the overlaps (weights sum to 1): the largest activation is
+    /// that of one tile. Output [B, 3, 8h, 8w] f32.
+    pub fn decode_tiled(&self, c: &Ctx, z: &Tensor, tile: usize, overlap: usize) -> Result<Tensor> {
+        if z.rank() != 4 || tile == 0 || overlap >= tile {
+            return Err(Error::Shape { op: "vae decode", detail: format!("latents {:?}, tile {tile}, overlap {overlap}", z.shape()) });
+        }
+        let (b, h, w) = (z.shape()[0], z.shape()[2], z.shape()[3]);
+        let f = self.factor();
+        let ys = ops::tile_origins(h, tile, overlap);
+        let xs = ops::tile_origins(w, tile, overlap);
+        let (th, tw) = (tile.min(h), tile.min(w));
+        let out = ops::fill(c.gpu, z, &[b, self.cfg.out_channels, h * f, w * f], crate::gpu::DType::F32, 0.0)?;
+        for (iy, &oy) in ys.iter().enumerate() {
+            for (ix, &ox) in xs.iter().enumerate() {
+                let zt = ops::crop2d(c.gpu, z, oy, ox, th, tw)?;
+                let img = self.decode(c, &zt)?;
+                let (t0, t1) = ops::tile_ramps(&ys, iy, th);
+                let (l0, l1) = ops::tile_ramps(&xs, ix, tw);
+                let ramps = [t0 * f, t1 * f, l0 * f, l1 * f];
+                ops::blend_tile(c.gpu, &out, &img, oy * f, ox * f, ramps)?;
+            }
+        }
+        Ok(out)
+    }
+
     /// Scaled latents [B, latent, h, w] (as the denoiser sees them) -> image [B, 3, 8h, 8w]
     /// in about [-1, 1] (not clamped). Divides by `scaling_factor` first.
     pub fn decode(&self, c: &Ctx, z: &Tensor) -> Result<Tensor> {

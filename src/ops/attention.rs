@@ -3,8 +3,12 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 
 use super::{f, u, Out};
 
-/// Largest head dim the kernel keeps in workgroup memory (shaders/attention.wgsl MAXD).
+/// Largest head dim the kernels support (shaders/attention.wgsl `attention_wide`).
 pub const MAX_HEAD_DIM: usize = 512;
+
+/// Head dims up to this use the `attention` kernel (Q row in registers, 64 query rows per
+/// workgroup); larger ones `attention_wide` (score tile summed over head-dim chunks, 32 rows).
+const ROWS_MAX_HEAD_DIM: usize = 80;
 
 /// softmax(scale·Q·Kᵀ [+ causal mask]) · V per head, flash-style.
 /// q [B, Sq, H·D], k and v [B, Sk, H·D] -> [B, Sq, H·D].
@@ -22,17 +26,20 @@ pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, ca
     if d > MAX_HEAD_DIM {
         return shape_err("attention", format!("head dim {d} > {MAX_HEAD_DIM}"));
     }
+    let (kernel, block_q) = if d <= ROWS_MAX_HEAD_DIM { ("attention", 64) } else { ("attention_wide", 32) };
+    // q, k, v are contiguous: offsets 0, batch strides S·C, row strides C (head offset h·D).
+    let strides = [sq * c, c, sk * c, c, sk * c, c, 0, 0, 0];
+    let pairs = d % 2 == 0 && strides.iter().all(|s| s % 2 == 0);
     let out = Out::new(gpu, qs, q.dtype(), d % 2 == 0)?;
-    gpu.add_flops(4.0 * (b * heads * sq) as f64 * (sk * d) as f64);
+    let mut params = vec![u(b), u(heads), u(sq), u(sk), u(d)];
+    params.extend(strides.iter().map(|&s| u(s)));
+    params.extend([causal as u32, f(scale), pairs as u32]);
     gpu.dispatch(Dispatch {
         file: "attention.wgsl",
-        kernel: "attention",
-        params: vec![
-            u(b), u(heads), u(sq), u(sk), u(d), u(sq * c), u(c), u(sk * c), u(c), u(sk * c), u(c), 0, 0, 0,
-            causal as u32, f(scale),
-        ],
+        kernel,
+        params,
         tensors: vec![q, k, v, &out.t],
-        workgroups: (b * heads * sq) as u64,
+        workgroups: (b * heads * sq.div_ceil(block_q)) as u64,
     })?;
     out.finish(gpu)
 }

@@ -43,6 +43,13 @@ pub fn quick_gelu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
 pub fn affine(gpu: &Gpu, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
     unary_raw(gpu, x, 4, alpha, beta, x.dtype())
 }
+/// A new tensor of `shape` filled with `value` (`like` only gives a binding; it is not read).
+pub fn fill(gpu: &Gpu, like: &Tensor, shape: &[usize], dtype: DType, value: f32) -> Result<Tensor> {
+    let y = gpu.empty(shape, dtype)?;
+    gpu.map("elementwise.wgsl", "unary", &[6, f(1.0), f(value)], &[like], &y)?;
+    Ok(y)
+}
+
 /// Clamp to [lo, hi].
 pub fn clamp(gpu: &Gpu, x: &Tensor, lo: f32, hi: f32) -> Result<Tensor> {
     unary_raw(gpu, x, 5, lo, hi, x.dtype())

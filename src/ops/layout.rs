@@ -1,5 +1,5 @@
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, Tensor};
 
 use super::u;
 
@@ -60,4 +60,64 @@ pub fn slice_channels(gpu: &Gpu, x: &Tensor, c0: usize, len: usize) -> Result<Te
     let y = gpu.empty(&shape, x.dtype())?;
     gpu.map("layout.wgsl", "slice_channels", &[u(x.shape()[1]), u(c0), u(len), u(s)], &[x], &y)?;
     Ok(y)
+}
+
+/// x [N, C, H, W] -> x[:, :, oy .. oy + th, ox .. ox + tw]
+pub fn crop2d(gpu: &Gpu, x: &Tensor, oy: usize, ox: usize, th: usize, tw: usize) -> Result<Tensor> {
+    let s = x.shape();
+    if s.len() != 4 || th == 0 || tw == 0 || oy + th > s[2] || ox + tw > s[3] {
+        return shape_err("crop2d", format!("{th}×{tw} at ({oy}, {ox}) of {s:?}"));
+    }
+    let y = gpu.empty(&[s[0], s[1], th, tw], x.dtype())?;
+    gpu.map("layout.wgsl", "crop2d", &[u(s[2]), u(s[3]), u(th), u(tw), u(oy), u(ox)], &[x], &y)?;
+    Ok(y)
+}
+
+/// Ramps (top, bottom, left, right) of a tile: the overlaps with its neighbours.
+pub type Ramps = [usize; 4];
+
+/// y [B, C, H, W] (f32) += ramp-weighted tile [B, C, th, tw] at (oy, ox); see layout.wgsl.
+pub fn blend_tile(gpu: &Gpu, y: &Tensor, tile: &Tensor, oy: usize, ox: usize, ramps: Ramps) -> Result<()> {
+    let (ys, ts) = (y.shape(), tile.shape());
+    if ys.len() != 4 || ts.len() != 4 || ys[..2] != ts[..2] || oy + ts[2] > ys[2] || ox + ts[3] > ys[3] || y.dtype() != DType::F32 {
+        return shape_err("blend_tile", format!("tile {ts:?} at ({oy}, {ox}) into {ys:?} (f32)"));
+    }
+    if ramps[0] + ramps[1] > ts[2] || ramps[2] + ramps[3] > ts[3] {
+        return shape_err("blend_tile", format!("ramps {ramps:?} longer than tile {ts:?}"));
+    }
+    let n = tile.numel();
+    gpu.dispatch(Dispatch {
+        file: "layout.wgsl",
+        kernel: "blend_tile",
+        params: vec![u(n), u(ts[2]), u(ts[3]), u(ys[2]), u(ys[3]), u(oy), u(ox), u(ramps[0]), u(ramps[1]), u(ramps[2]), u(ramps[3])],
+        tensors: vec![tile, y],
+        workgroups: (n as u64).div_ceil(256),
+    })
+}
+
+/// Tile origins covering `len` with tiles of `tile`, overlapping by about `overlap` or
+/// more (evenly spread; the last tile ends at `len`). No point is covered by more than two
+/// tiles, so ramps over the pairwise overlaps form a partition of unity.
+pub fn tile_origins(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
+    if len <= tile {
+        return vec![0];
+    }
+    let span = len - tile;
+    let stride = tile.saturating_sub(overlap).max(1);
+    let mut n = span.div_ceil(stride) + 1;
+    loop {
+        let o: Vec<usize> = (0..n).map(|i| i * span / (n - 1)).collect();
+        // Tile i + 2 must start where tile i ends or later.
+        if n <= 2 || o.windows(3).all(|w| w[2] >= w[0] + tile) {
+            return o;
+        }
+        n -= 1;
+    }
+}
+
+/// The overlaps (before, after) of tile `i` with its neighbours along one axis.
+pub fn tile_ramps(origins: &[usize], i: usize, tile: usize) -> (usize, usize) {
+    let before = if i > 0 { (origins[i - 1] + tile).saturating_sub(origins[i]) } else { 0 };
+    let after = origins.get(i + 1).map_or(0, |&o| (origins[i] + tile).saturating_sub(o));
+    (before, after)
 }

@@ -16,6 +16,7 @@ struct Params { n: u32, cin: u32, h: u32, w: u32, cout: u32, oh: u32, ow: u32, k
                 stride: u32, pad_t: u32, pad_l: u32, flags: u32, act: u32 }
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(P.cout, P.oh * P.ow, P.cin * P.kh * P.kw, P.n); }
 fn b_k_fastest() -> bool { return false; }
+fn a_m_fastest() -> bool { return false; }
 fn load_a(bt: u32, m: u32, k: u32) -> f32 { return w_ld(m * P.cin * P.kh * P.kw + k); }
 fn load_b(bt: u32, k: u32, p: u32) -> f32 {
     let khw = P.kh * P.kw;

@@ -3,6 +3,7 @@
 //   fn gemm_dims() -> vec4<u32>           (M, N, K, batch)
 //   fn load_a(b, m, k) -> f32, fn load_b(b, k, n) -> f32   (in-range indices only)
 //   fn b_k_fastest() -> bool              (B tile loads walk k first: B stored [N, K])
+//   fn a_m_fastest() -> bool              (A tile loads walk m first: A stored [K, M])
 //   fn gemm_store(b, m, n, v0, v1, has1)  (writes C[b,m,n] = v0 and, if has1, C[b,m,n+1] = v1)
 // Workgroup: 256 threads, tile 64 (M) × 64 (N) × 16 (K), 4×4 outputs per thread,
 // 8 KiB of workgroup storage. Linear workgroup index = (b, tile_m, tile_n).
@@ -34,12 +35,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tx = lid % 16u;
     let ty = lid / 16u;
     let kfast = b_k_fastest();
+    let mfast = a_m_fastest();
     var acc: array<f32, 16>;
     for (var k0 = 0u; k0 < K; k0 = k0 + BK) {
         for (var e = 0u; e < 4u; e = e + 1u) {
             let idx = lid + e * 256u;
-            let mm = idx / BK;
-            let kk = idx % BK;
+            let mm = select(idx / BK, idx % BM, mfast);
+            let kk = select(idx % BK, idx / BM, mfast);
             var v = 0.0;
             if (m0 + mm < M && k0 + kk < K) {
                 v = load_a(b, m0 + mm, k0 + kk);

@@ -5,7 +5,10 @@
 //           -> y: [batch, M, N] = act(A·B + bias) + res
 //   prologue (flags bit 2): layer norm of A's rows on load,
 //           A(b, m, k) -> (A - mean[r])·rstd[r]·gamma[k] + beta[k], r = b·M + m (stats from row_stats)
-//   epilogue: + bias[n] (bit 0), activation, + res (bit 1);
+//   prologue (flags bit 4): per-(batch, k) affine on load, A -> A·aff[b, k, 0] + aff[b, k, 1]
+//           (a group norm from group_affine; `stats` holds aff [batch, K, 2])
+//   flags bit 6: A tiles are loaded walking m first (A stored k-major, e.g. NCHW read as tokens)
+//   epilogue: + bias[n] (bit 0), or + bias[m] (bit 5), activation, + res (bit 1);
 //           GEGLU (bit 3): B's columns hold (h_j, g_j) interleaved at (2j, 2j + 1) (the loader
 //           interleaves the two halves of the feed-forward projection), and
 //           y[b, m, j] = (h_j + bias[2j]) · gelu(g_j + bias[2j + 1]) with y: [batch, M, N/2]
@@ -17,11 +20,16 @@ struct Params { m: u32, n: u32, k: u32, batch: u32, a_sb: u32, a_sm: u32, a_sk: 
                 b_sb: u32, b_sk: u32, b_sn: u32, flags: u32, act: u32 }
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(P.m, P.n, P.k, P.batch); }
 fn b_k_fastest() -> bool { return P.b_sk == 1u; }
+fn a_m_fastest() -> bool { return (P.flags & 64u) != 0u; }
 fn load_a(bt: u32, m: u32, k: u32) -> f32 {
     var v = a_ld(bt * P.a_sb + m * P.a_sm + k * P.a_sk);
     if ((P.flags & 4u) != 0u) {
         let r = 2u * (bt * P.m + m);
         v = (v - stats_ld(r)) * stats_ld(r + 1u) * gamma_ld(k) + beta_ld(k);
+    }
+    if ((P.flags & 16u) != 0u) {
+        let r = 2u * (bt * P.k + k);
+        v = v * stats_ld(r) + stats_ld(r + 1u);
     }
     return v;
 }
@@ -29,6 +37,7 @@ fn load_b(bt: u32, k: u32, n: u32) -> f32 { return b_ld(bt * P.b_sb + k * P.b_sk
 fn epilogue(idx: u32, n: u32, v: f32) -> f32 {
     var o = v;
     if ((P.flags & 1u) != 0u) { o = o + bias_ld(n); }
+    if ((P.flags & 32u) != 0u) { o = o + bias_ld((idx / P.n) % P.m); }
     o = apply_act(o, P.act);
     if ((P.flags & 2u) != 0u) { o = o + res_ld(idx); }
     return o;

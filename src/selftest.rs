@@ -290,6 +290,25 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 };
                 c.compare("linear", &format!("layer-norm prologue [{m},{k}]·[{n},{k}]ᵀ geglu {geglu} res {res}"), &y, &want, 1e-5).await?;
             }
+            // 1×1 convolutions to and from tokens (the transposes live in the load pattern).
+            for (b, ch, h, w, co, gn) in [(2usize, 6usize, 5usize, 7usize, 10usize, true), (1, 8, 4, 4, 8, false), (2, 6, 3, 3, 7, true)] {
+                let (x, xv) = c.input(&[b, ch, h, w], -2.0, 3.0)?;
+                let (wt, wv) = c.input(&[co, ch, 1, 1], -0.3, 0.3)?;
+                let (bt, btv) = c.input(&[co], -0.5, 0.5)?;
+                let (g, gv) = c.input(&[ch], 0.5, 1.5)?;
+                let (be, bev) = c.input(&[ch], -0.5, 0.5)?;
+                let groups = if gn { ch / 2 } else { 1 };
+                let aff = ops::group_norm_affine(gpu, &x, groups, &g, &be, 1e-6)?;
+                let y = ops::conv1x1_to_tokens(gpu, &x, &wt, Some(&bt), gn.then_some(&aff))?;
+                let pre = if gn { r::group_norm(&xv, b, ch, h * w, groups, &gv, &bev, 1e-6, false) } else { xv.clone() };
+                let (conv, _) = r::conv2d(&pre, [b, ch, h, w], &wv, [co, ch, 1, 1], Some(&btv), 1, [0; 4], Act::None, None);
+                c.compare("linear", &format!("conv1x1 to tokens [{b},{ch},{h},{w}]->[{b},{},{co}] GN {gn}", h * w), &y, &r::transpose(&conv, b, co, h * w), 1e-5).await?;
+                let (t, tv) = c.input(&[b, h * w, ch], -1.0, 1.0)?;
+                let (res, resv) = c.input(&[b, co, h, w], -1.0, 1.0)?;
+                let y = ops::tokens_to_conv1x1(gpu, &t, &wt, Some(&bt), Some(&res), h, w)?;
+                let (conv, _) = r::conv2d(&r::transpose(&tv, b, h * w, ch), [b, ch, h, w], &wv, [co, ch, 1, 1], Some(&btv), 1, [0; 4], Act::None, Some(&resv));
+                c.compare("linear", &format!("tokens to conv1x1 [{b},{},{ch}]->[{b},{co},{h},{w}] + residual", h * w), &y, &conv, 1e-5).await?;
+            }
         }
         "conv2d" => {
             // (x shape, cout, k, stride, pad t/l/b/r, act, bias, residual)

@@ -99,9 +99,9 @@ impl Transformer2D {
         let (b, ch, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
         let mut t = match (&self.proj_in_conv, &self.proj_in_lin) {
             (Some(conv), _) => {
+                // group norm + 1×1 conv + NCHW→tokens in one dispatch (after the statistics).
                 let a = self.norm.affine(c, x)?;
-                let p = conv.fwd_fused(c, x, ConvFuse { input_affine: Some(&a), ..Default::default() })?;
-                ops::transpose_last2(c.gpu, &p.reshape(&[b, ch, h * w])?)?
+                conv.to_tokens(c, x, &a)?
             }
             (_, Some(lin)) => {
                 let n = self.norm.fwd(c, x, false)?;
@@ -121,10 +121,7 @@ impl Transformer2D {
             t = blk.ff_out.fwd(c, &g, Act::None, Some(&t))?;
         }
         match (&self.proj_out_conv, &self.proj_out_lin) {
-            (Some(conv), _) => {
-                let s = ops::transpose_last2(c.gpu, &t)?.reshape(&[b, ch, h, w])?;
-                conv.fwd(c, &s, Act::None, Some(x))
-            }
+            (Some(conv), _) => conv.from_tokens(c, &t, h, w, x),
             (_, Some(lin)) => {
                 let o = lin.fwd(c, &t, Act::None, None)?;
                 let s = ops::transpose_last2(c.gpu, &o)?.reshape(&[b, ch, h, w])?;

@@ -81,6 +81,14 @@ impl Conv {
     pub fn fwd(&self, c: &Ctx, x: &Tensor, act: Act, res: Option<&Tensor>) -> Result<Tensor> {
         ops::conv2d(c.gpu, x, c.w.get(&self.w)?, Some(c.w.get(&self.b)?), self.geo, act, res)
     }
+    /// A 1×1 conv of x [B, C, H, W] with a group-norm affine on load, written as tokens [B, H·W, Cout].
+    pub fn to_tokens(&self, c: &Ctx, x: &Tensor, affine: &Tensor) -> Result<Tensor> {
+        ops::conv1x1_to_tokens(c.gpu, x, c.w.get(&self.w)?, Some(c.w.get(&self.b)?), Some(affine))
+    }
+    /// A 1×1 conv of tokens [B, H·W, C] back to [B, Cout, H, W], + residual.
+    pub fn from_tokens(&self, c: &Ctx, t: &Tensor, h: usize, w: usize, residual: &Tensor) -> Result<Tensor> {
+        ops::tokens_to_conv1x1(c.gpu, t, c.w.get(&self.w)?, Some(c.w.get(&self.b)?), Some(residual), h, w)
+    }
     /// With a fused prologue / epilogue (the conv's own bias is added).
     pub fn fwd_fused(&self, c: &Ctx, x: &Tensor, fz: ConvFuse) -> Result<Tensor> {
         ops::conv2d_fused(c.gpu, x, c.w.get(&self.w)?, self.geo, ConvFuse { bias: Some(c.w.get(&self.b)?), ..fz })

@@ -31,6 +31,7 @@ pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, ca
     let strides = [sq * c, c, sk * c, c, sk * c, c, 0, 0, 0];
     let pairs = d % 2 == 0 && strides.iter().all(|s| s % 2 == 0);
     let out = Out::new(gpu, qs, q.dtype(), d % 2 == 0)?;
+    gpu.add_flops(4.0 * (b * heads * sq) as f64 * (sk * d) as f64);
     let mut params = vec![u(b), u(heads), u(sq), u(sk), u(d)];
     params.extend(strides.iter().map(|&s| u(s)));
     params.extend([causal as u32, f(scale), pairs as u32]);

@@ -31,7 +31,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let out_shape: Vec<usize> = if a.rank() == 3 { vec![ba, m, n] } else { vec![m, n] };
     let b_sb = if bb == 1 { 0 } else { k * n };
-    gemm(gpu, a, b, LinearFuse::default(), 0, [m, n, k, ba], [m * k, k, 1], [b_sb, n, 1], &out_shape, n % 2 == 0)
+    gemm(gpu, a, b, Fuse::default(), [m, n, k, ba], [m * k, k, 1], [b_sb, n, 1], &out_shape, n % 2 == 0)
 }
 
 /// Linear layer: x [..., K] · wᵀ (w [N, K], PyTorch layout) + bias [N], activation,
@@ -90,10 +90,28 @@ pub fn linear_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, fz: LinearFuse) -> Result
             return shape_err("linear", format!("residual {:?} must be {:?}", r.shape(), out_shape));
         }
     }
-    let extra = (fz.layer_norm.is_some() as u32) << 2 | (fz.geglu as u32) << 3;
     // With GEGLU each thread writes both halves of its output words: always pair-safe.
     let pairs_ok = n % 2 == 0 && (!fz.geglu || (n / 2) % 2 == 0);
-    gemm(gpu, x, w, fz, extra, [m, n, k, 1], [0, k, 1], [0, 1, k], &out_shape, pairs_ok)
+    let g = Fuse { bias: fz.bias, residual: fz.residual, act: fz.act, layer_norm: fz.layer_norm, geglu: fz.geglu, ..Default::default() };
+    gemm(gpu, x, w, g, [m, n, k, 1], [0, k, 1], [0, 1, k], &out_shape, pairs_ok)
+}
+
+/// Everything the matmul kernel can fuse (see shaders/matmul.wgsl).
+#[derive(Clone, Copy, Default)]
+struct Fuse<'a> {
+    bias: Option<&'a Tensor>,
+    /// The bias is indexed by the output row (m) instead of the column (n).
+    bias_per_row: bool,
+    residual: Option<&'a Tensor>,
+    act: Act,
+    layer_norm: Option<LayerNormIn<'a>>,
+    /// Per-(batch, k) affine [batch, K, 2] applied to A on load.
+    a_affine: Option<&'a Tensor>,
+    geglu: bool,
+    /// A is stored k-major: load its tiles walking m.
+    a_m_fastest: bool,
+    /// Output dtype when it is not A's.
+    out_dtype: Option<crate::gpu::DType>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -101,35 +119,86 @@ fn gemm(
     gpu: &Gpu,
     a: &Tensor,
     b: &Tensor,
-    fz: LinearFuse,
-    extra_flags: u32,
+    fz: Fuse,
     [m, n, k, batch]: [usize; 4],
     [a_sb, a_sm, a_sk]: [usize; 3],
     [b_sb, b_sk, b_sn]: [usize; 3],
     out_shape: &[usize],
     pairs_ok: bool,
 ) -> Result<Tensor> {
-    let out = Out::new(gpu, out_shape, a.dtype(), pairs_ok)?;
+    let out = Out::new(gpu, out_shape, fz.out_dtype.unwrap_or(a.dtype()), pairs_ok)?;
     gpu.add_flops(2.0 * (batch * m) as f64 * n as f64 * k as f64);
     let stats_dummy;
-    let (stats, gamma, beta) = match fz.layer_norm {
-        Some(ln) => (ln.stats, ln.gamma, ln.beta),
-        None => {
+    let (stats, gamma, beta) = match (fz.layer_norm, fz.a_affine) {
+        (Some(ln), _) => (ln.stats, ln.gamma, ln.beta),
+        (None, Some(aff)) => (aff, b, b),
+        (None, None) => {
             stats_dummy = gpu.empty(&[1], crate::gpu::DType::F32)?;
             (&stats_dummy, b, b)
         }
     };
+    let has_bias = fz.bias.is_some();
+    let flags = (has_bias && !fz.bias_per_row) as u32
+        | (fz.residual.is_some() as u32) << 1
+        | (fz.layer_norm.is_some() as u32) << 2
+        | (fz.geglu as u32) << 3
+        | (fz.a_affine.is_some() as u32) << 4
+        | (has_bias && fz.bias_per_row) as u32 * 32
+        | (fz.a_m_fastest as u32) << 6;
     gpu.dispatch(Dispatch {
         file: "matmul.wgsl",
         kernel: "matmul",
-        params: vec![
-            u(m), u(n), u(k), u(batch), u(a_sb), u(a_sm), u(a_sk), u(b_sb), u(b_sk), u(b_sn),
-            flags(fz.bias, fz.residual) | extra_flags, fz.act as u32,
-        ],
+        params: vec![u(m), u(n), u(k), u(batch), u(a_sb), u(a_sm), u(a_sk), u(b_sb), u(b_sk), u(b_sn), flags, fz.act as u32],
         tensors: vec![a, b, fz.bias.unwrap_or(b), fz.residual.unwrap_or(a), stats, gamma, beta, &out.t],
         workgroups: tiles(m, n, batch),
     })?;
     out.finish(gpu)
+}
+
+fn weight_2d(op: &'static str, w: &Tensor, cin: usize) -> Result<usize> {
+    match w.shape() {
+        [co, ci] | [co, ci, 1, 1] if *ci == cin => Ok(*co),
+        s => shape_err(op, format!("weight {s:?} must be [Cout, {cin}] or [Cout, {cin}, 1, 1]")),
+    }
+}
+
+/// A 1×1 convolution of x [B, C, H, W] written as tokens [B, H·W, Cout] (the transpose
+/// is in the load pattern), with an optional group-norm affine [B, C, 2] applied on load.
+pub fn conv1x1_to_tokens(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, affine: Option<&Tensor>) -> Result<Tensor> {
+    if x.rank() != 4 {
+        return shape_err("conv1x1_to_tokens", format!("x {:?} must be [B, C, H, W]", x.shape()));
+    }
+    let (b, c, hw) = (x.shape()[0], x.shape()[1], x.shape()[2] * x.shape()[3]);
+    let co = weight_2d("conv1x1_to_tokens", w, c)?;
+    if let Some(a) = affine {
+        if a.shape() != [b, c, 2] {
+            return shape_err("conv1x1_to_tokens", format!("affine {:?} must be [{b}, {c}, 2]", a.shape()));
+        }
+    }
+    if bias.is_some_and(|t| t.shape() != [co]) {
+        return shape_err("conv1x1_to_tokens", format!("bias must be [{co}]"));
+    }
+    let fz = Fuse { bias, a_affine: affine, a_m_fastest: true, ..Default::default() };
+    gemm(gpu, x, w, fz, [hw, co, c, b], [c * hw, 1, hw], [0, 1, c], &[b, hw, co], co % 2 == 0)
+}
+
+/// Tokens t [B, H·W, C] through a 1×1 convolution back to [B, Cout, H, W] (+ bias,
+/// + residual [B, Cout, H, W]); the transpose is in the load pattern.
+pub fn tokens_to_conv1x1(gpu: &Gpu, t: &Tensor, w: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>, h: usize, wd: usize) -> Result<Tensor> {
+    if t.rank() != 3 || t.shape()[1] != h * wd {
+        return shape_err("tokens_to_conv1x1", format!("tokens {:?} must be [B, {}, C]", t.shape(), h * wd));
+    }
+    let (b, hw, c) = (t.shape()[0], t.shape()[1], t.shape()[2]);
+    let co = weight_2d("tokens_to_conv1x1", w, c)?;
+    if bias.is_some_and(|x| x.shape() != [co]) {
+        return shape_err("tokens_to_conv1x1", format!("bias must be [{co}]"));
+    }
+    if residual.is_some_and(|r| r.shape() != [b, co, h, wd]) {
+        return shape_err("tokens_to_conv1x1", format!("residual must be [{b}, {co}, {h}, {wd}]"));
+    }
+    // Bias per output row (= channel).
+    let fz = Fuse { bias, bias_per_row: true, residual, out_dtype: Some(t.dtype()), ..Default::default() };
+    gemm(gpu, w, t, fz, [co, hw, c, b], [0, c, 1], [hw * c, 1, c], &[b, co, h, wd], hw % 2 == 0)
 }
 
 /// Convolution geometry: stride and padding (top, left, bottom, right).

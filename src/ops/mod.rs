@@ -12,7 +12,7 @@ mod softmax;
 pub use attention::attention;
 pub use elementwise::{add, add_bcast, affine, cast, clamp, fill, gelu, geglu, mul, quick_gelu, silu, unary, Act};
 pub use embedding::{timestep_embedding, timestep_freqs, token_position_embedding};
-pub use gemm::{conv2d, conv2d_fused, linear, linear_fused, matmul, Conv2d, ConvFuse, LayerNormIn, LinearFuse};
+pub use gemm::{conv1x1_to_tokens, conv2d, conv2d_fused, linear, linear_fused, matmul, tokens_to_conv1x1, Conv2d, ConvFuse, LayerNormIn, LinearFuse};
 pub use layout::{blend_tile, concat_channels, crop2d, slice_channels, tile_origins, tile_ramps, transpose_last2, upsample_nearest2x, Ramps};
 pub use norm::{affine_apply, group_norm, group_norm_affine, layer_norm, layer_norm_stats};
 pub use sampler::{lincomb, to_image, vae_sample, Term};

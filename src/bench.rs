@@ -260,7 +260,7 @@ async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType) -> crate::Res
 /// Run the benchmark (or, with `--plan`, the planner) and return its figures.
 pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
     let size = args.size;
-    if size == 0 || size % 64 != 0 {
+    if size == 0 || !size.is_multiple_of(64) {
         return Err(crate::Error::Unsupported { op: "bench", detail: format!("--size {size} must be a positive multiple of 64") });
     }
     let dtype = args.dtype.dtype();

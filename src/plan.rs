@@ -59,8 +59,7 @@ pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> c
     // WebGPU's default binding limit (128 MiB): the figures hold on any adapter.
     let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(128 << 20), ..Default::default() }).await?;
     let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
-    let (clip, unet, vae, _) = crate::model::build(cfg);
-    let sd = StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtype, warnings: Vec::new() };
+    let sd = StableDiffusion::new(&gpu, cfg.clone(), dtype, weights, Vec::new())?;
     let c = sd.ctx(&gpu);
     let s0 = gpu.pool_stats();
     let grow = |a: &PoolStats, b: &PoolStats| b.peak_bytes.saturating_sub(a.total_bytes);

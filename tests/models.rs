@@ -160,8 +160,7 @@ async fn plan_equals_real() {
         let sd = if plan {
             let cfg = configs();
             let weights = sd_webgpu::plan::placeholder_weights(&gpu, &cfg, DType::F32, &COMPONENTS).unwrap();
-            let (clip, unet, vae, _) = sd_webgpu::model::build(&cfg);
-            StableDiffusion { cfg, clip, unet, vae, weights, dtype: DType::F32, warnings: vec![] }
+            StableDiffusion::new(&gpu, cfg, DType::F32, weights, vec![]).unwrap()
         } else {
             load_bytes(&gpu, DType::F32, &fp32_files())
         };

@@ -400,11 +400,17 @@ impl Gpu {
     }
     /// Drop every free buffer of the pool.
     pub fn trim_pool(&self) {
+        // Recorded work may still use freed buffers: submit it first (wgpu keeps a destroyed
+        // buffer alive until submitted work that uses it is done).
+        let _ = self.flush();
+        let plan = self.is_plan();
         let mut p = lock(&self.0.pool);
         let mut freed = 0;
         for (bytes, v) in p.free.drain() {
             for b in v {
-                b.destroy();
+                if !plan {
+                    b.destroy();
+                }
                 freed += bytes;
             }
         }

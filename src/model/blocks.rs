@@ -75,9 +75,9 @@ impl Transformer2D {
                 let b = vb.pp("transformer_blocks").pp(i);
                 BasicBlock {
                     norm1: LayerNorm::new(&b.pp("norm1"), c, 1e-5),
-                    attn1: Attention::new(&b.pp("attn1"), ["to_q", "to_k", "to_v", "to_out.0"], c, c, heads, false),
+                    attn1: Attention::new(&b.pp("attn1"), ["to_q", "to_k", "to_v", "to_out.0"], c, None, heads, false),
                     norm2: LayerNorm::new(&b.pp("norm2"), c, 1e-5),
-                    attn2: Attention::new(&b.pp("attn2"), ["to_q", "to_k", "to_v", "to_out.0"], c, ctx_dim, heads, false),
+                    attn2: Attention::new(&b.pp("attn2"), ["to_q", "to_k", "to_v", "to_out.0"], c, Some(ctx_dim), heads, false),
                     norm3: LayerNorm::new(&b.pp("norm3"), c, 1e-5),
                     ff_in: Linear::new(&b.pp("ff.net.0.proj"), c, 8 * c, true),
                     ff_out: Linear::new(&b.pp("ff.net.2"), 4 * c, c, true),
@@ -142,7 +142,7 @@ impl SpatialAttention {
     pub fn new(vb: &Vb, c: usize, groups: usize) -> SpatialAttention {
         SpatialAttention {
             norm: GroupNorm::new(&vb.pp("group_norm"), groups, c, 1e-6),
-            attn: Attention::new(vb, ["to_q", "to_k", "to_v", "to_out.0"], c, c, 1, true),
+            attn: Attention::new(vb, ["to_q", "to_k", "to_v", "to_out.0"], c, None, 1, true),
         }
     }
     pub fn fwd(&self, c: &Ctx, x: &Tensor) -> Result<Tensor> {

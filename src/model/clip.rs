@@ -33,7 +33,7 @@ impl ClipTextModel {
                 let l = vb.pp("encoder.layers").pp(i);
                 Layer {
                     ln1: LayerNorm::new(&l.pp("layer_norm1"), d, cfg.layer_norm_eps),
-                    attn: Attention::new(&l.pp("self_attn"), ["q_proj", "k_proj", "v_proj", "out_proj"], d, d, cfg.num_attention_heads, true),
+                    attn: Attention::new(&l.pp("self_attn"), ["q_proj", "k_proj", "v_proj", "out_proj"], d, None, cfg.num_attention_heads, true),
                     ln2: LayerNorm::new(&l.pp("layer_norm2"), d, cfg.layer_norm_eps),
                     fc1: Linear::new(&l.pp("mlp.fc1"), d, cfg.intermediate_size, true),
                     fc2: Linear::new(&l.pp("mlp.fc2"), cfg.intermediate_size, d, true),

@@ -65,7 +65,31 @@ pub fn build(cfg: &Configs) -> (ClipTextModel, Unet, Vae, Vec<Spec>) {
     (clip, unet, vae, specs)
 }
 
+/// The weight fusions of the networks (q/k/v projections concatenated after loading).
+pub fn build_fusions(cfg: &Configs) -> Vec<nn::Fusion> {
+    let mut out = Vec::new();
+    for (comp, f) in [("text_encoder", 0), ("unet", 1), ("vae", 2)] {
+        let vb = Vb::root(comp);
+        match f {
+            0 => drop(ClipTextModel::new(&vb, &cfg.clip)),
+            1 => drop(Unet::new(&vb, &cfg.unet)),
+            _ => drop(Vae::new(&vb, &cfg.vae)),
+        }
+        out.extend(vb.fusions());
+    }
+    out
+}
+
 impl StableDiffusion {
+    /// Networks for `cfg` over loaded (or placeholder) weights; applies the weight fusions.
+    pub fn new(gpu: &Gpu, cfg: Configs, dtype: DType, mut weights: Weights, warnings: Vec<String>) -> crate::Result<StableDiffusion> {
+        nn::apply_fusions(gpu, &mut weights, &build_fusions(&cfg))?;
+        // The parts and the partial concatenations are free now: give their memory back.
+        gpu.trim_pool();
+        let (clip, unet, vae, _) = build(&cfg);
+        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtype, warnings })
+    }
+
     /// A loader for the weights of `components` (subset of [`COMPONENTS`]).
     pub fn loader(gpu: &Gpu, cfg: &Configs, dtype: DType, components: &[&str]) -> Loader {
         let (_, _, _, specs) = build(cfg);
@@ -75,9 +99,9 @@ impl StableDiffusion {
 
     /// Assemble from a finished loader.
     pub fn from_loader(cfg: Configs, dtype: DType, loader: Loader) -> crate::Result<StableDiffusion> {
+        let gpu = loader.gpu().clone();
         let (weights, warnings) = loader.finish()?;
-        let (clip, unet, vae, _) = build(&cfg);
-        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtype, warnings })
+        Self::new(&gpu, cfg, dtype, weights, warnings)
     }
 
     pub fn ctx<'a>(&'a self, gpu: &'a Gpu) -> Ctx<'a> {

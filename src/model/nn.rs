@@ -10,18 +10,27 @@ use crate::ops::{self, Act, Conv2d, ConvFuse, LayerNormIn, LinearFuse};
 use crate::weights::{Spec, Weights};
 
 /// Weight-name builder (like candle's VarBuilder, without the tensors).
+/// Weights concatenated along their first dimension after loading (q/k/v projections
+/// become one matmul): `parts` in order form `name`.
+#[derive(Clone, Debug)]
+pub struct Fusion {
+    pub name: String,
+    pub parts: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Vb {
     prefix: String,
     specs: Rc<RefCell<Vec<Spec>>>,
+    fusions: Rc<RefCell<Vec<Fusion>>>,
 }
 
 impl Vb {
     pub fn root(component: &str) -> Vb {
-        Vb { prefix: format!("{component}/"), specs: Rc::new(RefCell::new(Vec::new())) }
+        Vb { prefix: format!("{component}/"), specs: Rc::new(RefCell::new(Vec::new())), fusions: Rc::new(RefCell::new(Vec::new())) }
     }
     pub fn pp(&self, s: impl std::fmt::Display) -> Vb {
-        Vb { prefix: format!("{}{s}.", self.prefix), specs: self.specs.clone() }
+        Vb { prefix: format!("{}{s}.", self.prefix), specs: self.specs.clone(), fusions: self.fusions.clone() }
     }
     pub fn param(&self, name: &str, shape: &[usize]) -> String {
         let full = format!("{}{name}", self.prefix);
@@ -30,6 +39,15 @@ impl Vb {
     }
     pub fn specs(&self) -> Vec<Spec> {
         self.specs.borrow().clone()
+    }
+    /// Register a fused weight `name` (relative) made of full `parts` names.
+    pub fn fuse(&self, name: &str, parts: Vec<String>) -> String {
+        let full = format!("{}{name}", self.prefix);
+        self.fusions.borrow_mut().push(Fusion { name: full.clone(), parts });
+        full
+    }
+    pub fn fusions(&self) -> Vec<Fusion> {
+        self.fusions.borrow().clone()
     }
 }
 
@@ -42,6 +60,29 @@ pub struct Ctx<'a> {
 pub struct Linear {
     w: String,
     b: Option<String>,
+}
+
+/// Concatenate the parts of each fusion (first dimension) into one tensor, in place of the parts.
+pub fn apply_fusions(gpu: &Gpu, w: &mut Weights, fusions: &[Fusion]) -> Result<()> {
+    for f in fusions {
+        if f.parts.iter().any(|p| w.get(p).is_err()) {
+            continue;
+        }
+        let parts: Vec<Tensor> = f.parts.iter().map(|p| w.get(p).cloned()).collect::<Result<_>>()?;
+        let rows: usize = parts.iter().map(|t| t.shape()[0]).sum();
+        let mut shape = parts[0].shape().to_vec();
+        shape[0] = rows;
+        let flat = |t: &Tensor| t.reshape(&[1, t.numel(), 1]);
+        let mut acc = flat(&parts[0])?;
+        for p in &parts[1..] {
+            acc = ops::concat_channels(gpu, &acc, &flat(p)?)?;
+        }
+        w.insert(f.name.clone(), acc.reshape(&shape)?);
+        for p in &f.parts {
+            w.remove(p);
+        }
+    }
+    Ok(())
 }
 
 impl Linear {
@@ -146,24 +187,52 @@ pub struct Attention {
     out: Linear,
     heads: usize,
     head_dim: usize,
+    /// Fused [3C, ·] q/k/v (self-attention) and [2C, ·] k/v (cross-attention) weights and biases.
+    qkv: (String, Option<String>),
+    kv: (String, Option<String>),
 }
 
 impl Attention {
-    /// `names`: q, k, v, out module names; `qkv_bias`: whether q/k/v have biases.
-    pub fn new(vb: &Vb, names: [&str; 4], dim: usize, ctx_dim: usize, heads: usize, qkv_bias: bool) -> Attention {
-        Attention {
-            q: Linear::new(&vb.pp(names[0]), dim, dim, qkv_bias),
-            k: Linear::new(&vb.pp(names[1]), ctx_dim, dim, qkv_bias),
-            v: Linear::new(&vb.pp(names[2]), ctx_dim, dim, qkv_bias),
-            out: Linear::new(&vb.pp(names[3]), dim, dim, true),
-            heads,
-            head_dim: dim / heads.max(1),
-        }
+    /// `names`: q, k, v, out module names; `ctx_dim`: Some(width of the context) for
+    /// cross-attention; `qkv_bias`: whether q/k/v have biases.
+    pub fn new(vb: &Vb, names: [&str; 4], dim: usize, ctx_dim: Option<usize>, heads: usize, qkv_bias: bool) -> Attention {
+        let cross = ctx_dim.is_some();
+        let ctx_dim = ctx_dim.unwrap_or(dim);
+        let q = Linear::new(&vb.pp(names[0]), dim, dim, qkv_bias);
+        let k = Linear::new(&vb.pp(names[1]), ctx_dim, dim, qkv_bias);
+        let v = Linear::new(&vb.pp(names[2]), ctx_dim, dim, qkv_bias);
+        let b = |l: &[&Linear]| l.iter().map(|x| x.b.clone()).collect::<Option<Vec<String>>>();
+        let (qkv, kv) = if !cross {
+            let w = vb.fuse("to_qkv.weight", vec![q.w.clone(), k.w.clone(), v.w.clone()]);
+            let bias = b(&[&q, &k, &v]).map(|p| vb.fuse("to_qkv.bias", p));
+            ((w, bias), (String::new(), None))
+        } else {
+            let w = vb.fuse("to_kv.weight", vec![k.w.clone(), v.w.clone()]);
+            let bias = b(&[&k, &v]).map(|p| vb.fuse("to_kv.bias", p));
+            ((String::new(), None), (w, bias))
+        };
+        Attention { q, k, v, out: Linear::new(&vb.pp(names[3]), dim, dim, true), heads, head_dim: dim / heads.max(1), qkv, kv }
     }
     /// x [B, S, C]; `ln`: a layer norm applied to x inside the projections; `ctx`
     /// [B, Sk, Cc] for cross-attention; out-projection + `res`.
     pub fn fwd(&self, c: &Ctx, x: &Tensor, ln: Option<LayerNormIn>, ctx: Option<&Tensor>, causal: bool, res: Option<&Tensor>) -> Result<Tensor> {
         let xq = LinearFuse { layer_norm: ln, ..Default::default() };
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let dim = self.heads * self.head_dim;
+        let bias = |b: &Option<String>| -> Result<Option<&Tensor>> { b.as_ref().map(|n| c.w.get(n)).transpose() };
+        // Fused projections: one matmul for q/k/v (or k/v), attention reads the parts in place.
+        if ctx.is_none() && c.w.get(&self.qkv.0).is_ok() {
+            let qkv = ops::linear_fused(c.gpu, x, c.w.get(&self.qkv.0)?, LinearFuse { bias: bias(&self.qkv.1)?, ..xq })?;
+            let view = |offset| ops::View { t: &qkv, offset };
+            let o = ops::attention_views(c.gpu, view(0), view(dim), view(2 * dim), dim, self.heads, causal, scale)?;
+            return self.out.fwd(c, &o, Act::None, res);
+        }
+        if let (Some(cx), true) = (ctx, c.w.get(&self.kv.0).is_ok()) {
+            let q = self.q.fwd_fused(c, x, xq)?;
+            let kv = ops::linear_fused(c.gpu, cx, c.w.get(&self.kv.0)?, LinearFuse { bias: bias(&self.kv.1)?, ..Default::default() })?;
+            let o = ops::attention_views(c.gpu, ops::View { t: &q, offset: 0 }, ops::View { t: &kv, offset: 0 }, ops::View { t: &kv, offset: dim }, dim, self.heads, causal, scale)?;
+            return self.out.fwd(c, &o, Act::None, res);
+        }
         let q = self.q.fwd_fused(c, x, xq)?;
         let (k, v) = match ctx {
             Some(cx) => (self.k.fwd(c, cx, Act::None, None)?, self.v.fwd(c, cx, Act::None, None)?),

@@ -44,3 +44,45 @@ pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, ca
     })?;
     out.finish(gpu)
 }
+
+/// A [B, S, stride] tensor read as [B, S, C] starting at column `offset` (e.g. the q, k and
+/// v parts of one fused projection).
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub t: &'a Tensor,
+    pub offset: usize,
+}
+
+/// Attention over views of fused projections: q from `q` ([B, Sq, ·]), k and v from
+/// `k` / `v` ([B, Sk, ·]), `c` channels each (`heads` × head dim) -> [B, Sq, C].
+pub fn attention_views(gpu: &Gpu, q: View, k: View, v: View, c: usize, heads: usize, causal: bool, scale: f32) -> Result<Tensor> {
+    let (qs, ks, vs) = (q.t.shape(), k.t.shape(), v.t.shape());
+    if qs.len() != 3 || ks.len() != 3 || ks != vs || qs[0] != ks[0] || q.offset + c > qs[2] || k.offset + c > ks[2] || v.offset + c > vs[2] {
+        return shape_err("attention", format!("views q {qs:?}+{}, k {ks:?}+{}, v {vs:?}+{} of {c} channels", q.offset, k.offset, v.offset));
+    }
+    let (b, sq, sk) = (qs[0], qs[1], ks[1]);
+    if heads == 0 || c % heads != 0 {
+        return shape_err("attention", format!("{heads} heads do not divide {c} channels"));
+    }
+    let d = c / heads;
+    if d > MAX_HEAD_DIM {
+        return shape_err("attention", format!("head dim {d} > {MAX_HEAD_DIM}"));
+    }
+    let (kernel, block_q) = if d <= ROWS_MAX_HEAD_DIM { ("attention", 64) } else { ("attention_wide", 32) };
+    let (qw, kw, vw) = (qs[2], ks[2], vs[2]);
+    let strides = [sq * qw, qw, sk * kw, kw, sk * vw, vw, q.offset, k.offset, v.offset];
+    let pairs = d % 2 == 0 && strides.iter().all(|s| s % 2 == 0);
+    let out = Out::new(gpu, &[b, sq, c], q.t.dtype(), d % 2 == 0)?;
+    gpu.add_flops(4.0 * (b * heads * sq) as f64 * (sk * d) as f64);
+    let mut params = vec![u(b), u(heads), u(sq), u(sk), u(d)];
+    params.extend(strides.iter().map(|&s| u(s)));
+    params.extend([causal as u32, f(scale), pairs as u32]);
+    gpu.dispatch(Dispatch {
+        file: "attention.wgsl",
+        kernel,
+        params,
+        tensors: vec![q.t, k.t, v.t, &out.t],
+        workgroups: (b * heads * sq.div_ceil(block_q)) as u64,
+    })?;
+    out.finish(gpu)
+}

@@ -63,6 +63,9 @@ impl Weights {
     pub fn insert(&mut self, name: String, t: Tensor) {
         self.map.insert(name, t);
     }
+    pub fn remove(&mut self, name: &str) -> Option<Tensor> {
+        self.map.remove(name)
+    }
 }
 
 /// A weight the model needs: diffusers name (with component prefix) and shape.
@@ -134,6 +137,10 @@ impl Loader {
             parser: None,
             peak_tensor_bytes: 0,
         }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
     }
 
     /// Start a file; `total_len` when known.

@@ -116,3 +116,26 @@ fn every_golden_pipeline_case_is_tested() {
         }
     }
 }
+
+/// After the first steps the denoising loop allocates nothing: no tensor buffer, no
+/// uniform buffer (one command buffer per step; buffers come from the pool).
+async fn no_allocation_in_the_loop() {
+    let gpu = common::gpu(true).await;
+    let sd = load_bytes(&gpu, DType::F32, &fp32_files());
+    let tok = tokenizer();
+    for sampler in ["euler_a", "dpmpp_2m_karras", "pndm"] {
+        let p = Params { prompt: "a cat".into(), steps: 8, sampler: sampler.into(), width: 64, height: 64, seed: 1, ..Default::default() };
+        let mut seen: Vec<(u64, u64)> = Vec::new();
+        pipeline::generate(&gpu, &sd, &tok, None, &p, &mut |_| {
+            let s = gpu.pool_stats();
+            seen.push((s.buffers_created, s.uniform_buffers_created));
+            true
+        })
+        .await
+        .unwrap();
+        log!("{sampler}: (tensor buffers, uniform buffers) created after each step: {seen:?}");
+        // Multistep samplers fill their history (up to 5 slots for PNDM) during the first steps.
+        assert!(seen[5..].iter().all(|s| *s == seen[5]), "{sampler}: allocations inside the loop: {seen:?}");
+    }
+}
+gpu_test!(denoising_loop_allocates_nothing_after_warmup, no_allocation_in_the_loop());

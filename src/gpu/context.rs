@@ -63,6 +63,8 @@ pub struct PoolStats {
     pub buffers_created: u64,
     /// Largest single tensor buffer allocated.
     pub max_buffer_bytes: u64,
+    /// Uniform (parameter) buffers created: only when a flush needs more than the last one.
+    pub uniform_buffers_created: u64,
     pub dispatches: u64,
     pub submits: u64,
     /// Floating-point operations of the recorded conv / matmul / attention dispatches,
@@ -122,6 +124,9 @@ struct Inner {
     profiling: AtomicBool,
     /// Timestamps submitted but not yet read ([`Gpu::take_profile`]).
     profile: Mutex<Vec<ProfileReadback>>,
+    /// The uniform buffer of the last flush, reused (and only grown) by the next ones:
+    /// `queue.write_buffer` is ordered after the work already submitted.
+    uniforms: Mutex<Option<wgpu::Buffer>>,
 }
 
 /// The GPU: cheap to clone, shared by everything that records work.
@@ -249,6 +254,7 @@ impl Gpu {
             plan_buffer,
             profiling: AtomicBool::new(false),
             profile: Mutex::new(Vec::new()),
+            uniforms: Mutex::new(None),
         })))
     }
 
@@ -660,12 +666,23 @@ impl Gpu {
             let padded = (data.len() - off).max(16).div_ceil(16) * 16;
             data.resize(off + padded, 0);
         }
-        let ubuf = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("params"),
-            size: data.len() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let ubuf = {
+            let mut slot = lock(&self.0.uniforms);
+            match slot.as_ref() {
+                Some(b) if b.size() >= data.len() as u64 => b.clone(),
+                _ => {
+                    let b = dev.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("params"),
+                        size: (data.len() as u64).next_power_of_two().max(4096),
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    lock(&self.0.pool).stats.uniform_buffers_created += 1;
+                    *slot = Some(b.clone());
+                    b
+                }
+            }
+        };
         self.0.queue.write_buffer(&ubuf, 0, &data);
         let groups: Vec<wgpu::BindGroup> = pending
             .iter()

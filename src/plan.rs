@@ -60,6 +60,8 @@ pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> c
     let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(128 << 20), ..Default::default() }).await?;
     let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
     let sd = StableDiffusion::new(&gpu, cfg.clone(), dtype, weights, Vec::new())?;
+    let load_peak = gpu.pool_stats().peak_bytes;
+    gpu.reset_peak();
     let c = sd.ctx(&gpu);
     let s0 = gpu.pool_stats();
     let grow = |a: &PoolStats, b: &PoolStats| b.peak_bytes.saturating_sub(a.total_bytes);
@@ -105,7 +107,7 @@ pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> c
         text_encoder_activation_peak_bytes: grow(&s0, &s1),
         unet_step_activation_peak_bytes: grow(&s2a, &s2),
         vae_decode_activation_peak_bytes: grow(&s2t, &s3),
-        peak_bytes: overall.max(s3.peak_bytes),
+        peak_bytes: overall.max(s3.peak_bytes).max(load_peak),
         max_buffer_bytes: s3.max_buffer_bytes,
         dispatches_per_unet_step: s2.dispatches - s2a.dispatches,
         dispatches_text_encoder: s1.dispatches - s0.dispatches,

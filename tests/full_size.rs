@@ -21,7 +21,9 @@ fn sd15_full_size_unet_step_runs() {
             // Every UNet weight of SD-1.5 is there, with the planner's byte count.
             let (_, _, _, specs) = sd_webgpu::model::build(&cfg);
             let n_unet = specs.iter().filter(|s| s.name.starts_with("unet/")).count();
-            assert_eq!(sd.weights.len(), n_unet);
+            // q/k/v (and cross-attention k/v) projections are concatenated after loading.
+            let merged: usize = sd_webgpu::model::build_fusions(&cfg).iter().filter(|f| f.name.starts_with("unet/")).map(|f| f.parts.len() - 1).sum();
+            assert_eq!(sd.weights.len(), n_unet - merged);
             let params: usize = specs.iter().filter(|s| s.name.starts_with("unet/")).map(|s| s.shape.iter().product::<usize>()).sum();
             log!("SD-1.5 UNet: {} tensors, {} parameters, {} bytes on the GPU; files {:?}", n_unet, params, sd.weights.bytes(), written);
             assert_eq!(params, 859_520_964, "SD-1.5 UNet parameter count");

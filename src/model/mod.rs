@@ -84,8 +84,6 @@ impl StableDiffusion {
     /// Networks for `cfg` over loaded (or placeholder) weights; applies the weight fusions.
     pub fn new(gpu: &Gpu, cfg: Configs, dtype: DType, mut weights: Weights, warnings: Vec<String>) -> crate::Result<StableDiffusion> {
         nn::apply_fusions(gpu, &mut weights, &build_fusions(&cfg))?;
-        // The parts and the partial concatenations are free now: give their memory back.
-        gpu.trim_pool();
         let (clip, unet, vae, _) = build(&cfg);
         Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtype, warnings })
     }

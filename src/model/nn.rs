@@ -81,6 +81,9 @@ pub fn apply_fusions(gpu: &Gpu, w: &mut Weights, fusions: &[Fusion]) -> Result<(
         for p in &f.parts {
             w.remove(p);
         }
+        drop(parts);
+        // Give the parts' memory back at once: the load peak grows by one fusion only.
+        gpu.trim_pool();
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ cargo test --release 2>&1 | tee "$LOG"
 
 echo "=== browser: wasm-pack test --headless --chrome (Chromium, WebGPU on SwiftShader)"
 # wasm-pack test runs the integration tests in tests/ under wasm-bindgen-test in the browser.
-WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-1200}" \
+WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-3600}" \
   wasm-pack test --headless --chrome --release 2>&1 | tee -a "$LOG"
 
 # One closing line for both runners (each runner's own summary is above).

@@ -5,8 +5,9 @@
 //   layer_norm_apply: x: [R, D], stats: [R, 2], gamma: [D], beta: [D] -> y: [R, D]
 //   group_affine:     x: [N, C, HW], gamma: [C], beta: [C] -> aff: [N, C, 2] f32, the group norm
 //                     as a per-(sample, channel) affine map: scale = rstd·gamma[c],
-//                     shift = beta[c] - mean·scale. One workgroup per (sample, group); the
-//                     consumer (a convolution's prologue, or affine_apply) applies it.
+//                     shift = beta[c] - mean·scale. One workgroup per (sample, group), one
+//                     read of the data (Welford + pairwise merge); the consumer (a
+//                     convolution's prologue, or affine_apply) applies it.
 //   affine_apply:     x: [N, C, HW], aff: [N, C, 2] -> y = x·scale + shift (+ SiLU)
 const WG: u32 = 256u;
 
@@ -55,21 +56,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 //#kernel group_affine x:read gamma:read beta:read aff:write:f32
 struct Params { groups: u32, c: u32, hw: u32, eps: f32, rows: u32 }
-var<workgroup> red: array<f32, WG>;
-
-fn wg_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+// One pass over the group: each thread keeps a running (count, mean, M2) (Welford), then the
+// workgroup merges them pairwise (Chan et al.) — the data is read once, and the variance has
+// no catastrophic cancellation.
+var<workgroup> wn: array<f32, WG>;
+var<workgroup> wmean: array<f32, WG>;
+var<workgroup> wm2: array<f32, WG>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -83,22 +75,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let n = row / P.groups;
     let g = row % P.groups;
     let base = (n * P.c + g * cg) * P.hw;
-    var s = 0.0;
+    var cnt = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
     for (var i = lid; i < len; i = i + WG) {
-        s = s + x_ld(base + i);
+        let v = x_ld(base + i);
+        cnt = cnt + 1.0;
+        let d = v - mean;
+        mean = mean + d / cnt;
+        m2 = m2 + d * (v - mean);
     }
-    let mean = wg_sum(lid, s) / f32(len);
-    var q = 0.0;
-    for (var i = lid; i < len; i = i + WG) {
-        let d = x_ld(base + i) - mean;
-        q = q + d * d;
+    wn[lid] = cnt;
+    wmean[lid] = mean;
+    wm2[lid] = m2;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            let na = wn[lid];
+            let nb = wn[lid + s];
+            let nt = na + nb;
+            if (nb > 0.0) {
+                let d = wmean[lid + s] - wmean[lid];
+                wmean[lid] = wmean[lid] + d * nb / nt;
+                wm2[lid] = wm2[lid] + wm2[lid + s] + d * d * na * nb / nt;
+                wn[lid] = nt;
+            }
+        }
+        workgroupBarrier();
     }
-    let rstd = inverseSqrt(wg_sum(lid, q) / f32(len) + P.eps);
+    let gmean = wmean[0];
+    let rstd = inverseSqrt(wm2[0] / f32(len) + P.eps);
     for (var j = lid; j < cg; j = j + WG) {
         let ch = g * cg + j;
         let scale = rstd * gamma_ld(ch);
         aff_st(2u * (n * P.c + ch), scale);
-        aff_st(2u * (n * P.c + ch) + 1u, beta_ld(ch) - mean * scale);
+        aff_st(2u * (n * P.c + ch) + 1u, beta_ld(ch) - gmean * scale);
     }
 }
 

@@ -3,6 +3,7 @@ use crate::gpu::{Dispatch, Gpu, Tensor};
 
 use super::{f, u, Out};
 
+
 /// Largest head dim the kernels support (shaders/attention.wgsl `attention_wide`).
 pub const MAX_HEAD_DIM: usize = 512;
 
@@ -17,32 +18,8 @@ pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, ca
     if qs.len() != 3 || ks.len() != 3 || ks != vs || qs[0] != ks[0] || qs[2] != ks[2] {
         return shape_err("attention", format!("q {qs:?}, k {ks:?}, v {vs:?}: need [B, Sq, C], [B, Sk, C], [B, Sk, C]"));
     }
-    let (b, sq, c) = (qs[0], qs[1], qs[2]);
-    let sk = ks[1];
-    if heads == 0 || c % heads != 0 {
-        return shape_err("attention", format!("{heads} heads do not divide {c} channels (q {qs:?})"));
-    }
-    let d = c / heads;
-    if d > MAX_HEAD_DIM {
-        return shape_err("attention", format!("head dim {d} > {MAX_HEAD_DIM}"));
-    }
-    let (kernel, block_q) = if d <= ROWS_MAX_HEAD_DIM { ("attention", 64) } else { ("attention_wide", 32) };
-    // q, k, v are contiguous: offsets 0, batch strides S·C, row strides C (head offset h·D).
-    let strides = [sq * c, c, sk * c, c, sk * c, c, 0, 0, 0];
-    let pairs = d % 2 == 0 && strides.iter().all(|s| s % 2 == 0);
-    let out = Out::new(gpu, qs, q.dtype(), d % 2 == 0)?;
-    gpu.add_flops(4.0 * (b * heads * sq) as f64 * (sk * d) as f64);
-    let mut params = vec![u(b), u(heads), u(sq), u(sk), u(d)];
-    params.extend(strides.iter().map(|&s| u(s)));
-    params.extend([causal as u32, f(scale), pairs as u32]);
-    gpu.dispatch(Dispatch {
-        file: "attention.wgsl",
-        kernel,
-        params,
-        tensors: vec![q, k, v, &out.t],
-        workgroups: (b * heads * sq.div_ceil(block_q)) as u64,
-    })?;
-    out.finish(gpu)
+    let view = |t| View { t, offset: 0 };
+    attention_views(gpu, view(q), view(k), view(v), qs[2], heads, causal, scale)
 }
 
 /// A [B, S, stride] tensor read as [B, S, C] starting at column `offset` (e.g. the q, k and

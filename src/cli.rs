@@ -303,11 +303,6 @@ async fn time(gpu: &Gpu, iters: usize, f: impl Fn() -> crate::Result<()>) -> cra
     Ok(t[t.len() / 2])
 }
 
-/// The CLIP ViT-L/14 BPE of every SD 1.x model, for single-file checkpoints (which carry no
-/// tokenizer). Same files as the reference bundle's tokenizer.
-const CLIP_VOCAB: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/vocab.json");
-const CLIP_MERGES: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/merges.txt");
-
 fn read_opt(p: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(p).ok()
 }
@@ -356,7 +351,7 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
         let variant = if a.no_variant { None } else { Some("fp16".to_string()) };
         (Source::Diffusers { dir: a.model.clone(), variant }, tok, sched)
     } else {
-        (Source::SingleFile(a.model.clone(), None), ClipTokenizer::from_vocab_merges(CLIP_VOCAB, CLIP_MERGES, None)?, None)
+        (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd15()?, None)
     };
     let sd = StableDiffusion::load_components(&gpu, &src, dtype, &crate::model::COMPONENTS, &[])?;
     for w in &sd.warnings {

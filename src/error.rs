@@ -22,6 +22,8 @@ pub enum Error {
     DataLength { shape: Vec<usize>, expected: usize, got: usize },
     #[error(transparent)]
     Weights(#[from] crate::weights::WeightError),
+    #[error("{0}. Reload the model to continue (the weights come from the browser cache).")]
+    DeviceLost(String),
     #[error("generation cancelled")]
     Cancelled,
     #[error("{0}")]

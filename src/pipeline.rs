@@ -57,6 +57,42 @@ pub struct Progress<'a> {
     pub steps: usize,
     /// The current latents [batch, 4, h, w] (f32, on the GPU) for a preview.
     pub latents: &'a Tensor,
+    /// The first image's latents mapped to RGB, when [`RunOptions::preview`] asked for it.
+    pub preview: Option<Preview>,
+}
+
+/// A cheap look at the latents: a fixed linear map of the 4 latent channels to RGB at
+/// latent resolution (no VAE), RGBA 8-bit.
+#[derive(Clone, Debug)]
+pub struct Preview {
+    pub width: usize,
+    pub height: usize,
+    pub rgba: Vec<u8>,
+}
+
+/// How to run (not what to generate).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Read the latents back after each step for [`Progress::preview`] (a small readback
+    /// that waits for the step).
+    pub preview: bool,
+}
+
+/// SD 1.x latent channels → RGB (the linear fit used by AUTOMATIC1111's and ComfyUI's
+/// "cheap" previews), rows = latent channels.
+const LATENT_RGB: [[f32; 3]; 4] = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]];
+
+/// The preview of image 0 of latents `[b, 4, h, w]` scaled by `scale`.
+pub fn latent_preview(lat: &[f32], h: usize, w: usize, scale: f32) -> Preview {
+    let hw = h * w;
+    let mut rgba = vec![255u8; hw * 4];
+    for i in 0..hw {
+        for (c, px) in rgba[i * 4..i * 4 + 3].iter_mut().enumerate() {
+            let v: f32 = (0..4).map(|k| lat.get(k * hw + i).copied().unwrap_or(0.0) * scale * LATENT_RGB[k][c]).sum();
+            *px = ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8;
+        }
+    }
+    Preview { width: w, height: h, rgba }
 }
 
 pub struct Output {
@@ -125,6 +161,19 @@ pub async fn generate(
     tok: &ClipTokenizer,
     scheduler_config: Option<&str>,
     p: &Params,
+    on_step: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Output> {
+    generate_with(gpu, sd, tok, scheduler_config, p, &RunOptions::default(), on_step).await
+}
+
+/// [`generate`] with run options (live preview).
+pub async fn generate_with(
+    gpu: &Gpu,
+    sd: &StableDiffusion,
+    tok: &ClipTokenizer,
+    scheduler_config: Option<&str>,
+    p: &Params,
+    run: &RunOptions,
     on_step: &mut dyn FnMut(Progress) -> bool,
 ) -> Result<Output> {
     let (w, h) = validate(sd, p)?;
@@ -232,8 +281,18 @@ pub async fn generate(
             slots[slot] = Some(t);
         }
         latents = next;
-        gpu.flush()?;
-        if !on_step(Progress { step: k + 1, steps: total, latents: &latents }) {
+        // Submits the step; in the browser also lets the event loop run (cancel messages)
+        // while the GPU works, with at most one step queued ahead.
+        gpu.pace().await?;
+        let preview = if run.preview {
+            // Euler-type samplers keep latents scaled by sigma: show them as the next
+            // UNet input sees them.
+            let scale = if i + 1 < timesteps.len() { s.scale_model_input(i + 1) } else { 1.0 } as f32;
+            Some(latent_preview(&gpu.read(&latents).await?, lh, lw, scale))
+        } else {
+            None
+        };
+        if !on_step(Progress { step: k + 1, steps: total, latents: &latents, preview }) {
             return Err(Error::Cancelled);
         }
     }

@@ -111,7 +111,17 @@ fn parse_merges(merges_txt: &str) -> Result<Merges> {
         .collect()
 }
 
+/// The CLIP ViT-L/14 BPE of every SD 1.x model, for single-file checkpoints (which carry no
+/// tokenizer). Same files as the reference bundle's tokenizer.
+pub const CLIP_VOCAB: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/vocab.json");
+pub const CLIP_MERGES: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/merges.txt");
+
 impl ClipTokenizer {
+    /// SD 1.x's tokenizer (CLIP ViT-L/14 BPE), built into the crate.
+    pub fn sd15() -> Result<Self> {
+        Self::from_vocab_merges(CLIP_VOCAB, CLIP_MERGES, None)
+    }
+
     /// From the files of a diffusers repo's `tokenizer/` folder: `vocab.json`, `merges.txt`
     /// and (optional) `tokenizer_config.json`, which names the special tokens; the pad token
     /// defaults to `<|endoftext|>` (SD 1.5; some models use `!`).

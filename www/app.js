@@ -1,76 +1,462 @@
-// First page: adapter information and the in-browser kernel self-test.
+// The sd-webgpu page: model loading (URL, file, folder, drag-and-drop), generation with live
+// preview, gallery. Programs only against the API in sd-webgpu.d.ts.
+import { StableDiffusion } from "./sd-webgpu.js";
+
 const $ = (s) => document.querySelector(s);
-const status = (msg, error = false) => {
-  const el = $("#status");
-  el.textContent = msg;
-  el.className = error ? "note error" : "note";
-};
-const fmt = (x) => (x === undefined ? "–" : Number(x).toExponential(2));
+const STORE_KEY = "sd-webgpu.form";
+const FIELDS = ["model", "variant", "dtype", "prompt", "negative", "steps", "guidance", "seed",
+  "random-seed", "width", "height", "sampler", "batch", "strength"];
+const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras" };
 
-async function showAdapter(sd) {
-  const info = JSON.parse(await sd.adapterInfo());
-  const rows = [
-    ["name", info.name || "(not exposed by this browser)"], ["backend", info.backend], ["type", info.device_type], ["driver", info.driver || "–"],
-    ["shader-f16", info.shader_f16 ? "yes" : "no (f16 stored packed in u32)"], ["subgroups", info.subgroups ? "yes" : "no"],
-    ["max buffer", `${(info.max_buffer_size / 2 ** 20).toFixed(0)} MiB`],
-    ["max storage binding", `${(info.max_storage_buffer_binding_size / 2 ** 20).toFixed(0)} MiB`],
-    ["workgroup storage", `${info.max_compute_workgroup_storage_size} B`],
-    ["invocations / workgroup", info.max_compute_invocations_per_workgroup],
-    ["storage buffers / stage", info.max_storage_buffers_per_shader_stage],
-  ];
-  $("#adapter tbody").innerHTML = rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join("");
+let sd = null;            // the loaded StableDiffusion, or null
+let gpuOk = false;        // adapterInfo succeeded
+let busy = false;         // a load or a generation is running
+let abort = null;         // AbortController of the running generation
+let lastSource = null;    // what the last load was asked for (for "Continue without caching")
+let deviceLost = null;    // message of the last device loss, until the next successful generation
+
+// ---------- small helpers ----------
+
+function setState(state) {
+  document.body.dataset.state = state;
+  const loaded = !!sd && !busy;
+  $("#generate").disabled = !loaded;
+  $("#cancel").disabled = state !== "generating";
+  for (const id of ["#load", "#model-file", "#model-folder"]) $(id).disabled = !gpuOk || busy;
+  $("#clear-cache").disabled = busy;
+  $("#drop").classList.toggle("disabled", !gpuOk || busy);
 }
 
-async function selfTest(sd) {
-  $("#run").disabled = true;
-  const body = $("#kernels tbody");
-  body.innerHTML = "";
-  let pass = 0, fail = 0;
-  for (const name of sd.kernelNames()) {
-    const tr = document.createElement("tr");
-    tr.innerHTML = `<td>${name}</td><td>running…</td><td></td><td></td><td></td>`;
-    body.appendChild(tr);
-    try {
-      const checks = JSON.parse(await sd.selfTest(name));
-      const ok = checks.every((c) => c.pass);
-      const worst = (d) => Math.max(...checks.filter((c) => c.dtype === d).map((c) => c.rel_err));
-      tr.children[1].innerHTML = ok ? `<span class="pass">pass</span>` : `<span class="fail">FAIL</span>`;
-      tr.children[2].textContent = fmt(worst("f32"));
-      tr.children[3].textContent = fmt(worst("f16"));
-      tr.children[4].textContent = checks.filter((c) => c.dtype === "f32").map((c) => c.case).join("; ");
-      ok ? pass++ : fail++;
-      tr.dataset.result = ok ? "pass" : "fail";
-    } catch (e) {
-      tr.children[1].innerHTML = `<span class="fail">error</span>`;
-      tr.children[4].textContent = String(e.message || e);
-      tr.dataset.result = "fail";
-      fail++;
-    }
+function message(text, isError = false) {
+  const el = $("#message");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+const errorText = (e) => (e && e.message) || String(e);
+
+function formatBytes(n) {
+  if (n == null || !isFinite(n)) return "?";
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(0)} kB`;
+  return `${n} B`;
+}
+
+function formatTime(s) {
+  if (s == null || !isFinite(s)) return "?";
+  s = Math.round(s);
+  const m = Math.floor(s / 60);
+  return m >= 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : m > 0 ? `${m} min ${s % 60} s` : `${s} s`;
+}
+
+const baseName = (path) => (path ? String(path).split(/[/\\]/).filter(Boolean).pop() || path : "");
+
+// ---------- form persistence and query parameters ----------
+
+function saveForm() {
+  const values = {};
+  for (const id of FIELDS) {
+    const el = document.getElementById(id);
+    values[id] = el.type === "checkbox" ? el.checked : el.value;
   }
-  $("#summary").textContent = `${pass} passed, ${fail} failed`;
-  $("#summary").dataset.done = "1";
-  $("#run").disabled = false;
+  try { localStorage.setItem(STORE_KEY, JSON.stringify(values)); } catch { /* private mode */ }
 }
 
-async function main(sd) {
+function restoreForm() {
+  let values = {};
+  try { values = JSON.parse(localStorage.getItem(STORE_KEY) || "{}") || {}; } catch { values = {}; }
+  for (const id of FIELDS) {
+    const el = document.getElementById(id);
+    if (!(id in values)) continue;
+    if (el.type === "checkbox") el.checked = !!values[id];
+    else if (el.tagName !== "SELECT" || [...el.options].some((o) => o.value === values[id])) el.value = values[id];
+  }
+  const q = new URLSearchParams(location.search);
+  if (q.has("model")) $("#model").value = q.get("model");
+  if (["fp16", "none"].includes(q.get("variant"))) $("#variant").value = q.get("variant");
+  if (["f16", "f32"].includes(q.get("dtype"))) $("#dtype").value = q.get("dtype");
+  return q.get("autoload") === "1";
+}
+
+// ---------- adapter and cache ----------
+
+async function showAdapter() {
   if (!("gpu" in navigator)) {
-    status("WebGPU is not available in this browser. Use Chrome or Edge 113+ (or Firefox / Safari with WebGPU enabled) on a machine with a supported GPU.", true);
-    return;
+    throw new Error("WebGPU is not available in this browser. Use a recent Chrome or Edge (113+), " +
+      "or Firefox / Safari with WebGPU enabled, on a device with a supported GPU.");
   }
-  try {
-    await showAdapter(sd);
-  } catch (e) {
-    status(String(e.message || e), true);
-    return;
-  }
-  status("GPU ready. Running the kernel self-test…");
-  $("#run").onclick = () => selfTest(sd);
-  await selfTest(sd);
-  status("Done.");
+  const info = await StableDiffusion.adapterInfo();
+  const mib = (n) => (n == null ? "–" : `${(n / 2 ** 20).toFixed(0)} MiB`);
+  const rows = [
+    ["Name", info.name || "(not exposed by this browser)"],
+    ["Backend", info.backend || "–"],
+    ["shader-f16", info.shader_f16 ? "yes" : "no (f16 stored packed; slower)"],
+    ["Subgroups", info.subgroups ? "yes" : "no"],
+    ["Max buffer size", mib(info.max_buffer_size)],
+    ["Max storage binding", mib(info.max_storage_buffer_binding_size)],
+    ["Workgroup storage", info.max_compute_workgroup_storage_size == null ? "–" : `${info.max_compute_workgroup_storage_size} B`],
+    ["Invocations / workgroup", info.max_compute_invocations_per_workgroup ?? "–"],
+    ["Storage buffers / stage", info.max_storage_buffers_per_shader_stage ?? "–"],
+  ];
+  const tbody = $("#adapter tbody");
+  tbody.replaceChildren(...rows.map(([k, v]) => {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    const td = document.createElement("td");
+    th.scope = "row";
+    th.textContent = k;
+    td.textContent = String(v);
+    tr.append(th, td);
+    return tr;
+  }));
 }
 
-if (window.wasmBindings) {
-  main(window.wasmBindings);
-} else {
-  addEventListener("TrunkApplicationStarted", () => main(window.wasmBindings));
+async function showCache() {
+  try {
+    const entries = await StableDiffusion.cacheEntries();
+    const bytes = entries.reduce((a, e) => a + (e.bytes || 0), 0);
+    const partial = entries.filter((e) => !e.complete).length;
+    $("#cache-info").textContent = entries.length === 0 ? "Cache: empty"
+      : `Cache: ${entries.length} file${entries.length === 1 ? "" : "s"}, ${formatBytes(bytes)}` +
+        (partial ? ` (${partial} partial)` : "");
+  } catch (e) {
+    $("#cache-info").textContent = `Cache: unavailable (${errorText(e)})`;
+  }
 }
+
+// ---------- loading ----------
+
+function onProgress(p) {
+  const bar = $("#download-bar");
+  const done = p.overallTotal ? p.overallLoaded : p.loaded;
+  const total = p.overallTotal || p.total;
+  if (p.phase === "ready") { bar.max = 1; bar.value = 1; }
+  else if (total && (p.phase === "download" || p.phase === "cache" || p.phase === "retry")) {
+    bar.max = total;
+    bar.value = Math.min(done, total);
+  } else bar.removeAttribute("value"); // indeterminate
+  const file = baseName(p.file);
+  const sizes = `${formatBytes(done)}${total ? ` / ${formatBytes(total)}` : ""}`;
+  let text;
+  switch (p.phase) {
+    case "resolve": text = "Finding the model files…"; break;
+    case "download":
+      text = `Downloading ${file}: ${sizes}, ${formatBytes(p.bytesPerSecond)}/s` +
+        (p.etaSeconds != null ? `, ${formatTime(p.etaSeconds)} left` : "");
+      break;
+    case "cache": text = `Reading ${file} from the browser cache: ${sizes}`; break;
+    case "retry":
+      text = `Connection dropped${p.error ? ` (${p.error})` : ""}; retrying ${file} from ${formatBytes(p.loaded)}` +
+        (p.attempt ? ` (attempt ${p.attempt})` : "") + "…";
+      break;
+    case "build": text = "Weights are on the GPU; preparing the pipelines…"; break;
+    case "ready": text = `Model ready (${sizes}).`; break;
+    default: text = p.phase;
+  }
+  $("#download-text").textContent = text;
+}
+
+function onDeviceLost(msg) {
+  deviceLost = `The GPU device was lost (${msg}). The model will be reloaded from the browser cache on the next Generate.`;
+  message(deviceLost, true);
+}
+
+async function load(source, { cache = true } = {}) {
+  if (busy) return;
+  lastSource = source;
+  busy = true;
+  $("#no-cache").hidden = true;
+  $("#model-info").textContent = "";
+  setState("loading");
+  message("Loading the model…");
+  onProgress({ phase: "resolve", file: null, loaded: 0, total: null, overallLoaded: 0, overallTotal: null, bytesPerSecond: 0, etaSeconds: null });
+  if (sd) {
+    const old = sd;
+    sd = null;
+    try { await old.unload(); } catch { /* already gone */ }
+  }
+  const variant = $("#variant").value === "none" ? null : "fp16";
+  try {
+    sd = await StableDiffusion.load({ model: source, variant, dtype: $("#dtype").value, cache, onProgress, onDeviceLost });
+    deviceLost = null;
+    busy = false;
+    setState("ready");
+    const warnings = sd.warnings && sd.warnings.length ? ` Warnings: ${sd.warnings.join("; ")}` : "";
+    message(`Model loaded: ${sd.modelName}. Ready to generate.${warnings}`);
+    showStats();
+  } catch (e) {
+    sd = null;
+    busy = false;
+    setState("error");
+    message(errorText(e), true);
+    $("#download-bar").value = 0;
+    $("#download-text").textContent = "Load failed.";
+    if (e && e.name === "QuotaExceededError") $("#no-cache").hidden = false;
+  }
+  showCache();
+}
+
+async function showStats() {
+  if (!sd) return;
+  try {
+    const s = await sd.stats();
+    $("#model-info").textContent = `${sd.modelName}: weights ${formatBytes(s.weightsBytes)} on the GPU, ` +
+      `GPU memory peak ${formatBytes(s.gpuPeakBytes)}, worker memory ${formatBytes(s.wasmMemoryBytes)}.`;
+  } catch { /* stats are informative only */ }
+}
+
+// Recursively turns dropped entries (files and folders) into File objects with their relative path.
+async function entryFiles(entry) {
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+    Object.defineProperty(file, "_relativePath", { value: entry.fullPath.replace(/^\/+/, "") });
+    return [file];
+  }
+  if (!entry.isDirectory) return [];
+  const reader = entry.createReader();
+  const children = [];
+  for (;;) { // readEntries returns the entries in batches, then an empty array
+    const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+    if (batch.length === 0) break;
+    children.push(...batch);
+  }
+  return (await Promise.all(children.map(entryFiles))).flat();
+}
+
+async function onDrop(ev) {
+  ev.preventDefault();
+  $("#drop").classList.remove("over");
+  if (!gpuOk || busy) return;
+  const items = [...(ev.dataTransfer.items || [])].filter((i) => i.kind === "file");
+  const entries = items.map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+  let files;
+  try {
+    files = entries.length ? (await Promise.all(entries.map(entryFiles))).flat() : [...ev.dataTransfer.files];
+  } catch (e) {
+    message(`Could not read the dropped files: ${errorText(e)}`, true);
+    return;
+  }
+  if (files.length === 0) return;
+  const single = entries.length <= 1 && files.length === 1 && !(entries[0] && entries[0].isDirectory);
+  load(single ? files[0] : files);
+}
+
+// ---------- generation ----------
+
+function readParams() {
+  const num = (id) => Number($(`#${id}`).value);
+  const p = {
+    prompt: $("#prompt").value,
+    negativePrompt: $("#negative").value,
+    steps: num("steps"), guidanceScale: num("guidance"),
+    width: num("width"), height: num("height"),
+    sampler: $("#sampler").value, batch: num("batch"),
+  };
+  if (!Number.isInteger(p.steps) || p.steps < 1 || p.steps > 1000) throw new Error("Steps must be a whole number from 1 to 1000.");
+  if (!isFinite(p.guidanceScale) || $("#guidance").value === "") throw new Error("Guidance must be a number (7.5 is typical; 1 or less turns it off).");
+  for (const k of ["width", "height"]) {
+    // SD 1.5 needs multiples of 64; the module reports the exact rule of the loaded model.
+    if (!Number.isInteger(p[k]) || p[k] < 8 || p[k] % 8 !== 0) throw new Error(`${k[0].toUpperCase() + k.slice(1)} must be a multiple of 64 for SD 1.5 (e.g. 512).`);
+  }
+  if (!Number.isInteger(p.batch) || p.batch < 1 || p.batch > 16) throw new Error("Batch must be a whole number from 1 to 16.");
+  if (!$("#random-seed").checked) {
+    const seed = num("seed");
+    if ($("#seed").value === "" || !Number.isSafeInteger(seed) || seed < 0) throw new Error("The seed must be a whole number ≥ 0 (or tick “Random seed”).");
+    p.seed = seed;
+  }
+  const init = $("#init-image").files[0];
+  if (init) {
+    p.initImage = init;
+    p.strength = num("strength");
+    if (!(p.strength > 0 && p.strength <= 1)) throw new Error("Strength must be in (0, 1].");
+  }
+  return p;
+}
+
+function drawPreview(img) {
+  const canvas = $("#preview");
+  if (canvas.width !== img.width || canvas.height !== img.height) {
+    canvas.width = img.width;
+    canvas.height = img.height;
+  }
+  canvas.getContext("2d").putImageData(img, 0, 0);
+}
+
+async function generate() {
+  if (!sd || busy) return;
+  let params;
+  try { params = readParams(); } catch (e) { message(errorText(e), true); return; }
+  saveForm();
+  busy = true;
+  abort = new AbortController();
+  setState("generating");
+  message(deviceLost ? "Reloading the model after the GPU device loss, then generating…" : "Generating…");
+  const bar = $("#step-bar");
+  bar.max = params.steps;
+  bar.value = 0;
+  $("#step-text").textContent = "Encoding the prompt…";
+  const started = performance.now();
+  const onStep = ({ step, steps, preview }) => {
+    bar.max = steps;
+    bar.value = step;
+    const secs = (performance.now() - started) / 1000;
+    $("#step-text").textContent = `Step ${step} / ${steps} · ${secs.toFixed(1)} s`;
+    if (preview) drawPreview(preview);
+  };
+  try {
+    const { images } = await sd.generate({ ...params, onStep, signal: abort.signal });
+    const secs = (performance.now() - started) / 1000;
+    deviceLost = null;
+    for (const img of images) addResult(img, params);
+    if (images.length) drawPreview(images[images.length - 1].imageData);
+    showSeeds(images.map((i) => i.seed));
+    $("#step-text").textContent = `Done: ${images.length} image${images.length === 1 ? "" : "s"} in ${secs.toFixed(1)} s.`;
+    message(`Done in ${secs.toFixed(1)} s. Seed${images.length === 1 ? "" : "s"}: ${images.map((i) => i.seed).join(", ")}.`);
+    busy = false;
+    setState("ready");
+    showStats();
+  } catch (e) {
+    busy = false;
+    if (e && e.name === "AbortError") {
+      $("#step-text").textContent = "Cancelled.";
+      message("Cancelled");
+      setState("ready");
+    } else {
+      message(deviceLost ? `${deviceLost} ${errorText(e)}` : errorText(e), true);
+      setState("error");
+    }
+  } finally {
+    abort = null;
+  }
+}
+
+function showSeeds(seeds) {
+  $("#last-seed").textContent = seeds.join(", ");
+  const reuse = $("#reuse-last-seed");
+  reuse.hidden = seeds.length === 0;
+  reuse.onclick = () => reuseSeed(seeds[0]);
+}
+
+function reuseSeed(seed) {
+  $("#seed").value = String(seed);
+  $("#random-seed").checked = false;
+  saveForm();
+  $("#seed").focus();
+}
+
+function addResult(img, params) {
+  const url = URL.createObjectURL(img.blob);
+  const fig = document.createElement("figure");
+  fig.className = "result";
+  fig.dataset.seed = String(img.seed);
+  const el = document.createElement("img");
+  el.src = url;
+  el.alt = params.prompt || "generated image";
+  el.width = img.imageData.width;
+  el.height = img.imageData.height;
+  el.title = img.parameters || "";
+  const cap = document.createElement("figcaption");
+  const what = `seed ${img.seed} · ${params.steps} steps · CFG ${params.guidanceScale} · ` +
+    `${SAMPLER_NAMES[params.sampler] || params.sampler} · ${img.imageData.width}×${img.imageData.height}` +
+    (params.initImage ? ` · img2img ${params.strength}` : "");
+  const prompt = document.createElement("span");
+  prompt.className = "prompt";
+  prompt.textContent = params.prompt;
+  const meta = document.createElement("span");
+  meta.textContent = what;
+  const actions = document.createElement("span");
+  actions.className = "actions";
+  const a = document.createElement("a");
+  a.className = "download";
+  a.href = url;
+  a.download = `sd-${img.seed}.png`;
+  a.textContent = "Download PNG";
+  const reuse = document.createElement("button");
+  reuse.type = "button";
+  reuse.className = "link";
+  reuse.textContent = "Reuse seed";
+  reuse.onclick = () => reuseSeed(img.seed);
+  actions.append(a, reuse);
+  cap.append(prompt, meta, actions);
+  fig.append(el, cap);
+  $("#gallery").prepend(fig);
+}
+
+// ---------- wiring ----------
+
+function wire() {
+  for (const id of FIELDS) {
+    const el = document.getElementById(id);
+    el.addEventListener("change", saveForm);
+    el.addEventListener("input", saveForm);
+  }
+  $("#seed").addEventListener("input", () => { if ($("#seed").value !== "") $("#random-seed").checked = false; });
+  $("#load").onclick = () => {
+    const model = $("#model").value.trim();
+    if (!model) { message("Enter a Hugging Face repo id or a URL, or choose a local model.", true); return; }
+    saveForm();
+    load(model);
+  };
+  $("#model").addEventListener("keydown", (e) => { if (e.key === "Enter") $("#load").click(); });
+  $("#model-file").onchange = (e) => { const f = e.target.files[0]; if (f) load(f); e.target.value = ""; };
+  $("#model-folder").onchange = (e) => { const fs = [...e.target.files]; if (fs.length) load(fs); e.target.value = ""; };
+  $("#no-cache").onclick = () => { if (lastSource) load(lastSource, { cache: false }); };
+  $("#clear-cache").onclick = async () => {
+    try {
+      await StableDiffusion.clearCache();
+      message("The browser cache is cleared.");
+    } catch (e) {
+      message(errorText(e), true);
+    }
+    showCache();
+  };
+
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); if (gpuOk && !busy) drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", onDrop);
+  // A file dropped next to the zone must not make the browser navigate away from the page.
+  addEventListener("dragover", (e) => e.preventDefault());
+  addEventListener("drop", (e) => e.preventDefault());
+
+  $("#generate").onclick = generate;
+  $("#cancel").onclick = () => { if (abort) { abort.abort(); $("#step-text").textContent = "Cancelling after this step…"; } };
+  $("#prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
+  });
+
+  let initUrl = null;
+  $("#init-image").onchange = (e) => {
+    if (initUrl) URL.revokeObjectURL(initUrl);
+    const f = e.target.files[0];
+    initUrl = f ? URL.createObjectURL(f) : null;
+    $("#init-preview").src = initUrl || "";
+    $("#init-row").hidden = !f;
+  };
+  $("#init-clear").onclick = () => { $("#init-image").value = ""; $("#init-image").dispatchEvent(new Event("change")); };
+  $("#clear-gallery").onclick = () => {
+    for (const img of $("#gallery").querySelectorAll("img")) URL.revokeObjectURL(img.src);
+    $("#gallery").replaceChildren();
+  };
+}
+
+async function main() {
+  const autoload = restoreForm();
+  wire();
+  setState("idle");
+  showCache();
+  try {
+    await showAdapter();
+    gpuOk = true;
+    setState("idle");
+    message("WebGPU is available. Load a model to start (about 2 GB the first time; it is then kept in the browser).");
+  } catch (e) {
+    setState("error");
+    message(errorText(e), true);
+    return;
+  }
+  if (autoload) $("#load").click();
+}
+
+main();

@@ -127,7 +127,14 @@ struct Inner {
     /// The uniform buffer of the last flush, reused (and only grown) by the next ones:
     /// `queue.write_buffer` is ordered after the work already submitted.
     uniforms: Mutex<Option<wgpu::Buffer>>,
+    /// Set when the device is lost (message), and who to tell.
+    lost: Arc<Mutex<Option<String>>>,
+    lost_hooks: Arc<Mutex<Vec<LostHook>>>,
+    /// Completion of the work submitted before the last [`Gpu::pace`] call.
+    pace: Mutex<Option<futures_channel::oneshot::Receiver<()>>>,
 }
+
+type LostHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// The GPU: cheap to clone, shared by everything that records work.
 #[derive(Clone)]
@@ -202,13 +209,23 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut slot = lock(&e2);
             if slot.is_none() {
-                *slot = Some(e.to_string());
+                *slot = Some(match e {
+                    wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory. This adapter is too small for this model at this size: close other GPU-heavy tabs or apps, use f16 storage, a smaller image or batch".to_string(),
+                    e => e.to_string(),
+                });
             }
         }));
         let e3 = error.clone();
+        let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let lost_hooks: Arc<Mutex<Vec<LostHook>>> = Arc::new(Mutex::new(Vec::new()));
+        let (l2, h2) = (lost.clone(), lost_hooks.clone());
         device.set_device_lost_callback(move |reason, msg| {
-            let mut slot = lock(&e3);
-            *slot = Some(format!("GPU device lost ({reason:?}): {msg}"));
+            let m = format!("the GPU device was lost ({reason:?}){}", if msg.is_empty() { String::new() } else { format!(": {msg}") });
+            *lock(&e3) = Some(m.clone());
+            *lock(&l2) = Some(m.clone());
+            for h in lock(&h2).iter() {
+                h(&m);
+            }
         });
         let ai = adapter.get_info();
         let max_binding = opts
@@ -255,6 +272,9 @@ impl Gpu {
             profiling: AtomicBool::new(false),
             profile: Mutex::new(Vec::new()),
             uniforms: Mutex::new(None),
+            lost,
+            lost_hooks,
+            pace: Mutex::new(None),
         })))
     }
 
@@ -399,6 +419,43 @@ impl Gpu {
         lock(&self.0.profile).extend(readbacks);
     }
 
+    /// Why the device was lost, once it was.
+    pub fn lost(&self) -> Option<String> {
+        lock(&self.0.lost).clone()
+    }
+
+    /// Call `f` with the reason when the device is lost (once).
+    pub fn on_lost(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        lock(&self.0.lost_hooks).push(Box::new(f));
+    }
+
+    /// Destroy the device (what a driver reset does to a page): every later use fails and
+    /// the lost hooks run. For testing recovery.
+    pub fn destroy(&self) {
+        self.0.device.destroy();
+    }
+
+    /// Keep at most one flush of work queued ahead of the GPU without blocking it: waits
+    /// for the work submitted before the previous `pace()` call, then marks what is
+    /// submitted now. In the browser this also yields to the event loop (messages such
+    /// as a cancel are handled). Natively it returns at once.
+    pub async fn pace(&self) -> Result<()> {
+        self.flush()?;
+        if cfg!(not(target_arch = "wasm32")) || self.is_plan() {
+            return Ok(());
+        }
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.0.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        let prev = lock(&self.0.pace).replace(rx);
+        if let Some(prev) = prev {
+            // A dropped sender (device lost) also ends the wait; the error is reported below.
+            let _ = prev.await;
+        }
+        self.take_error()
+    }
+
     /// Start measuring a new peak from the current total.
     pub fn reset_peak(&self) {
         let mut p = lock(&self.0.pool);
@@ -424,6 +481,9 @@ impl Gpu {
     }
 
     fn take_error(&self) -> Result<()> {
+        if let Some(m) = self.lost() {
+            return Err(Error::DeviceLost(m));
+        }
         match lock(&self.0.error).take() {
             Some(e) => Err(Error::Gpu(e)),
             None => Ok(()),

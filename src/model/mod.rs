@@ -112,7 +112,7 @@ mod native {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::weights::source::{component_files, read_text, stream_file};
+    use crate::weights::source::{base_of, component_files, read_text, stream_file};
     use crate::weights::WeightError;
 
     /// Where each component's files are.
@@ -124,13 +124,6 @@ mod native {
         SingleFile(PathBuf, Option<Configs>),
     }
 
-    fn base_of(component: &str) -> &'static str {
-        if component == "text_encoder" {
-            "model"
-        } else {
-            "diffusion_pytorch_model"
-        }
-    }
 
     /// Configs of a diffusers folder (each component's config.json).
     pub fn read_configs(dir: &Path) -> crate::Result<Configs> {

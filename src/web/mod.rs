@@ -1,21 +1,334 @@
-//! The browser layer: the only module that uses wasm-bindgen / web-sys.
-//! Exposes adapter information and the kernel self-test to the page.
+//! The browser layer: the only module that uses wasm-bindgen / web-sys. It runs inside
+//! the module Web Worker (`www/sd-webgpu-worker.js`), one model per worker: the worker
+//! fetches (or reads from its cache) each file and feeds the bytes here as they arrive;
+//! this layer parses, uploads to the GPU and runs the pipeline.
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
 use crate::gpu::{DType, Gpu, GpuOptions};
+use crate::image::{encode_png, Rgb};
+use crate::model::config::{ClipConfig, UnetConfig, VaeConfig};
+use crate::model::{Configs, StableDiffusion, COMPONENTS};
+use crate::pipeline::{self, Params, RunOptions};
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::{source, Layout, Loader};
 use crate::{selftest, Error};
 
+struct Model {
+    sd: StableDiffusion,
+    tok: ClipTokenizer,
+    scheduler: Option<String>,
+    name: String,
+}
+
+struct State {
+    gpu: Gpu,
+    dtype: DType,
+    loading: Option<(Configs, Loader)>,
+    model: Option<Rc<Model>>,
+}
+
 thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
     static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
+    static ON_LOST: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
 }
 
 fn js_err(e: Error) -> JsValue {
-    js_sys::Error::new(&e.to_string()).into()
+    let err = js_sys::Error::new(&e.to_string());
+    match e {
+        Error::Cancelled => err.set_name("AbortError"),
+        Error::DeviceLost(_) => err.set_name("DeviceLostError"),
+        _ => {}
+    }
+    err.into()
 }
 
-async fn gpu() -> Result<Gpu, JsValue> {
+fn invalid(m: impl Into<String>) -> JsValue {
+    js_err(Error::Invalid(m.into()))
+}
+
+fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, JsValue>) -> Result<T, JsValue> {
+    STATE.with(|s| match s.borrow_mut().as_mut() {
+        Some(st) => f(st),
+        None => Err(invalid("the GPU is not open: call init() first")),
+    })
+}
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Open the GPU for a model: `dtype` "f16" | "f32"; `max_binding`: pretend the adapter
+/// allows at most this many bytes per binding (WebGPU's defaults are 128 MiB). Returns
+/// the adapter information (JSON). `on_lost(message)` is called if the device is lost.
+#[wasm_bindgen]
+pub async fn init(dtype: String, max_binding: Option<f64>, on_lost: Option<js_sys::Function>) -> Result<String, JsValue> {
+    let dtype = match dtype.as_str() {
+        "f16" => DType::F16,
+        "f32" => DType::F32,
+        other => return Err(invalid(format!("dtype must be \"f16\" or \"f32\" (got {other:?})"))),
+    };
+    let gpu = Gpu::new(GpuOptions { max_binding_override: max_binding.map(|b| b as u64), ..Default::default() }).await.map_err(js_err)?;
+    ON_LOST.with(|c| *c.borrow_mut() = on_lost);
+    // The callback closure must be Send: it holds nothing, the JS function is thread-local
+    // (a worker is single-threaded).
+    gpu.on_lost(|m| {
+        let m = m.to_string();
+        ON_LOST.with(|c| {
+            if let Some(f) = c.borrow().as_ref() {
+                let _ = f.call1(&JsValue::NULL, &JsValue::from_str(&m));
+            }
+        });
+    });
+    let info = serde_json::to_string(gpu.info()).map_err(|e| invalid(e.to_string()))?;
+    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtype, loading: None, model: None }));
+    Ok(info)
+}
+
+/// The weight files to try in a diffusers component folder, in order: JSON
+/// `[[file name, is a sharded index], …]`.
+#[wasm_bindgen(js_name = weightCandidates)]
+pub fn weight_candidates(component: String, variant: Option<String>) -> String {
+    serde_json::to_string(&source::candidates(source::base_of(&component), variant.as_deref())).unwrap_or_default()
+}
+
+/// The shard file names listed by a sharded index (`*.safetensors.index.json`).
+#[wasm_bindgen(js_name = shardsOfIndex)]
+pub fn shards_of_index(file: String, text: String) -> Result<Vec<String>, JsValue> {
+    source::shards_of_index(&file, &text).map_err(|e| js_err(e.into()))
+}
+
+/// Refuses pickle checkpoints by name (they can run code when loaded).
+#[wasm_bindgen(js_name = refusePickle)]
+pub fn refuse_pickle(file: String) -> Result<(), JsValue> {
+    source::refuse_pickle(&file).map_err(|e| js_err(e.into()))
+}
+
+/// Start loading a model. The configs are the text of each component's `config.json`
+/// (`None` for all three: SD 1.5's, as for a single-file checkpoint).
+#[wasm_bindgen(js_name = beginModel)]
+pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Option<String>) -> Result<(), JsValue> {
+    let cfg = match (unet, vae, text_encoder) {
+        (Some(u), Some(v), Some(t)) => Configs {
+            unet: UnetConfig::from_json("unet/config.json", &u).map_err(|e| js_err(e.into()))?,
+            vae: VaeConfig::from_json("vae/config.json", &v).map_err(|e| js_err(e.into()))?,
+            clip: ClipConfig::from_json("text_encoder/config.json", &t).map_err(|e| js_err(e.into()))?,
+        },
+        (None, None, None) => Configs::default(),
+        _ => return Err(invalid("give the config.json of all three components, or none (SD 1.5)")),
+    };
+    with_state(|st| {
+        st.model = None;
+        st.gpu.trim_pool();
+        let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtype, &COMPONENTS);
+        st.loading = Some((cfg, loader));
+        Ok(())
+    })
+}
+
+/// Start a weight file: `component` is "unet" | "vae" | "text_encoder", or "checkpoint"
+/// for an original single-file checkpoint.
+#[wasm_bindgen(js_name = beginFile)]
+pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result<(), JsValue> {
+    source::refuse_pickle(&name).map_err(|e| js_err(e.into()))?;
+    with_state(|st| {
+        let (cfg, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
+        let layout = match component.as_str() {
+            "checkpoint" => cfg.single_file_layout(),
+            c if COMPONENTS.contains(&c) => Layout::Component(c.to_string()),
+            c => return Err(invalid(format!("unknown component {c:?}"))),
+        };
+        loader.begin(&name, total.map(|t| t as u64), layout);
+        Ok(())
+    })
+}
+
+/// The next bytes of the current file (parsed and uploaded as tensors complete).
+#[wasm_bindgen]
+pub fn feed(chunk: &[u8]) -> Result<(), JsValue> {
+    with_state(|st| {
+        let (_, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
+        loader.feed(chunk).map_err(js_err)
+    })
+}
+
+/// The current file ended (checks that it was complete).
+#[wasm_bindgen(js_name = endFile)]
+pub fn end_file() -> Result<(), JsValue> {
+    with_state(|st| {
+        let (_, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
+        loader.end().map_err(js_err)
+    })
+}
+
+/// All files fed: check that every weight arrived, fuse, and get ready. `tokenizer` is
+/// JSON `{vocab, merges, tokenizer_json, config}` (texts, each optional) or null for the
+/// built-in CLIP tokenizer. Returns the warnings as JSON.
+#[wasm_bindgen(js_name = finishModel)]
+pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: Option<String>) -> Result<String, JsValue> {
+    #[derive(serde::Deserialize, Default)]
+    struct Tok {
+        vocab: Option<String>,
+        merges: Option<String>,
+        tokenizer_json: Option<String>,
+        config: Option<String>,
+    }
+    let t: Tok = match tokenizer {
+        Some(j) => serde_json::from_str(&j).map_err(|e| invalid(format!("tokenizer: {e}")))?,
+        None => Tok::default(),
+    };
+    let tok = match (t.tokenizer_json, t.vocab, t.merges) {
+        (Some(j), _, _) => ClipTokenizer::from_tokenizer_json(&j, t.config.as_deref()),
+        (None, Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(&v, &m, t.config.as_deref()),
+        _ => ClipTokenizer::sd15(),
+    }
+    .map_err(js_err)?;
+    with_state(|st| {
+        let (cfg, loader) = st.loading.take().ok_or_else(|| invalid("beginModel() first"))?;
+        let sd = StableDiffusion::from_loader(cfg, st.dtype, loader).map_err(js_err)?;
+        st.gpu.flush().map_err(js_err)?;
+        st.gpu.reset_peak();
+        let warnings = serde_json::to_string(&sd.warnings).unwrap_or_default();
+        st.model = Some(Rc::new(Model { sd, tok, scheduler: scheduler_config, name }));
+        Ok(warnings)
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenParams {
+    prompt: String,
+    negative_prompt: Option<String>,
+    steps: Option<f64>,
+    guidance_scale: Option<f64>,
+    seed: f64,
+    width: Option<f64>,
+    height: Option<f64>,
+    sampler: Option<String>,
+    strength: Option<f64>,
+    batch: Option<f64>,
+    preview: Option<bool>,
+}
+
+fn count(v: Option<f64>, default: usize, what: &str) -> Result<usize, JsValue> {
+    match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 1e9 => Ok(x as usize),
+        Some(x) => Err(invalid(format!("{what} must be a whole number (got {x})"))),
+    }
+}
+
+/// Generate. `params`: JSON of the API's generate options (seed already chosen);
+/// `init_rgba` + size: the img2img image as 8-bit RGBA. `on_step(step, steps, preview)`
+/// is called after each step (preview: `{width, height, rgba}` or null) and returns
+/// false to cancel. Resolves to `[{width, height, rgba, png, seed, parameters}, …]`.
+#[wasm_bindgen]
+pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u32, init_height: u32, on_step: js_sys::Function) -> Result<js_sys::Array, JsValue> {
+    let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
+    if !(g.seed.is_finite() && g.seed >= 0.0 && g.seed.fract() == 0.0 && g.seed <= 9_007_199_254_740_991.0) {
+        return Err(invalid(format!("seed must be a whole number between 0 and 2^53 (got {})", g.seed)));
+    }
+    let d = Params::default();
+    let init_image = match init_rgba {
+        Some(px) => {
+            let (w, h) = (init_width as usize, init_height as usize);
+            if px.len() != w * h * 4 {
+                return Err(invalid(format!("init image: {} bytes for {w}×{h} RGBA", px.len())));
+            }
+            let data = px.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).map(|v| v as f32 / 255.0).collect();
+            Some(Rgb { width: w, height: h, data })
+        }
+        None => None,
+    };
+    let p = Params {
+        prompt: g.prompt,
+        negative_prompt: g.negative_prompt,
+        steps: count(g.steps, d.steps, "steps")?,
+        guidance_scale: g.guidance_scale.unwrap_or(d.guidance_scale),
+        seed: g.seed as u64,
+        sampler: g.sampler.unwrap_or(d.sampler),
+        width: count(g.width, d.width, "width")?,
+        height: count(g.height, d.height, "height")?,
+        batch: count(g.batch, d.batch, "batch")?,
+        init_image,
+        strength: g.strength.unwrap_or(d.strength),
+    };
+    let (gpu, model) = with_state(|st| {
+        let m = st.model.clone().ok_or_else(|| invalid("no model is loaded"))?;
+        Ok((st.gpu.clone(), m))
+    })?;
+    let run = RunOptions { preview: g.preview.unwrap_or(false) };
+    let mut on = |pr: pipeline::Progress| -> bool {
+        let preview = match pr.preview {
+            Some(pv) => {
+                let o = js_sys::Object::new();
+                let _ = js_sys::Reflect::set(&o, &"width".into(), &(pv.width as u32).into());
+                let _ = js_sys::Reflect::set(&o, &"height".into(), &(pv.height as u32).into());
+                let _ = js_sys::Reflect::set(&o, &"rgba".into(), &js_sys::Uint8ClampedArray::from(&pv.rgba[..]).into());
+                o.into()
+            }
+            None => JsValue::NULL,
+        };
+        match on_step.call3(&JsValue::NULL, &(pr.step as u32).into(), &(pr.steps as u32).into(), &preview) {
+            Ok(v) => v.is_truthy(),
+            Err(_) => false,
+        }
+    };
+    let out = pipeline::generate_with(&gpu, &model.sd, &model.tok, model.scheduler.as_deref(), &p, &run, &mut on).await.map_err(js_err)?;
+    let params_text = pipeline::a1111_parameters(&p, p.seed, &model.name);
+    let arr = js_sys::Array::new();
+    for img in &out.images {
+        let png = encode_png(img, Some(&params_text)).map_err(js_err)?;
+        let o = js_sys::Object::new();
+        let set = |k: &str, v: JsValue| js_sys::Reflect::set(&o, &k.into(), &v).map(|_| ());
+        set("width", (img.width as u32).into())?;
+        set("height", (img.height as u32).into())?;
+        set("rgba", js_sys::Uint8ClampedArray::from(&img.to_rgba8()[..]).into())?;
+        set("png", js_sys::Uint8Array::from(&png[..]).into())?;
+        set("seed", (p.seed as f64).into())?;
+        set("parameters", params_text.clone().into())?;
+        arr.push(&o);
+    }
+    Ok(arr)
+}
+
+/// GPU memory figures (JSON): live and peak bytes since the model was ready, weights.
+#[wasm_bindgen]
+pub fn stats() -> Result<String, JsValue> {
+    with_state(|st| {
+        let s = st.gpu.pool_stats();
+        let weights = st.model.as_ref().map_or(0, |m| m.sd.weights.bytes());
+        Ok(serde_json::json!({"gpuLiveBytes": s.live_bytes, "gpuPeakBytes": s.peak_bytes, "gpuTotalBytes": s.total_bytes, "weightsBytes": weights}).to_string())
+    })
+}
+
+/// Free the model's GPU memory.
+#[wasm_bindgen]
+pub fn unload() {
+    STATE.with(|s| {
+        if let Some(st) = s.borrow_mut().as_mut() {
+            st.model = None;
+            st.loading = None;
+            st.gpu.trim_pool();
+        }
+    });
+}
+
+/// Destroy the GPU device (test hook for device-loss recovery).
+#[wasm_bindgen(js_name = loseDevice)]
+pub fn lose_device() {
+    STATE.with(|s| {
+        if let Some(st) = s.borrow().as_ref() {
+            st.gpu.destroy();
+        }
+    });
+}
+
+async fn check_gpu() -> Result<Gpu, JsValue> {
     if let Some(g) = GPU.with(|g| g.borrow().clone()) {
         return Ok(g);
     }
@@ -24,15 +337,10 @@ async fn gpu() -> Result<Gpu, JsValue> {
     Ok(g)
 }
 
-#[wasm_bindgen(start)]
-pub fn start() {
-    console_error_panic_hook::set_once();
-}
-
-/// Adapter name, backend, f16 / subgroup support and limits, as JSON.
+/// Adapter name, backend, f16 / subgroup support and limits, as JSON (self-test device).
 #[wasm_bindgen(js_name = adapterInfo)]
 pub async fn adapter_info() -> Result<String, JsValue> {
-    let g = gpu().await?;
+    let g = check_gpu().await?;
     serde_json::to_string(g.info()).map_err(|e| JsValue::from_str(&e.to_string()))
 }
 
@@ -45,7 +353,7 @@ pub fn kernel_names() -> Vec<String> {
 /// Run one kernel's checks with f32 and f16 storage; JSON array of results.
 #[wasm_bindgen(js_name = selfTest)]
 pub async fn self_test(kernel: String) -> Result<String, JsValue> {
-    let g = gpu().await?;
+    let g = check_gpu().await?;
     let mut all = Vec::new();
     for dtype in [DType::F32, DType::F16] {
         all.extend(selftest::run(&g, &kernel, dtype).await.map_err(js_err)?);

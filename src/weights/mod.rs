@@ -86,9 +86,15 @@ pub enum Layout {
 
 /// Convert stored tensor bytes to GPU storage bytes of `dtype` (f32 or f16).
 pub fn convert(src: SrcDType, bytes: &[u8], dtype: DType) -> Vec<u8> {
+    convert_cow(src, bytes, dtype).into_owned()
+}
+
+/// [`convert`] without a copy when the storage type is the stored one.
+pub fn convert_cow(src: SrcDType, bytes: &[u8], dtype: DType) -> std::borrow::Cow<'_, [u8]> {
     use half::{bf16, f16};
-    match (src, dtype) {
-        (SrcDType::F32, DType::F32) | (SrcDType::F16, DType::F16) => bytes.to_vec(),
+    use std::borrow::Cow;
+    Cow::Owned(match (src, dtype) {
+        (SrcDType::F32, DType::F32) | (SrcDType::F16, DType::F16) => return Cow::Borrowed(bytes),
         (SrcDType::F32, _) => bytes
             .chunks_exact(4)
             .flat_map(|c| f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
@@ -106,7 +112,7 @@ pub fn convert(src: SrcDType, bytes: &[u8], dtype: DType) -> Vec<u8> {
             .flat_map(|c| f16::from_f32(bf16::from_le_bytes([c[0], c[1]]).to_f32()).to_le_bytes())
             .collect(),
         _ => Vec::new(),
-    }
+    })
 }
 
 /// Streams files into GPU tensors for a set of expected weights.
@@ -204,12 +210,15 @@ impl Loader {
                     let Some(target) = self.targets.get(&info.name) else { continue };
                     self.peak_tensor_bytes = self.peak_tensor_bytes.max(data.len() as u64);
                     let shape = self.specs[target].clone();
-                    let mut bytes = convert(info.dtype, &data, self.dtype);
-                    drop(data);
+                    // One copy of the tensor in memory at a time where possible (wasm32 has
+                    // little room): no conversion copy when the stored type is the GPU's.
+                    let mut bytes = convert_cow(info.dtype, &data, self.dtype);
                     if keymap::stored_interleaved(target) {
-                        bytes = keymap::interleave_halves(&bytes, shape[0]);
+                        bytes = std::borrow::Cow::Owned(keymap::interleave_halves(&bytes, shape[0]));
                     }
                     let t = self.gpu.upload_raw(&shape, self.dtype, &bytes)?;
+                    drop(bytes);
+                    drop(data);
                     self.loaded.insert(target.clone(), t);
                 }
             }

@@ -37,6 +37,29 @@ pub fn shards_of_index(file: &str, text: &str) -> Result<Vec<String>, WeightErro
     Ok(shards)
 }
 
+/// The weight files to look for in a component folder, in order of preference:
+/// `(file name, is a sharded index)`. `base` is `diffusion_pytorch_model` or `model`.
+pub fn candidates(base: &str, variant: Option<&str>) -> Vec<(String, bool)> {
+    let mut tries = Vec::new();
+    if let Some(v) = variant {
+        tries.push((format!("{base}.{v}.safetensors"), false));
+        tries.push((format!("{base}.safetensors.index.{v}.json"), true));
+        tries.push((format!("{base}.{v}.safetensors.index.json"), true));
+    }
+    tries.push((format!("{base}.safetensors"), false));
+    tries.push((format!("{base}.safetensors.index.json"), true));
+    tries
+}
+
+/// The weight-file base name of a diffusers component.
+pub fn base_of(component: &str) -> &'static str {
+    if component == "text_encoder" {
+        "model"
+    } else {
+        "diffusion_pytorch_model"
+    }
+}
+
 /// The files of one diffusers component folder `dir` (`…/unet`), whose weight files are
 /// named `base` (`diffusion_pytorch_model` or `model`): with `variant` (`fp16`) the
 /// variant file is preferred when present; a sharded index is used when there is no
@@ -49,14 +72,7 @@ pub fn component_files(
     read_text: &dyn Fn(&str) -> Result<String, WeightError>,
 ) -> Result<Vec<String>, WeightError> {
     let p = |name: String| format!("{}/{}", dir.trim_end_matches('/'), name);
-    let mut tries: Vec<(String, bool)> = Vec::new(); // (path, is_index)
-    if let Some(v) = variant {
-        tries.push((p(format!("{base}.{v}.safetensors")), false));
-        tries.push((p(format!("{base}.safetensors.index.{v}.json")), true));
-        tries.push((p(format!("{base}.{v}.safetensors.index.json")), true));
-    }
-    tries.push((p(format!("{base}.safetensors")), false));
-    tries.push((p(format!("{base}.safetensors.index.json")), true));
+    let tries: Vec<(String, bool)> = candidates(base, variant).into_iter().map(|(f, i)| (p(f), i)).collect();
     for (path, is_index) in &tries {
         if !exists(path) {
             continue;

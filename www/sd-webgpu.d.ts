@@ -1,0 +1,132 @@
+// sd-webgpu: Stable Diffusion 1.x on the user's GPU through WebGPU.
+// The model runs in a module Web Worker (sd-webgpu-worker.js, next to this file);
+// this module only talks to it, so the page never freezes.
+
+export type Sampler = "ddpm" | "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m_karras";
+
+/** Download / load progress. `loaded` and `total` are bytes of `file` (total null when unknown). */
+export interface LoadProgress {
+  /** "resolve": finding the files; "download": bytes from the network; "cache": bytes read
+   *  from the browser cache; "retry": the connection dropped, retrying with HTTP Range from
+   *  `loaded` (see `attempt`, `error`); "build": weights are on the GPU, fusing/compiling;
+   *  "ready": done. */
+  phase: "resolve" | "download" | "cache" | "retry" | "build" | "ready";
+  file: string | null;
+  loaded: number;
+  total: number | null;
+  /** Over all weight files: bytes done and bytes in all (when known). */
+  overallLoaded: number;
+  overallTotal: number | null;
+  bytesPerSecond: number;
+  etaSeconds: number | null;
+  attempt?: number;
+  error?: string;
+  /** Current size of the worker's wasm memory (bytes). */
+  wasmMemoryBytes: number;
+}
+
+export interface LoadOptions {
+  /** HF repo id ("stable-diffusion-v1-5/stable-diffusion-v1-5"), base URL of a diffusers folder
+   *  (absolute or relative to the page), URL of a single .safetensors checkpoint, or File objects:
+   *  one .safetensors checkpoint, or the files of a diffusers folder (with webkitRelativePath, as
+   *  from <input webkitdirectory> or a dropped folder). Default: SD 1.5 from Hugging Face. */
+  model?: string | File | File[] | FileList;
+  /** "fp16" (default): use *.fp16.safetensors where the folder has them; null: full-precision files. */
+  variant?: "fp16" | null;
+  /** GPU storage type: "f16" (default) or "f32". */
+  dtype?: "f16" | "f32";
+  /** Keep downloaded files in the browser (Origin Private File System). Default true. */
+  cache?: boolean;
+  /** Hugging Face revision for repo ids (default "main"). */
+  revision?: string;
+  /** Pretend the adapter's maxStorageBufferBindingSize is at most this (test WebGPU's defaults). */
+  maxBindingBytes?: number;
+  onProgress?: (p: LoadProgress) => void;
+  /** Called when the GPU device is lost; the next call reloads the model (from the cache). */
+  onDeviceLost?: (message: string) => void;
+}
+
+export interface GenerateOptions {
+  prompt: string;
+  negativePrompt?: string;
+  steps?: number;            // default 20
+  guidanceScale?: number;    // default 7.5; <= 1 disables classifier-free guidance
+  /** Default: random; the seed used is returned with each image. */
+  seed?: number;
+  width?: number;            // default 512 (multiple of 8 × 2^downsamplings, i.e. 64 for SD 1.5)
+  height?: number;           // default 512
+  sampler?: Sampler;         // default "euler_a"
+  /** img2img: a PNG/JPEG Blob/File, an ImageData, or an ImageBitmap; the output has its size. */
+  initImage?: Blob | ImageData | ImageBitmap;
+  strength?: number;         // img2img strength in (0, 1], default 0.75
+  batch?: number;            // images per prompt, default 1
+  /** Called after every step; `preview` is a cheap linear latent→RGB map (latent resolution). */
+  onStep?: (s: { step: number; steps: number; preview: ImageData | null }) => void;
+  /** Send live previews to onStep (default true when onStep is given). */
+  preview?: boolean;
+  /** Cancels between steps: the promise rejects with a DOMException named "AbortError". */
+  signal?: AbortSignal;
+}
+
+export interface GeneratedImage {
+  imageData: ImageData;
+  /** PNG with AUTOMATIC1111's "parameters" text chunk. */
+  blob: Blob;
+  seed: number;
+  /** The A1111 parameters text written into the PNG. */
+  parameters: string;
+}
+
+export interface AdapterInfo {
+  name: string;
+  backend: string;
+  shader_f16: boolean;
+  subgroups: boolean;
+  max_buffer_size: number;
+  max_storage_buffer_binding_size: number;
+  max_compute_workgroup_storage_size: number;
+  max_compute_invocations_per_workgroup: number;
+  max_storage_buffers_per_shader_stage: number;
+  [k: string]: unknown;
+}
+
+export interface Stats {
+  /** Current (= peak: wasm memory never shrinks) size of the worker's wasm memory. */
+  wasmMemoryBytes: number;
+  /** GPU bytes held now, and the peak since load. */
+  gpuLiveBytes: number;
+  gpuPeakBytes: number;
+  weightsBytes: number;
+}
+
+export interface CacheEntry {
+  url: string;
+  /** Bytes stored, and the file's full size. */
+  bytes: number;
+  total: number | null;
+  complete: boolean;
+  /** SHA-256 (hex) of the stored bytes, when asked for with cacheEntries({ sha256: true }). */
+  sha256?: string;
+}
+
+export class StableDiffusion {
+  /** Starts a worker, opens the GPU, streams the weights. Rejects with a readable Error. */
+  static load(options?: LoadOptions): Promise<StableDiffusion>;
+  /** Adapter information without loading a model (main thread). Rejects when WebGPU is missing. */
+  static adapterInfo(): Promise<AdapterInfo>;
+  /** What the browser cache holds. */
+  static cacheEntries(opts?: { sha256?: boolean }): Promise<CacheEntry[]>;
+  /** Delete every cached file. */
+  static clearCache(): Promise<void>;
+
+  readonly adapter: AdapterInfo;
+  /** The model as resolved ("…/stable-diffusion-v1-5" or a file name). */
+  readonly modelName: string;
+  /** Non-fatal notes from loading (e.g. unexpected tensors). */
+  readonly warnings: string[];
+
+  generate(options: GenerateOptions): Promise<{ images: GeneratedImage[] }>;
+  stats(): Promise<Stats>;
+  /** Frees the GPU memory and ends the worker. */
+  unload(): Promise<void>;
+}

@@ -1,0 +1,244 @@
+// sd-webgpu: Stable Diffusion 1.x on the user's GPU through WebGPU, as an ES module.
+// The model lives in a module Web Worker (sd-webgpu-worker.js next to this file), so the
+// page never freezes. Types: sd-webgpu.d.ts. Usage:
+//   const sd = await StableDiffusion.load({ model: "stable-diffusion-v1-5/stable-diffusion-v1-5" });
+//   const { images } = await sd.generate({ prompt: "an astronaut riding a horse" });
+
+const CACHE_DIR = "sd-webgpu-cache";
+const WORKER_URL = new URL("./sd-webgpu-worker.js", import.meta.url);
+
+function abortError(message = "generation cancelled") {
+  return new DOMException(message, "AbortError");
+}
+
+function toError(m) {
+  if (m.name === "AbortError") return abortError(m.message);
+  const e = new Error(m.message);
+  e.name = m.name || "Error";
+  return e;
+}
+
+// A model spec the worker can take: URLs resolved against the page, File objects with their
+// relative paths (a cloned File loses extra properties).
+function modelSpec(model) {
+  if (model == null) model = "stable-diffusion-v1-5/stable-diffusion-v1-5";
+  if (typeof model === "string") {
+    const spec = model.trim();
+    const isRepo = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(spec) && !/^\.{1,2}\//.test(spec);
+    return { kind: "url", spec, url: isRepo ? null : new URL(spec, globalThis.location?.href).href };
+  }
+  const files = typeof File !== "undefined" && model instanceof File ? [model] : Array.from(model);
+  if (!files.length) throw new Error("No files were given: pick a .safetensors checkpoint or a diffusers model folder.");
+  return { kind: "files", entries: files.map((f) => ({ file: f, path: f._relativePath || f.webkitRelativePath || f.name })) };
+}
+
+export class StableDiffusion {
+  #options;
+  #worker = null;
+  #pending = new Map();
+  #nextId = 1;
+  #lost = null; // message, when the device (or the worker) was lost
+  #loading = null;
+
+  adapter = null;
+  modelName = "";
+  warnings = [];
+
+  constructor(options, token) {
+    if (token !== StableDiffusion.#token) throw new TypeError("use StableDiffusion.load(options)");
+    this.#options = options;
+  }
+  static #token = Symbol("StableDiffusion");
+
+  /** Start a worker, open the GPU and stream the weights in. */
+  static async load(options = {}) {
+    if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+      throw new Error("WebGPU is not available in this browser. Use Chrome or Edge 113+ (or Firefox / Safari with WebGPU enabled) on a device with a supported GPU.");
+    }
+    const sd = new StableDiffusion({ ...options, variant: options.variant === undefined ? "fp16" : options.variant, model: modelSpec(options.model) }, StableDiffusion.#token);
+    await sd.#start();
+    return sd;
+  }
+
+  /** Adapter information (main thread, no model). */
+  static async adapterInfo() {
+    if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+      throw new Error("WebGPU is not available in this browser. Use Chrome or Edge 113+ (or Firefox / Safari with WebGPU enabled) on a device with a supported GPU.");
+    }
+    const a = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!a) throw new Error("WebGPU is available but no GPU adapter was found (the GPU may be blocklisted or the driver too old). Update the GPU driver or enable hardware acceleration in the browser settings.");
+    const i = a.info || {};
+    const l = a.limits;
+    return {
+      name: [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(" ") || "(not exposed by this browser)",
+      backend: "WebGPU",
+      shader_f16: a.features.has("shader-f16"),
+      subgroups: a.features.has("subgroups"),
+      max_buffer_size: l.maxBufferSize,
+      max_storage_buffer_binding_size: l.maxStorageBufferBindingSize,
+      max_compute_workgroup_storage_size: l.maxComputeWorkgroupStorageSize,
+      max_compute_invocations_per_workgroup: l.maxComputeInvocationsPerWorkgroup,
+      max_storage_buffers_per_shader_stage: l.maxStorageBuffersPerShaderStage,
+    };
+  }
+
+  /** What the browser cache (Origin Private File System) holds. */
+  static async cacheEntries({ sha256 = false } = {}) {
+    const dir = await cacheDirectory(false);
+    if (!dir) return [];
+    const out = [];
+    for await (const [name, h] of dir.entries()) {
+      if (!name.endsWith(".json") || h.kind !== "file") continue;
+      let meta;
+      try {
+        meta = JSON.parse(await (await h.getFile()).text());
+      } catch {
+        continue;
+      }
+      if (meta.missing) continue;
+      const key = name.slice(0, -5);
+      let data = null;
+      try {
+        data = await (await dir.getFileHandle(`${key}.bin`)).getFile();
+      } catch {}
+      const e = { url: meta.url, bytes: data ? data.size : 0, total: meta.total ?? null, complete: !!meta.complete && !!data && data.size === meta.total };
+      if (sha256 && data) {
+        const d = await crypto.subtle.digest("SHA-256", await data.arrayBuffer());
+        e.sha256 = [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+      }
+      out.push(e);
+    }
+    return out.sort((a, b) => a.url.localeCompare(b.url));
+  }
+
+  /** Delete every cached file. */
+  static async clearCache() {
+    const root = await navigator.storage?.getDirectory?.();
+    if (root) await root.removeEntry(CACHE_DIR, { recursive: true }).catch((e) => {
+      if (e.name !== "NotFoundError") throw new Error(`Could not clear the cache (${e.message}); is a model still loading in another tab?`);
+    });
+  }
+
+  async #start() {
+    this.#worker = new Worker(WORKER_URL, { type: "module" });
+    this.#worker.onmessage = (ev) => this.#onMessage(ev.data);
+    this.#worker.onerror = (ev) => {
+      ev.preventDefault?.();
+      this.#fail(`the sd-webgpu worker failed to start or crashed (${ev.message || "see the console"})`);
+    };
+    const { onProgress, onDeviceLost, ...rest } = this.#options;
+    const r = await this.#call("load", { options: rest }, { onProgress });
+    this.adapter = r.adapter;
+    this.modelName = r.modelName;
+    this.warnings = r.warnings;
+    this.#lost = null;
+  }
+
+  #fail(message) {
+    const lost = !this.#lost;
+    this.#lost = message;
+    this.#worker?.terminate();
+    this.#worker = null;
+    for (const p of this.#pending.values()) p.reject(new Error(`${message[0].toUpperCase()}${message.slice(1)}. Try again: the model reloads from the browser cache.`));
+    this.#pending.clear();
+    if (lost) this.#options.onDeviceLost?.(message);
+  }
+
+  #onMessage(m) {
+    if (m.type === "device-lost") return this.#fail(m.message);
+    const p = this.#pending.get(m.id);
+    if (!p) return;
+    switch (m.type) {
+      case "progress":
+        p.onProgress?.(m.progress);
+        break;
+      case "step":
+        p.onStep?.({ step: m.step, steps: m.steps, preview: m.preview ? new ImageData(m.preview.rgba, m.preview.width, m.preview.height) : null });
+        break;
+      case "result":
+        this.#pending.delete(m.id);
+        p.resolve(m.value);
+        break;
+      case "error":
+        this.#pending.delete(m.id);
+        p.reject(toError(m));
+        if (m.fatal) this.#fail(`the model's worker stopped after an internal error (${m.message})`);
+        break;
+    }
+  }
+
+  #call(type, payload = {}, hooks = {}) {
+    if (!this.#worker) return Promise.reject(new Error("This model was unloaded: load it again."));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, ...hooks });
+      this.#worker.postMessage({ id, type, ...payload });
+    });
+  }
+
+  // After a lost device: a new worker, weights from the cache.
+  async #ensure() {
+    if (this.#lost === "unloaded") throw new Error("This model was unloaded: load it again.");
+    if (!this.#lost) return;
+    this.#loading ??= this.#start().finally(() => (this.#loading = null));
+    await this.#loading;
+  }
+
+  async generate(options) {
+    const { onStep, signal, initImage, preview, ...p } = options || {};
+    if (signal?.aborted) throw abortError();
+    if (typeof p.prompt !== "string") throw new TypeError("generate: prompt must be a string");
+    for (const k of ["steps", "guidanceScale", "seed", "width", "height", "strength", "batch"]) {
+      if (p[k] != null && (typeof p[k] !== "number" || !Number.isFinite(p[k]))) throw new TypeError(`generate: ${k} must be a finite number (got ${p[k]})`);
+    }
+    if (p.sampler != null && typeof p.sampler !== "string") throw new TypeError("generate: sampler must be a string");
+    await this.#ensure();
+    const want = preview ?? !!onStep;
+    let id;
+    const abort = () => this.#worker?.postMessage({ type: "cancel", target: id });
+    signal?.addEventListener("abort", abort, { once: true });
+    try {
+      const pr = this.#call("generate", { params: { ...p, preview: want }, initImage }, { onStep });
+      id = this.#nextId - 1;
+      const out = await pr;
+      return {
+        images: out.map((o) => ({
+          imageData: new ImageData(o.rgba, o.width, o.height),
+          blob: new Blob([o.png], { type: "image/png" }),
+          seed: o.seed,
+          parameters: o.parameters,
+        })),
+      };
+    } finally {
+      signal?.removeEventListener("abort", abort);
+    }
+  }
+
+  /** Memory figures: worker wasm memory, GPU bytes now and peak, weights. */
+  async stats() {
+    await this.#ensure();
+    return this.#call("stats");
+  }
+
+  /** Free the GPU memory and end the worker. */
+  async unload() {
+    if (this.#worker && !this.#lost) await this.#call("unload").catch(() => {});
+    this.#worker?.terminate();
+    this.#worker = null;
+    this.#lost = "unloaded";
+  }
+
+  /** Test hook: destroy the worker's GPU device, as a driver reset would. */
+  async debugLoseDevice() {
+    await this.#call("loseDevice");
+  }
+}
+
+async function cacheDirectory(create) {
+  try {
+    const root = await navigator.storage.getDirectory();
+    return await root.getDirectoryHandle(CACHE_DIR, { create });
+  } catch {
+    return null;
+  }
+}

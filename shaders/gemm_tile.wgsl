@@ -7,12 +7,37 @@
 //   fn gemm_store(b, m, n, v0, v1, has1)  (writes C[b,m,n] = v0 and, if has1, C[b,m,n+1] = v1)
 // Workgroup: 256 threads, tile 64 (M) × 64 (N) × 16 (K), 4×4 outputs per thread,
 // 8 KiB of workgroup storage. Linear workgroup index = (b, tile_m, tile_n).
+// Native f16 storage (`//#if f16`): the tiles hold f16, four consecutive k per vec4<f16>
+// (4 KiB in all; each thread stages one quad of A and one of B), and each 4-term piece of
+// the inner product is a dot(vec4<f16>, vec4<f16>) widened to the f32 accumulator.
 //#include activation.wgsl
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
+//#if f16
+var<workgroup> As: array<vec4<f16>, 256>; // [BK / 4][BM]: A(m, 4q .. 4q + 3)
+var<workgroup> Bs: array<vec4<f16>, 256>; // [BK / 4][BN]: B(4q .. 4q + 3, n)
+// A(b, m, k .. k + 3) and B(b, k .. k + 3, n) as f16, zero past K.
+fn quad_a(bt: u32, m: u32, k: u32, K: u32) -> vec4<f16> {
+    var v = vec4<f32>(0.0);
+    if (k < K) { v.x = load_a(bt, m, k); }
+    if (k + 1u < K) { v.y = load_a(bt, m, k + 1u); }
+    if (k + 2u < K) { v.z = load_a(bt, m, k + 2u); }
+    if (k + 3u < K) { v.w = load_a(bt, m, k + 3u); }
+    return vec4<f16>(v);
+}
+fn quad_b(bt: u32, k: u32, n: u32, K: u32) -> vec4<f16> {
+    var v = vec4<f32>(0.0);
+    if (k < K) { v.x = load_b(bt, k, n); }
+    if (k + 1u < K) { v.y = load_b(bt, k + 1u, n); }
+    if (k + 2u < K) { v.z = load_b(bt, k + 2u, n); }
+    if (k + 3u < K) { v.w = load_b(bt, k + 3u, n); }
+    return vec4<f16>(v);
+}
+//#else
 var<workgroup> As: array<f32, 1024>; // [BK][BM]
 var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
+//#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -38,6 +63,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let mfast = a_m_fastest();
     var acc: array<f32, 16>;
     for (var k0 = 0u; k0 < K; k0 = k0 + BK) {
+//#if f16
+        {
+            // One quad of A and one of B per thread; the threads walk k first where it
+            // is the contiguous dimension, else m (A stored k-major) or n.
+            let mm = select(lid / 4u, lid % BM, mfast);
+            let ka = select(lid % 4u, lid / BM, mfast);
+            var qa = vec4<f16>(0.0h);
+            if (m0 + mm < M) {
+                qa = quad_a(b, m0 + mm, k0 + ka * 4u, K);
+            }
+            As[ka * BM + mm] = qa;
+            let nn = select(lid % BN, lid / 4u, kfast);
+            let kb = select(lid / BN, lid % 4u, kfast);
+            var qb = vec4<f16>(0.0h);
+            if (n0 + nn < N) {
+                qb = quad_b(b, k0 + kb * 4u, n0 + nn, K);
+            }
+            Bs[kb * BN + nn] = qb;
+        }
+        workgroupBarrier();
+        for (var kq = 0u; kq < BK / 4u; kq = kq + 1u) {
+            let b0 = Bs[kq * BN + tx * 4u];
+            let b1 = Bs[kq * BN + tx * 4u + 1u];
+            let b2 = Bs[kq * BN + tx * 4u + 2u];
+            let b3 = Bs[kq * BN + tx * 4u + 3u];
+            for (var r = 0u; r < 4u; r = r + 1u) {
+                let a = As[kq * BM + ty * 4u + r];
+                acc[r * 4u + 0u] = acc[r * 4u + 0u] + f32(dot(a, b0));
+                acc[r * 4u + 1u] = acc[r * 4u + 1u] + f32(dot(a, b1));
+                acc[r * 4u + 2u] = acc[r * 4u + 2u] + f32(dot(a, b2));
+                acc[r * 4u + 3u] = acc[r * 4u + 3u] + f32(dot(a, b3));
+            }
+        }
+//#else
         for (var e = 0u; e < 4u; e = e + 1u) {
             let idx = lid + e * 256u;
             let mm = select(idx / BK, idx % BM, mfast);
@@ -71,6 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 acc[r * 4u + 3u] = acc[r * 4u + 3u] + a[r] * bv.w;
             }
         }
+//#endif
         workgroupBarrier();
     }
     for (var r = 0u; r < 4u; r = r + 1u) {

@@ -147,3 +147,19 @@ fn profiling_keeps_results() {
         }
     });
 }
+
+/// SD-1.5 at 512² and 768² with CFG under WebGPU's default limits (128 MiB per binding,
+/// 256 MiB per buffer): every buffer fits (large activations split, the VAE decode tiled),
+/// and the 512² peak, weights included, stays within 2.5 GiB.
+#[test]
+fn plan_within_webgpu_default_limits() {
+    for size in ["512", "768"] {
+        let v = report(&["--plan", "--size", size, "--json"]);
+        let max = v["max_buffer_bytes"].as_u64().unwrap();
+        assert!(max <= 128 << 20, "{size}²: a buffer of {max} bytes exceeds 128 MiB");
+        if size == "512" {
+            let peak = v["peak_bytes"].as_u64().unwrap();
+            assert!(peak <= 5 << 29, "512²: peak {peak} bytes exceeds 2.5 GiB");
+        }
+    }
+}

@@ -59,3 +59,20 @@ fn every_wgsl_file_is_embedded() {
         }
     }
 }
+
+/// `//#if f16` sections: the GEMM tiles are f16 only where f16 is native; the f32 and
+/// packed-f16 variants keep their f32 tiles and never `enable f16`.
+fn gemm_tiles_f16_only_native() {
+    for k in kernel_list().unwrap().iter().filter(|k| k.name == "matmul" || k.name == "conv2d") {
+        let n = k.bindings.len();
+        let native = assemble(k, &vec![DType::F16; n], true).unwrap();
+        assert!(native.contains("var<workgroup> As: array<vec4<f16>, 256>;") && !native.contains("array<f32, 1024>"), "{}", k.name);
+        for (dtype, nat) in [(DType::F32, true), (DType::F32, false), (DType::F16, false)] {
+            let src = assemble(k, &vec![dtype; n], nat).unwrap();
+            assert!(!src.contains("enable f16;"), "{} {dtype:?} native={nat}", k.name);
+            assert!(src.contains("var<workgroup> As: array<f32, 1024>;") && !src.contains("array<vec4<f16>"), "{} {dtype:?} native={nat}", k.name);
+        }
+        assert!(!native.lines().any(|l| l.trim_start().starts_with("//#")), "directives left in {}", k.name);
+    }
+}
+cpu_test!(gemm_tiles_are_f16_only_with_native_f16, gemm_tiles_f16_only_native);

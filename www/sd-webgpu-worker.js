@@ -295,9 +295,12 @@ async function streamUrl(url, rel, dir, sink, progress) {
       if (!r.ok) throw httpError(url, r);
       let skip = 0;
       if (r.status === 206) {
-        const m = /bytes (\d+)-\d+\/(\d+|\*)/.exec(r.headers.get("content-range") || "");
-        if (!m || Number(m[1]) !== start) throw new LoadError(`${url}: the server answered a range request with the wrong range (${r.headers.get("content-range")})`);
-        if (m[2] !== "*") total = Number(m[2]);
+        // Content-Range may be hidden from scripts (CORS without Access-Control-Expose-Headers):
+        // then the 206 is taken as the range asked for.
+        const cr = r.headers.get("content-range");
+        const m = /bytes (\d+)-\d+\/(\d+|\*)/.exec(cr || "");
+        if (cr && (!m || Number(m[1]) !== start)) throw new LoadError(`${url}: the server answered a range request with the wrong range (${cr})`);
+        if (m && m[2] !== "*") total = Number(m[2]);
       } else {
         // A full response: the server ignored the range, or the file changed (If-Range).
         const newTotal = Number(r.headers.get("content-length")) || null;

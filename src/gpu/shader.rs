@@ -22,6 +22,12 @@
 //! *map* kernel: one output element of `y` per call, `P.numel` outputs; the
 //! entry point is generated here (pairs of outputs per thread for f16).
 //! `//#include FILE` inside a file pastes another file of the family.
+//!
+//! `//#if f16` … `//#else` … `//#endif` (nestable) keeps the first part when the
+//! kernel is assembled for native f16 storage (`shader-f16`, `enable f16;` emitted,
+//! an f16 binding present) and the `#else` part otherwise, so f16 arithmetic never
+//! reaches the f32 and packed-f16 variants (which browsers without `shader-f16`
+//! must validate). The directive lines themselves are dropped.
 
 use super::tensor::DType;
 use crate::error::{Error, Result};
@@ -247,8 +253,8 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
         }
     }
     let mut src = head;
-    src.push_str(&k.common);
-    src.push_str(&k.body);
+    src.push_str(&select_variant(k, &k.common, uses_native)?);
+    src.push_str(&select_variant(k, &k.body, uses_native)?);
     if k.is_map() {
         let pairs = k
             .bindings
@@ -258,6 +264,40 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
         src.push_str(&map_main(pairs));
     }
     Ok(src)
+}
+
+/// Resolves `//#if f16` / `//#else` / `//#endif` (see the module docs).
+fn select_variant(k: &KernelSource, text: &str, native_f16: bool) -> Result<String> {
+    let err = |m: &str| Err(Error::Shader(k.file.into(), format!("kernel {}: {m}", k.name)));
+    // Per open `#if`: (this branch is kept, the enclosing code is kept, `#else` seen).
+    let mut stack: Vec<(bool, bool, bool)> = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim();
+        let live = stack.last().is_none_or(|&(on, outer, _)| on && outer);
+        if let Some(cond) = t.strip_prefix("//#if ") {
+            if cond.trim() != "f16" {
+                return err(&format!("unknown condition `{}`", cond.trim()));
+            }
+            stack.push((native_f16, live, false));
+        } else if t == "//#else" {
+            match stack.last_mut() {
+                Some(top) if !top.2 => *top = (!top.0, top.1, true),
+                _ => return err("`//#else` without `//#if`"),
+            }
+        } else if t == "//#endif" {
+            if stack.pop().is_none() {
+                return err("`//#endif` without `//#if`");
+            }
+        } else if live {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !stack.is_empty() {
+        return err("`//#if` without `//#endif`");
+    }
+    Ok(out)
 }
 
 fn map_main(pairs: bool) -> String {

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: the native suite on whatever Vulkan/Metal/DX12 adapter wgpu finds
 # (Mesa lavapipe on a machine without a GPU), then the same suite compiled to
-# wasm32 in headless Chromium on WebGPU (SwiftShader). Installs what it lacks first.
+# wasm32 in headless Chromium on WebGPU (SwiftShader), then the end-to-end tests of the
+# built app (trunk → dist/) in Chromium through playwright-core, including a load of
+# synthetic full-size SD-1.5 weights (2.1 GB) that checks the worker's wasm memory.
+# Installs what it lacks first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --trunk
 
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 chmod 700 "$XDG_RUNTIME_DIR"
@@ -19,6 +22,16 @@ echo "=== browser: wasm-pack test --headless --chrome (Chromium, WebGPU on Swift
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-3600}" \
   wasm-pack test --headless --chrome --release 2>&1 | tee -a "$LOG"
 
-# One closing line for both runners (each runner's own summary is above).
+echo "=== end-to-end: the app and the ES module in Chromium (tests/e2e, playwright-core)"
+bash scripts/e2e.sh 2>&1 | tee -a "$LOG"
+
+echo "=== end-to-end: synthetic full-size SD-1.5 weights streamed through the module"
+SYNTH=$(mktemp -d)
+trap 'rm -rf "$SYNTH"' EXIT
+cargo run --release --quiet -- synth --out "$SYNTH/sd15" 2>&1 | tail -1
+SKIP_WEB_BUILD=1 bash scripts/e2e.sh --full-size "$SYNTH/sd15" 2>&1 | tee -a "$LOG"
+
+# One closing line for all runners (each runner's own summary is above).
 passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
-echo "all runners: $passed passed, 0 failed"
+e2e=$(grep -oE '^e2e: [0-9]+ passed' "$LOG" | awk '{s+=$2} END {print s+0}')
+echo "all runners: $((passed + e2e)) passed, 0 failed ($passed cargo/wasm-pack, $e2e end-to-end + full-size load)"

@@ -120,8 +120,14 @@ class UrlSource {
   url(rel) {
     return new URL(rel, this.base).href;
   }
-  // Existence and size, remembered in the cache (also "missing") so a second visit asks nothing.
-  async probe(rel) {
+  // Existence and size, remembered in the cache (also "missing") so a second visit asks
+  // nothing, and for this load (one request per file).
+  probe(rel) {
+    this.probes ??= new Map();
+    if (!this.probes.has(rel)) this.probes.set(rel, this.probeOnce(rel));
+    return this.probes.get(rel);
+  }
+  async probeOnce(rel) {
     const url = this.url(rel);
     const key = this.cache && (await keyOf(url));
     const meta = this.cache && (await readMeta(this.cache, key));

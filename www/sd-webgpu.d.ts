@@ -129,4 +129,7 @@ export class StableDiffusion {
   stats(): Promise<Stats>;
   /** Frees the GPU memory and ends the worker. */
   unload(): Promise<void>;
+  /** Test hook: destroys the worker's GPU device, as a driver reset would (onDeviceLost
+   *  fires; the next call reloads the model from the cache). */
+  debugLoseDevice(): Promise<void>;
 }

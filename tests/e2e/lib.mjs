@@ -1,0 +1,347 @@
+// Shared helpers of the end-to-end tests: paths, safetensors and PNG readers, golden-image
+// comparison, Chromium launching (playwright-core) with console forwarding, waiting helpers.
+
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import zlib from "node:zlib";
+import crypto from "node:crypto";
+import { fileURLToPath } from "node:url";
+
+export const E2E_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(E2E_DIR, "../..");
+export const DIST = path.join(ROOT, "dist");
+export const FIXTURE = path.join(ROOT, "tests/fixtures/tiny-sd15");
+export const MODEL = path.join(FIXTURE, "model");
+export const PAGES = path.join(E2E_DIR, "pages");
+export const OUT = path.join(ROOT, "target/e2e");
+export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+
+export const WEBGPU_ARGS = ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-webgpu-adapter=swiftshader"];
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export class AssertionError extends Error {}
+export function assert(cond, msg) {
+  if (!cond) throw new AssertionError(typeof msg === "function" ? msg() : msg);
+}
+
+export const fmtBytes = (n) => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
+
+// ---------------------------------------------------------------------------------------------
+// safetensors (F32 only; enough for the golden file)
+
+export function readSafetensors(file) {
+  const buf = fs.readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8"));
+  const base = 8 + n;
+  const tensors = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    tensors[name] = {
+      dtype: info.dtype,
+      shape: info.shape,
+      get data() {
+        const [a, b] = info.data_offsets;
+        if (info.dtype !== "F32") throw new Error(`${name}: dtype ${info.dtype} not supported (F32 only)`);
+        const bytes = buf.subarray(base + a, base + b);
+        const out = new Float32Array((b - a) / 4);
+        for (let i = 0; i < out.length; i++) out[i] = bytes.readFloatLE(i * 4);
+        return out;
+      },
+    };
+  }
+  return { header, tensors };
+}
+
+let goldenCache = null;
+/** The golden txt2img case (`txt2img_ddim` by default): { params, image: Float32Array NHWC, width, height }. */
+export function golden(caseName = "txt2img_ddim") {
+  goldenCache ||= {
+    json: JSON.parse(fs.readFileSync(path.join(FIXTURE, "golden.json"), "utf8")),
+    st: readSafetensors(path.join(FIXTURE, "golden.safetensors")),
+  };
+  const c = goldenCache.json.cases[caseName];
+  if (!c) throw new Error(`golden.json has no case ${caseName}`);
+  const t = goldenCache.st.tensors[`${caseName}_image`];
+  if (!t) throw new Error(`golden.safetensors has no tensor ${caseName}_image`);
+  const [b, h, w, ch] = t.shape;
+  if (b !== 1 || ch !== 3) throw new Error(`${caseName}_image: unexpected shape ${t.shape}`);
+  return {
+    name: caseName,
+    case: c,
+    width: w,
+    height: h,
+    image: t.data,
+    // GenerateOptions for the module
+    options: {
+      prompt: c.prompt,
+      negativePrompt: c.negative_prompt ?? undefined,
+      steps: c.steps,
+      guidanceScale: c.guidance_scale,
+      seed: c.seed,
+      width: c.width,
+      height: c.height,
+      sampler: c.sampler,
+      batch: 1,
+    },
+  };
+}
+
+/**
+ * Compares RGBA bytes (row-major, width × height) with a golden NHWC float image in [0, 1].
+ * Returns { mean, max, maxIndex: { x, y, c, ours, golden } }.
+ */
+export function compareImage(rgba, g) {
+  const n = g.width * g.height;
+  if (!rgba || rgba.length !== n * 4) throw new AssertionError(`image has ${rgba ? rgba.length : 0} RGBA bytes, expected ${n * 4} (${g.width}x${g.height})`);
+  let sum = 0, max = -1, at = 0;
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < 3; c++) {
+      const e = Math.abs(rgba[i * 4 + c] / 255 - g.image[i * 3 + c]);
+      sum += e;
+      if (e > max) {
+        max = e;
+        at = i * 3 + c;
+      }
+    }
+  }
+  const pix = Math.floor(at / 3);
+  return {
+    mean: sum / (n * 3),
+    max,
+    maxIndex: { x: pix % g.width, y: Math.floor(pix / g.width), c: "RGB"[at % 3], ours: rgba[pix * 4 + (at % 3)] / 255, golden: g.image[at] },
+  };
+}
+
+export function fmtCompare(r) {
+  const m = r.maxIndex;
+  return `mean |err| ${r.mean.toExponential(3)}, max ${r.max.toExponential(3)} at (x ${m.x}, y ${m.y}, ${m.c}): ours ${m.ours.toFixed(4)} vs golden ${m.golden.toFixed(4)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PNG: chunks, text, 8-bit RGB/RGBA decoding (non-interlaced), enough to check the module's PNGs.
+
+const PNG_SIG = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
+
+export function parsePng(bytes) {
+  const buf = Buffer.from(bytes);
+  if (buf.length < 8 || !buf.subarray(0, 8).equals(PNG_SIG)) throw new AssertionError(`not a PNG (first bytes ${[...buf.subarray(0, 8)].join(",")})`);
+  let off = 8;
+  const chunks = [];
+  const text = {};
+  let ihdr = null;
+  const idat = [];
+  while (off + 8 <= buf.length) {
+    const len = buf.readUInt32BE(off);
+    const type = buf.subarray(off + 4, off + 8).toString("latin1");
+    const data = buf.subarray(off + 8, off + 8 + len);
+    const crc = buf.readUInt32BE(off + 8 + len);
+    const want = zlib.crc32 ? zlib.crc32(buf.subarray(off + 4, off + 8 + len)) : crc;
+    if (want !== crc) throw new AssertionError(`PNG chunk ${type}: bad CRC`);
+    chunks.push(type);
+    if (type === "IHDR") {
+      ihdr = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), bitDepth: data[8], colorType: data[9], interlace: data[12] };
+    } else if (type === "IDAT") idat.push(data);
+    else if (type === "tEXt") {
+      const z = data.indexOf(0);
+      text[data.subarray(0, z).toString("latin1")] = data.subarray(z + 1).toString("latin1");
+    } else if (type === "iTXt") {
+      const z = data.indexOf(0);
+      const key = data.subarray(0, z).toString("latin1");
+      const compressed = data[z + 1];
+      let p = z + 3;
+      p = data.indexOf(0, p) + 1; // language tag
+      p = data.indexOf(0, p) + 1; // translated keyword
+      const t = data.subarray(p);
+      text[key] = (compressed ? zlib.inflateSync(t) : t).toString("utf8");
+    } else if (type === "zTXt") {
+      const z = data.indexOf(0);
+      text[data.subarray(0, z).toString("latin1")] = zlib.inflateSync(data.subarray(z + 2)).toString("latin1");
+    }
+    off += 12 + len;
+    if (type === "IEND") break;
+  }
+  if (!ihdr) throw new AssertionError("PNG without IHDR");
+  return { ...ihdr, chunks, text, idat: Buffer.concat(idat) };
+}
+
+/** Decodes an 8-bit non-interlaced grey/RGB/RGBA PNG into RGBA bytes. */
+export function decodePng(bytes) {
+  const png = parsePng(bytes);
+  const { width, height, bitDepth, colorType, interlace } = png;
+  const channels = { 0: 1, 2: 3, 4: 2, 6: 4 }[colorType];
+  if (bitDepth !== 8 || !channels || interlace !== 0) throw new AssertionError(`PNG decoding: unsupported bit depth ${bitDepth} / color type ${colorType} / interlace ${interlace}`);
+  const raw = zlib.inflateSync(png.idat);
+  const stride = width * channels;
+  const out = new Uint8Array(width * height * 4);
+  let prev = new Uint8Array(stride);
+  for (let y = 0; y < height; y++) {
+    const f = raw[y * (stride + 1)];
+    const line = Uint8Array.from(raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1)));
+    for (let i = 0; i < stride; i++) {
+      const a = i >= channels ? line[i - channels] : 0;
+      const b = prev[i];
+      const c = i >= channels ? prev[i - channels] : 0;
+      let v = line[i];
+      if (f === 1) v += a;
+      else if (f === 2) v += b;
+      else if (f === 3) v += (a + b) >> 1;
+      else if (f === 4) {
+        const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      } else if (f !== 0) throw new AssertionError(`PNG: bad filter ${f}`);
+      line[i] = v & 255;
+    }
+    for (let x = 0; x < width; x++) {
+      const s = x * channels, d = (y * width + x) * 4;
+      if (channels === 1 || channels === 2) {
+        out[d] = out[d + 1] = out[d + 2] = line[s];
+        out[d + 3] = channels === 2 ? line[s + 1] : 255;
+      } else {
+        out[d] = line[s];
+        out[d + 1] = line[s + 1];
+        out[d + 2] = line[s + 2];
+        out[d + 3] = channels === 4 ? line[s + 3] : 255;
+      }
+    }
+    prev = line;
+  }
+  return { ...png, rgba: out };
+}
+
+// ---------------------------------------------------------------------------------------------
+// files of the model folder (sizes, sha256), for the server-side checks
+
+export function sha256File(file) {
+  return crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+}
+
+/** Every file under `dir` as { rel, file, size }. */
+export function listFiles(dir) {
+  const out = [];
+  const walk = (d) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const f = path.join(d, e.name);
+      if (e.isDirectory()) walk(f);
+      else if (e.isFile()) out.push({ rel: path.relative(dir, f).split(path.sep).join("/"), file: f, size: fs.statSync(f).size });
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chromium
+
+let chromiumMod = null;
+export async function playwright() {
+  if (!chromiumMod) {
+    try {
+      chromiumMod = (await import("playwright-core")).chromium;
+    } catch (e) {
+      throw new Error(`playwright-core is not installed (run: npm ci --prefix tests/e2e): ${e.message}`);
+    }
+  }
+  return chromiumMod;
+}
+
+export const createdProfiles = [];
+export function tmpProfile(tag = "profile") {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), `sd-e2e-${tag}-`));
+  createdProfiles.push(d);
+  return d;
+}
+
+/** Deletes the temporary profiles (unless E2E_KEEP_PROFILES=1). */
+export function removeProfiles() {
+  if (process.env.E2E_KEEP_PROFILES === "1") return;
+  for (const d of createdProfiles.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+}
+
+/**
+ * Launches Chromium with a persistent profile (OPFS survives reloads and restarts) and forwards
+ * console messages and page errors of every page and worker to stdout, prefixed with `tag`.
+ */
+export async function launch({ tag, userDataDir = tmpProfile(), args = WEBGPU_ARGS, viewport = { width: 1280, height: 900 }, log = console.log } = {}) {
+  const chromium = await playwright();
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args,
+    viewport,
+    acceptDownloads: false,
+  });
+  // b.tag is read at each message: a browser handed to a later test logs under that test's name.
+  const b = { context, page: null, userDataDir, tag };
+  const say = (m) => log(`[${b.tag}] ${m}`);
+  const watch = (page) => {
+    // Worker console messages arrive here too (checked with Playwright 1.65).
+    page.on("console", (msg) => {
+      let text = msg.text();
+      if (text.length > 2000) text = text.slice(0, 2000) + ` … (${text.length} chars)`;
+      say(`console.${msg.type()}: ${text}`);
+    });
+    page.on("pageerror", (e) => say(`pageerror: ${e && e.stack ? e.stack : e}`));
+    page.on("crash", () => say("page crashed"));
+    page.on("response", (r) => {
+      if (r.status() >= 400) say(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
+    });
+    page.on("requestfailed", (r) => {
+      const err = r.failure()?.errorText;
+      // Chromium reports a HEAD whose (empty) body nobody read as ERR_ABORTED: not a failure.
+      if (r.method() === "HEAD" && err === "net::ERR_ABORTED") return;
+      say(`request failed: ${r.method()} ${r.url()}: ${err}`);
+    });
+    page.on("worker", (w) => {
+      say(`worker started: ${w.url()}`);
+      w.on("close", () => say(`worker closed: ${w.url()}`));
+    });
+  };
+  context.pages().forEach(watch);
+  context.on("page", watch);
+  b.page = context.pages()[0] || (await context.newPage());
+  return b;
+}
+
+export async function closeQuietly(b) {
+  if (!b) return;
+  try {
+    await b.context.close();
+  } catch {}
+}
+
+/** Polls fn() until it returns a truthy value; throws with `what` after timeoutMs. */
+export async function waitFor(fn, { timeoutMs = 60_000, intervalMs = 250, what = "condition" } = {}) {
+  const t0 = Date.now();
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() - t0 > timeoutMs) throw new AssertionError(`timed out after ${(timeoutMs / 1000).toFixed(0)} s waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** Opens the harness page (/__e2e__/blank.html) and waits until it has imported /sd-webgpu.js. */
+export async function openHarness(page, base) {
+  const resp = await page.goto(`${base}/__e2e__/blank.html`);
+  assert(resp && resp.ok(), `harness page: HTTP ${resp && resp.status()}`);
+  await page.waitForFunction(() => window.e2e && window.e2e.ready, null, { timeout: 60_000 });
+  const err = await page.evaluate(() => window.e2e.importError);
+  assert(!err, `import("/sd-webgpu.js") failed: ${err}`);
+}
+
+/** page.evaluate with a deadline (page.evaluate itself has none). */
+export async function evaluate(page, fn, arg, timeoutMs = 600_000, what = "page.evaluate") {
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new AssertionError(`${what}: no answer after ${timeoutMs / 1000} s`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([page.evaluate(fn, arg), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

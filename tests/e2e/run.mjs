@@ -1,0 +1,755 @@
+// End-to-end tests of sd-webgpu in headless Chromium (WebGPU on SwiftShader) through
+// playwright-core. Run with `bash scripts/e2e.sh` (builds dist/ first) or, with dist/ built,
+// `node tests/e2e/run.mjs`.
+//
+// Environment:
+//   E2E_ONLY=name,name   run only these tests (the others are reported as SKIP, never silently)
+//   E2E_PORT=N           port of the test server (default: any free port)
+//   CHROMIUM=path        browser binary (default /usr/bin/chromium)
+//
+// Tests, in order (a test that needs state from an earlier one rebuilds it when that one failed):
+//   server_range_and_kill        the test server alone (Range, If-Range, 416, HEAD, throttle, kill)
+//   adapter_info                 WebGPU present; StableDiffusion.adapterInfo()
+//   api_generate_matches_golden  load (variant null, f32) + txt2img_ddim vs diffusers golden
+//   cancel_then_generate         AbortController at step 3 -> AbortError; then golden again
+//   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots
+//   resume_after_server_kill     server killed at 40 % of the UNet; resume with Range; cache sha256
+//   reload_fetches_nothing       same profile, page reload: zero requests under /model/
+//   restart_fetches_nothing      same profile, browser restart: zero requests under /model/
+//   device_lost_recovers         debugLoseDevice() -> onDeviceLost, next generate from the cache
+//   webgpu_missing_message       Chromium with --disable-features=WebGPU: the page's error message
+//
+// The module is driven through its public API (www/sd-webgpu.d.ts) from a harness page served
+// at /__e2e__/blank.html on the app's origin (tests/e2e/pages/), and the page through its DOM.
+
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import crypto from "node:crypto";
+import { TestServer } from "./server.mjs";
+import {
+  ROOT, DIST, MODEL, PAGES, OUT, WEBGPU_ARGS, sleep, assert, AssertionError, fmtBytes,
+  golden, compareImage, fmtCompare, decodePng, sha256File, launch, closeQuietly, tmpProfile,
+  waitFor, openHarness, evaluate, removeProfiles,
+} from "./lib.mjs";
+
+const MIN = 60_000;
+const API_TOL = 4e-3; // f32 storage + 8-bit rounding
+const UI_TOL = 2e-2; // f16 weights
+
+const server = new TestServer({
+  mounts: { "/": DIST, "/model/": MODEL, "/__e2e__/": PAGES },
+  port: Number(process.env.E2E_PORT || 0),
+});
+const base = () => server.url;
+
+// ---------------------------------------------------------------------------------------------
+// runner
+
+const tests = [];
+const test = (name, fn, { timeoutMs = 10 * MIN } = {}) => tests.push({ name, fn, timeoutMs });
+
+// Browsers handed from one test to the next (a test that fails closes what it launched).
+const shared = { api: null, profile: null };
+
+function makeCtx(name) {
+  const browsers = [];
+  const kept = new Set();
+  return {
+    name,
+    browsers,
+    kept,
+    log: (...a) => console.log(`[${name}]`, ...a),
+    async launch(opts = {}) {
+      const b = await launch({ tag: name, ...opts });
+      browsers.push(b);
+      return b;
+    },
+    /** Adopts a browser from an earlier test (closed with this test's unless kept again). */
+    adopt(b) {
+      b.tag = name;
+      browsers.push(b);
+      return b;
+    },
+    keep(b) {
+      kept.add(b);
+      return b;
+    },
+  };
+}
+
+function withTimeout(promise, ms, name) {
+  let timer;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new AssertionError(`${name}: timed out after ${(ms / MIN).toFixed(0)} min`)), ms);
+    }),
+  ]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers shared by the browser tests
+
+const G = () => golden("txt2img_ddim");
+
+function logLoad(t, load) {
+  const p = load.progress || {};
+  t.log(
+    `load: ${load.ok ? `ok in ${load.seconds?.toFixed(1)} s, model ${load.modelName}` : `FAILED ${load.error?.name}: ${load.error?.message}`}; ` +
+      `phases ${JSON.stringify(p.phases)} (${p.progressCount} events, ${p.retryCount} retries), max wasm memory ${fmtBytes(p.maxWasmMemoryBytes || 0)}` +
+      (load.warnings?.length ? `; warnings: ${JSON.stringify(load.warnings)}` : ""),
+  );
+}
+
+async function apiLoad(t, page, opts, timeoutMs = 8 * MIN) {
+  const load = await evaluate(page, (o) => window.e2e.load(o), opts, timeoutMs, "StableDiffusion.load");
+  logLoad(t, load);
+  assert(load.ok, () => `StableDiffusion.load rejected: ${load.error.name}: ${load.error.message}`);
+  return load;
+}
+
+async function apiGenerate(t, page, opts, extra = {}, timeoutMs = 8 * MIN) {
+  return await evaluate(page, ([o, x]) => window.e2e.generate(o, x), [opts, extra], timeoutMs, "generate");
+}
+
+/** Checks one generate() result of the golden case: pixels, seed, PNG, parameters, steps. */
+function checkGolden(t, gen, g, tol, { previews = true } = {}) {
+  assert(gen.ok, () => `generate rejected: ${gen.error.name}: ${gen.error.message}`);
+  t.log(`generate: ${gen.seconds.toFixed(1)} s, ${gen.steps.length} onStep calls`);
+  assert(gen.images.length === 1, `expected 1 image, got ${gen.images.length}`);
+  const img = gen.images[0];
+  assert(img.width === g.width && img.height === g.height, `image is ${img.width}x${img.height}, expected ${g.width}x${g.height}`);
+  const cmp = compareImage(img.pixels, g);
+  t.log(`golden ${g.name}: ${fmtCompare(cmp)} (tolerance ${tol})`);
+  assert(cmp.mean <= tol, `mean error ${cmp.mean.toExponential(3)} > ${tol} (${fmtCompare(cmp)})`);
+  assert(img.seed === g.case.seed, `seed ${img.seed}, expected ${g.case.seed}`);
+
+  // PNG: signature, parameters chunk, pixels equal to imageData
+  const sig = img.png.slice(0, 8).join(",");
+  assert(sig === "137,80,78,71,13,10,26,10", `PNG blob does not start with the PNG signature: ${sig}`);
+  assert(img.pngSize > 100, `PNG blob is only ${img.pngSize} bytes`);
+  const png = decodePng(img.png);
+  assert(png.width === img.width && png.height === img.height, `PNG is ${png.width}x${png.height}`);
+  let diff = 0;
+  for (let i = 0; i < png.rgba.length; i++) if (i % 4 !== 3 && png.rgba[i] !== img.pixels[i]) diff++;
+  assert(diff === 0, `PNG pixels differ from imageData in ${diff} channel values`);
+  t.log(`PNG: ${img.pngSize} bytes, type "${img.blobType}", chunks ${png.chunks.join(" ")}`);
+  assert(png.text.parameters !== undefined, `PNG has no "parameters" text chunk (chunks ${png.chunks.join(" ")})`);
+  assert(png.text.parameters === img.parameters, `PNG parameters chunk differs from .parameters:\n${png.text.parameters}\nvs\n${img.parameters}`);
+  const par = img.parameters;
+  t.log(`parameters: ${JSON.stringify(par)}`);
+  assert(par.startsWith(g.case.prompt), `parameters do not start with the prompt: ${JSON.stringify(par)}`);
+  if (g.case.negative_prompt) assert(par.includes(`Negative prompt: ${g.case.negative_prompt}`), `parameters lack the negative prompt`);
+  assert(new RegExp(`Steps: ${g.case.steps}\\b`).test(par), `parameters lack "Steps: ${g.case.steps}"`);
+  assert(new RegExp(`Seed: ${g.case.seed}\\b`).test(par), `parameters lack "Seed: ${g.case.seed}"`);
+  assert(par.includes(`Size: ${g.width}x${g.height}`), `parameters lack "Size: ${g.width}x${g.height}"`);
+
+  // onStep
+  assert(gen.steps.length === g.case.steps, `onStep was called ${gen.steps.length} times, expected ${g.case.steps}`);
+  assert(gen.steps.every((s) => s.steps === g.case.steps), `onStep reported steps ${JSON.stringify(gen.steps.map((s) => s.steps))}`);
+  if (previews) {
+    const missing = gen.steps.filter((s) => !s.preview || !s.previewIsImageData);
+    assert(missing.length === 0, `preview missing (or not ImageData) at steps ${JSON.stringify(missing.map((s) => s.step))}`);
+    const p = gen.steps[gen.steps.length - 1].preview;
+    assert(p.width > 0 && p.height > 0, `empty preview ${p.width}x${p.height}`);
+    t.log(`previews: ${p.width}x${p.height}, last one: value range ${p.range}, max alpha ${p.maxAlpha}`);
+  }
+  return cmp;
+}
+
+/** Server-side: GET requests under a prefix. */
+const gets = (prefix) => server.requests(prefix).filter((e) => e.method === "GET");
+
+function modelRequestsSummary(prefix = "/model/") {
+  return server
+    .requests(prefix)
+    .map((e) => `${e.method} ${e.path}${e.range ? ` [${e.range}]` : ""} -> ${e.status}, ${e.bytes} B${e.aborted ? " (aborted)" : ""}`)
+    .join("\n    ");
+}
+
+async function loadedApiPage(t, { fresh = false } = {}) {
+  if (!fresh && shared.api) {
+    const b = t.adopt(shared.api);
+    shared.api = null;
+    return b;
+  }
+  t.log("no loaded page from an earlier test: loading the model here");
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  await apiLoad(t, b.page, { model: "/model/", variant: null, dtype: "f32" });
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests
+
+test("server_range_and_kill", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sd-e2e-srv-"));
+  const size = 3 * 2 ** 20 + 123;
+  const data = crypto.randomBytes(size);
+  fs.mkdirSync(path.join(dir, "sub"));
+  fs.writeFileSync(path.join(dir, "sub/w.safetensors"), data);
+  for (const [f, body] of [["a.js", "x"], ["b.wasm", "\0asm"], ["c.json", "{}"], ["index.html", "<p>hi"], ["d.css", "p{}"], ["e.png", "png"]]) {
+    fs.writeFileSync(path.join(dir, f), body);
+  }
+  const srv = new TestServer({ mounts: { "/": dir, "/m/": path.join(dir, "sub") } });
+  await srv.start();
+  const port = srv.port;
+  const u = (p) => `${srv.url}${p}`;
+  const buf = async (r) => Buffer.from(await r.arrayBuffer());
+  try {
+    // content types, caching headers, index.html, 404, 405
+    const types = { "/a.js": "text/javascript", "/b.wasm": "application/wasm", "/c.json": "application/json", "/index.html": "text/html", "/d.css": "text/css", "/e.png": "image/png", "/m/w.safetensors": "application/octet-stream" };
+    for (const [p, ty] of Object.entries(types)) {
+      const r = await fetch(u(p), { method: "HEAD" });
+      assert(r.status === 200, `HEAD ${p}: ${r.status}`);
+      assert((r.headers.get("content-type") || "").startsWith(ty), `${p}: Content-Type ${r.headers.get("content-type")}, expected ${ty}`);
+    }
+    let r = await fetch(u("/"));
+    assert(r.status === 200 && (await r.text()) === "<p>hi", "/ does not serve index.html");
+    r = await fetch(u("/nope.js"));
+    assert(r.status === 404, `missing file: ${r.status}`);
+    await r.arrayBuffer();
+    const trav = await new Promise((res, rej) => http.get({ host: "127.0.0.1", port, path: "/m/..%2f..%2f..%2fetc%2fpasswd" }, (x) => { x.resume(); res(x.statusCode); }).on("error", rej));
+    assert(trav === 404, `path traversal answered ${trav}`);
+    r = await fetch(u("/a.js"), { method: "POST", body: "x" });
+    assert(r.status === 405, `POST: ${r.status}`);
+
+    // full GET
+    r = await fetch(u("/m/w.safetensors"));
+    const etag = r.headers.get("etag");
+    const lastModified = r.headers.get("last-modified");
+    assert(r.status === 200, `GET: ${r.status}`);
+    assert(r.headers.get("accept-ranges") === "bytes", "no Accept-Ranges: bytes");
+    assert(r.headers.get("cache-control") === "no-store", "no Cache-Control: no-store");
+    assert(/^"[^"]+"$/.test(etag || ""), `ETag not strong: ${etag}`);
+    assert(Number(r.headers.get("content-length")) === size, "Content-Length");
+    assert((await buf(r)).equals(data), "GET body differs");
+
+    // HEAD
+    r = await fetch(u("/m/w.safetensors"), { method: "HEAD" });
+    assert(r.status === 200 && Number(r.headers.get("content-length")) === size && r.headers.get("etag") === etag, "HEAD headers");
+
+    // ranges
+    const range = async (h, extra = {}) => {
+      const x = await fetch(u("/m/w.safetensors"), { headers: { Range: h, ...extra } });
+      return { status: x.status, cr: x.headers.get("content-range"), body: await buf(x) };
+    };
+    let x = await range("bytes=1000-");
+    assert(x.status === 206 && x.cr === `bytes 1000-${size - 1}/${size}` && x.body.equals(data.subarray(1000)), `bytes=1000-: ${x.status} ${x.cr}`);
+    x = await range("bytes=10-19");
+    assert(x.status === 206 && x.cr === `bytes 10-19/${size}` && x.body.equals(data.subarray(10, 20)), `bytes=10-19: ${x.status} ${x.cr}`);
+    x = await range(`bytes=${size - 5}-${size + 100}`);
+    assert(x.status === 206 && x.body.equals(data.subarray(size - 5)), `range past the end: ${x.status} ${x.cr}`);
+    x = await range("bytes=-7");
+    assert(x.status === 206 && x.body.equals(data.subarray(size - 7)), `suffix range: ${x.status} ${x.cr}`);
+    x = await range(`bytes=${size}-`);
+    assert(x.status === 416 && x.cr === `bytes */${size}`, `bytes=size-: ${x.status} ${x.cr}`);
+    x = await range("bytes=0-1,5-6");
+    assert(x.status === 200 && x.body.length === size, `multi-range: ${x.status}`);
+    // If-Range
+    x = await range("bytes=100-", { "If-Range": etag });
+    assert(x.status === 206 && x.body.equals(data.subarray(100)), `If-Range (same ETag): ${x.status}`);
+    x = await range("bytes=100-", { "If-Range": '"other"' });
+    assert(x.status === 200 && x.body.equals(data), `If-Range (other ETag): ${x.status}`);
+    x = await range("bytes=100-", { "If-Range": lastModified });
+    assert(x.status === 206, `If-Range (date): ${x.status}`);
+    x = await range("bytes=100-", { "If-Range": "Mon, 01 Jan 2001 00:00:00 GMT" });
+    assert(x.status === 200, `If-Range (old date): ${x.status}`);
+    r = await fetch(u("/m/w.safetensors"), { headers: { "If-None-Match": etag } });
+    assert(r.status === 304, `If-None-Match: ${r.status}`);
+
+    // counters
+    const full = srv.requests("/m/").filter((e) => e.method === "GET" && e.status === 200 && !e.range);
+    assert(full.length >= 1 && full.every((e) => e.bytes === size && e.done && !e.aborted), `log of full GETs: ${JSON.stringify(full)}`);
+    const e1000 = srv.log.find((e) => e.range === "bytes=1000-" && !e.ifRange);
+    assert(e1000 && e1000.bytes === size - 1000 && e1000.status === 206, `log of bytes=1000-: ${JSON.stringify(e1000)}`);
+    assert(srv.log.filter((e) => e.method === "HEAD").every((e) => e.bytes === 0), "HEAD counted bytes");
+
+    // throttle + kill mid-transfer, then resume with Range on the restarted server
+    srv.clearLog();
+    const bps = 1 << 20;
+    srv.setThrottle(/\.safetensors$/, bps);
+    let got = 0;
+    const parts = [];
+    const t0 = Date.now();
+    const outcome = await new Promise((resolve) => {
+      const req = http.get({ host: "127.0.0.1", port, path: "/m/w.safetensors", agent: false }, (res) => {
+        res.on("data", (c) => {
+          parts.push(c);
+          got += c.length;
+          if (got >= 600_000 && srv.server) srv.kill();
+        });
+        res.on("end", () => resolve("end"));
+        res.on("error", (e) => resolve("error " + e.code));
+        res.on("aborted", () => resolve("aborted"));
+        res.on("close", () => resolve("close"));
+      });
+      req.on("error", (e) => resolve("req error " + e.code));
+    });
+    const secs = (Date.now() - t0) / 1000;
+    const e = srv.log[0];
+    t.log(`killed after ${fmtBytes(got)} received in ${secs.toFixed(2)} s (${outcome}); server counted ${fmtBytes(e.bytes)}`);
+    assert(got < size, "the transfer was not cut");
+    assert(secs >= 0.4, `throttle not applied: ${got} bytes in ${secs} s`);
+    assert(e.aborted && !e.done, `log entry not marked aborted: ${JSON.stringify(e)}`);
+    assert(e.bytes >= got && e.bytes <= got + 512 * 1024, `server counted ${e.bytes} bytes, client got ${got}`);
+    let refused = false;
+    try {
+      await fetch(u("/a.js"));
+    } catch {
+      refused = true;
+    }
+    assert(refused, "the killed server still answers");
+    await srv.start();
+    assert(srv.port === port, `restarted on port ${srv.port}, not ${port}`);
+    srv.clearThrottle();
+    x = await range(`bytes=${got}-`, { "If-Range": etag });
+    assert(x.status === 206, `resume: ${x.status}`);
+    assert(Buffer.concat([...parts, x.body]).equals(data), "resumed body differs");
+    assert(srv.bytesSent("/m/") === e.bytes + (size - got), `bytesSent ${srv.bytesSent("/m/")} != ${e.bytes} + ${size - got}`);
+  } finally {
+    await srv.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, { timeoutMs: 2 * MIN });
+
+test("adapter_info", async (t) => {
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  const env = await b.page.evaluate(async () => {
+    const a = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+    return { gpu: !!navigator.gpu, adapter: !!a, secure: isSecureContext, ua: navigator.userAgent };
+  });
+  t.log(`navigator.gpu ${env.gpu}, adapter ${env.adapter}, secure context ${env.secure}; ${env.ua}`);
+  assert(env.gpu && env.adapter, "WebGPU is not available in this Chromium (flags " + WEBGPU_ARGS.join(" ") + ")");
+  const info = await evaluate(b.page, () => window.StableDiffusion.adapterInfo().then((i) => ({ ok: true, i }), (e) => ({ ok: false, e: String(e && e.message || e) })), null, MIN);
+  assert(info.ok, `StableDiffusion.adapterInfo() rejected: ${info.e}`);
+  t.log(`adapterInfo: ${JSON.stringify(info.i)}`);
+  for (const k of ["backend", "shader_f16", "max_buffer_size", "max_storage_buffer_binding_size"]) assert(k in info.i, `adapterInfo lacks ${k}`);
+}, { timeoutMs: 3 * MIN });
+
+test("api_generate_matches_golden", async (t) => {
+  const g = G();
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  server.clearLog();
+  const load = await apiLoad(t, b.page, { model: "/model/", variant: null, dtype: "f32" });
+  const phases = load.progress.phases;
+  assert(phases.includes("download"), `onProgress phases ${JSON.stringify(phases)} lack "download"`);
+  assert(phases.includes("ready"), `onProgress phases ${JSON.stringify(phases)} lack "ready"`);
+  assert(load.progress.last.phase === "ready", `last onProgress phase is ${load.progress.last.phase}, not "ready"`);
+
+  // each file served exactly once, in full
+  const served = gets("/model/").filter((e) => e.status === 200 || e.status === 206);
+  const sizes = new Map(served.map((e) => [e.path, e.size]));
+  const want = [...sizes.values()].reduce((s, n) => s + n, 0);
+  const sent = server.bytesSent("/model/");
+  t.log(`server: ${server.requests("/model/").length} requests under /model/, ${sizes.size} files (${fmtBytes(want)}), ${fmtBytes(sent)} sent:\n    ${modelRequestsSummary()}`);
+  assert(sizes.size > 0, "no file was fetched under /model/");
+  for (const w of ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"]) {
+    assert(sizes.has(`/model/${w}`), `${w} (variant null) was not downloaded`);
+  }
+  assert(!served.some((e) => e.path.includes(".fp16.")), "variant null downloaded *.fp16.* files");
+  assert(sent === want, `bytes sent under /model/ (${sent}) != sum of the sizes of the files served (${want}): some file was fetched twice or partially`);
+
+  const gen = await apiGenerate(t, b.page, { ...g.options, preview: true });
+  checkGolden(t, gen, g, API_TOL);
+  shared.api = t.keep(b);
+});
+
+test("cancel_then_generate", async (t) => {
+  const g = G();
+  const b = await loadedApiPage(t);
+  const cancelled = await apiGenerate(t, b.page, { ...g.options, preview: true }, { abortAfter: 3 });
+  t.log(`cancelled run: ${cancelled.ok ? "resolved" : `rejected ${cancelled.error.name} (DOMException ${cancelled.error.isDOMException}): ${cancelled.error.message}`} after ${cancelled.steps.length} steps, ${cancelled.seconds.toFixed(1)} s`);
+  assert(!cancelled.ok, "generate resolved although it was aborted at step 3");
+  assert(cancelled.error.name === "AbortError", `rejected with ${cancelled.error.name}: ${cancelled.error.message}, expected AbortError`);
+  assert(cancelled.steps.length >= 3 && cancelled.steps.length < g.case.steps, `onStep called ${cancelled.steps.length} times`);
+  const gen = await apiGenerate(t, b.page, { ...g.options, preview: true });
+  checkGolden(t, gen, g, API_TOL);
+});
+
+test("ui_generate", async (t) => {
+  const g = G();
+  const b = await t.launch({ viewport: { width: 1280, height: 900 } });
+  const page = b.page;
+  server.clearLog();
+  const resp = await page.goto(`${base()}/index.html?model=/model/&autoload=1`);
+  assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
+  const state = await waitForState(page, ["ready", "error"], 8 * MIN);
+  const msg = await page.locator("#message").textContent().catch(() => null);
+  t.log(`page state "${state}" (message: ${JSON.stringify(msg)})`);
+  assert(state === "ready", `page state "${state}": ${msg}`);
+  const fp16 = gets("/model/").filter((e) => e.path.endsWith(".safetensors"));
+  t.log(`weights fetched: ${fp16.map((e) => e.path).join(", ")}; requests:\n    ${modelRequestsSummary()}`);
+  assert(fp16.length > 0 && fp16.every((e) => e.path.includes(".fp16.")), "the page's default (variant fp16) did not fetch the *.fp16.safetensors files");
+  const served = new Map(gets("/model/").filter((e) => e.status === 200 || e.status === 206).map((e) => [e.path, e.size]));
+  const want = [...served.values()].reduce((a, n) => a + n, 0);
+  assert(server.bytesSent("/model/") === want, `the page fetched ${server.bytesSent("/model/")} bytes under /model/ for ${want} bytes of files: something was downloaded twice`);
+
+  await page.fill("#prompt", g.case.prompt);
+  await page.fill("#negative", g.case.negative_prompt);
+  await setValue(page, "#steps", String(g.case.steps));
+  await setValue(page, "#guidance", String(g.case.guidance_scale));
+  await page.setChecked("#random-seed", false);
+  await setValue(page, "#seed", String(g.case.seed));
+  await setValue(page, "#width", String(g.width));
+  await setValue(page, "#height", String(g.height));
+  await page.selectOption("#sampler", g.case.sampler);
+  await setValue(page, "#batch", "1");
+  const form = await page.evaluate(() => Object.fromEntries(["#prompt", "#negative", "#steps", "#guidance", "#seed", "#width", "#height", "#sampler", "#batch"].map((s) => [s, document.querySelector(s).value]).concat([["#random-seed", document.querySelector("#random-seed").checked]])));
+  t.log(`form: ${JSON.stringify(form)}`);
+  const t0 = Date.now();
+  await page.click("#generate");
+  await page.waitForSelector("#gallery figure.result img", { timeout: 8 * MIN });
+  const end = await waitForState(page, ["ready", "error"], 2 * MIN);
+  t.log(`generated in ${((Date.now() - t0) / 1000).toFixed(1)} s, state "${end}"`);
+  assert(end === "ready", `state after generation: "${end}": ${await page.locator("#message").textContent().catch(() => "")}`);
+
+  const res = await page.evaluate(async () => {
+    const figs = document.querySelectorAll("#gallery figure.result");
+    const img = figs[0].querySelector("img");
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const ctx = c.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const px = Array.from(ctx.getImageData(0, 0, c.width, c.height).data);
+    // preview canvas, whatever its context: through toDataURL
+    const pv = document.querySelector("canvas#preview");
+    let preview = null;
+    if (pv) {
+      const im = new Image();
+      im.src = pv.toDataURL("image/png");
+      await im.decode();
+      const c2 = document.createElement("canvas");
+      c2.width = pv.width;
+      c2.height = pv.height;
+      const x2 = c2.getContext("2d");
+      x2.drawImage(im, 0, 0);
+      const d = x2.getImageData(0, 0, c2.width, c2.height).data;
+      let lo = 255, hi = 0, alpha = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        for (let k = 0; k < 3; k++) { lo = Math.min(lo, d[i + k]); hi = Math.max(hi, d[i + k]); }
+        alpha = Math.max(alpha, d[i + 3]);
+      }
+      preview = { width: pv.width, height: pv.height, range: hi - lo, alpha };
+    }
+    const bar = document.querySelector("#step-bar");
+    return {
+      figures: figs.length,
+      width: c.width,
+      height: c.height,
+      px,
+      lastSeed: document.querySelector("#last-seed")?.textContent ?? null,
+      preview,
+      bar: bar ? { value: Number(bar.value), max: Number(bar.max), tag: bar.tagName } : null,
+    };
+  });
+  t.log(`gallery: ${res.figures} figure(s), ${res.width}x${res.height}; #last-seed ${JSON.stringify(res.lastSeed)}; preview ${JSON.stringify(res.preview)}; #step-bar ${JSON.stringify(res.bar)}`);
+  assert(res.figures === 1, `${res.figures} figure.result in #gallery, expected 1`);
+  assert(res.width === g.width && res.height === g.height, `image is ${res.width}x${res.height}`);
+  const cmp = compareImage(res.px, g);
+  t.log(`golden ${g.name}: ${fmtCompare(cmp)} (tolerance ${UI_TOL})`);
+  assert(cmp.mean <= UI_TOL, `mean error ${cmp.mean.toExponential(3)} > ${UI_TOL}`);
+  assert(res.lastSeed !== null && /(^|\D)42(\D|$)/.test(res.lastSeed), `#last-seed is ${JSON.stringify(res.lastSeed)}`);
+  assert(res.preview, "no canvas#preview");
+  assert(res.preview.alpha > 0 && res.preview.range > 8, `canvas#preview looks blank: ${JSON.stringify(res.preview)}`);
+  assert(res.bar && res.bar.max > 0 && res.bar.value === res.bar.max, `#step-bar ${JSON.stringify(res.bar)}`);
+
+  fs.mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUT, "ui-after-generation.png"), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await sleep(300);
+  await page.screenshot({ path: path.join(OUT, "ui-phone.png"), fullPage: true });
+  const sw = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth }));
+  t.log(`screenshots in ${path.relative(ROOT, OUT)}/; at 390 px: scrollWidth ${sw.scrollWidth}, innerWidth ${sw.innerWidth}`);
+  assert(sw.scrollWidth <= sw.innerWidth, `horizontal scroll at 390 px: scrollWidth ${sw.scrollWidth} > ${sw.innerWidth}`);
+});
+
+const UNET = "/model/unet/diffusion_pytorch_model.safetensors";
+const WEIGHTS = ["/model/text_encoder/model.safetensors", UNET, "/model/vae/diffusion_pytorch_model.safetensors"];
+
+test("resume_after_server_kill", async (t) => {
+  const g = G();
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  server.clearLog();
+  const unetSize = fs.statSync(path.join(MODEL, "unet/diffusion_pytorch_model.safetensors")).size;
+  server.setThrottle(/^\/model\/.*\.safetensors$/, 1 << 20);
+  await b.page.evaluate((o) => window.e2e.startLoad(o), { model: "/model/", variant: null, dtype: "f32" });
+  const threshold = Math.ceil(0.4 * unetSize);
+  await waitFor(
+    async () => {
+      const st = await b.page.evaluate(() => ({ s: window.e2e.loadState, e: window.e2e.loadError }));
+      if (st.s === "error") throw new AssertionError(`load failed before the kill: ${st.e.name}: ${st.e.message}`);
+      if (st.s === "ready") throw new AssertionError(`load finished before ${fmtBytes(threshold)} of the UNet were sent (throttle not effective?)`);
+      return server.bytesSent(UNET) >= threshold;
+    },
+    { timeoutMs: 5 * MIN, intervalMs: 100, what: `40 % of ${UNET} sent` },
+  );
+  const atKill = server.bytesSent(UNET);
+  await server.kill();
+  t.log(`server killed after ${fmtBytes(atKill)} of ${fmtBytes(unetSize)} of the UNet were sent`);
+  const killedAt = server.log.length;
+  await sleep(2000);
+  await server.start();
+  server.clearThrottle();
+  t.log("server restarted, throttle removed");
+  const load = await evaluate(b.page, () => window.e2e.waitLoad(), null, 8 * MIN, "load after the restart");
+  logLoad(t, load);
+  t.log(`requests:\n    ${modelRequestsSummary()}`);
+  if (load.progress.retries.length) t.log(`retry events: ${JSON.stringify(load.progress.retries.slice(0, 5))}`);
+  assert(load.ok, () => `load did not recover: ${load.error.name}: ${load.error.message}`);
+  assert(load.progress.phases.includes("retry"), `onProgress phases ${JSON.stringify(load.progress.phases)} lack "retry"`);
+
+  const after = server.log.slice(killedAt).filter((e) => e.path === UNET && e.method === "GET");
+  const resumed = after.filter((e) => {
+    const m = /^bytes=(\d+)-(\d*)$/.exec((e.range || "").trim());
+    return m && Number(m[1]) > 0 && e.status === 206;
+  });
+  assert(resumed.length > 0, `no request for ${UNET} after the restart carried Range: bytes=N- (N > 0) and got 206: ${JSON.stringify(after.map((e) => [e.range, e.status]))}`);
+  const total = server.bytesSent(UNET);
+  t.log(`UNet: resumed with ${resumed.map((e) => e.range).join(", ")}; ${fmtBytes(total)} sent over all requests (file ${fmtBytes(unetSize)})`);
+  assert(total <= unetSize + 2 * 2 ** 20, `${total} bytes sent for the UNet > size + 2 MiB: the download started over`);
+
+  await checkCache(t, b.page, WEIGHTS);
+
+  const gen = await apiGenerate(t, b.page, { ...g.options, preview: true });
+  checkGolden(t, gen, g, API_TOL);
+  shared.profile = t.keep(b);
+});
+
+/** cacheEntries({ sha256: true }): every weight file once, complete, right size and hash. */
+async function checkCache(t, page, weights) {
+  const entries = await evaluate(page, () => window.StableDiffusion.cacheEntries({ sha256: true }), null, 3 * MIN, "cacheEntries");
+  const pathOf = (e) => {
+    try {
+      return new URL(e.url, base()).pathname;
+    } catch {
+      return e.url;
+    }
+  };
+  t.log(`cacheEntries: ${entries.map((e) => `${pathOf(e)} ${e.bytes}/${e.total} ${e.complete ? "complete" : "INCOMPLETE"}`).join("; ")}`);
+  const incomplete = entries.filter((e) => !e.complete);
+  assert(incomplete.length === 0, `incomplete cache entries: ${JSON.stringify(incomplete)}`);
+  for (const w of weights) {
+    const file = path.join(MODEL, w.slice("/model/".length));
+    const size = fs.statSync(file).size;
+    const hits = entries.filter((e) => pathOf(e) === w || e.url.endsWith(w));
+    assert(hits.length === 1, `${w} is listed ${hits.length} times in cacheEntries`);
+    const e = hits[0];
+    assert(e.bytes === size, `${w}: cached ${e.bytes} bytes, file has ${size}`);
+    assert(e.total === null || e.total === size, `${w}: total ${e.total}, file has ${size}`);
+    const sha = sha256File(file);
+    assert(e.sha256 === sha, `${w}: cached sha256 ${e.sha256}, file ${sha}`);
+  }
+  // any other cached file of the model folder must be byte-exact too
+  for (const e of entries) {
+    const p = pathOf(e);
+    if (!p.startsWith("/model/") || weights.includes(p)) continue;
+    const file = path.join(MODEL, p.slice("/model/".length));
+    if (!fs.existsSync(file)) continue;
+    assert(e.bytes === fs.statSync(file).size, `${p}: cached ${e.bytes} bytes, file has ${fs.statSync(file).size}`);
+    if (e.sha256) assert(e.sha256 === sha256File(file), `${p}: sha256 differs`);
+  }
+}
+
+/** The kept profile of the resume test, or a fresh one with the model loaded (cache filled). */
+async function cachedProfile(t) {
+  if (shared.profile) {
+    const b = t.adopt(shared.profile);
+    shared.profile = null;
+    return b;
+  }
+  t.log("no profile from an earlier test: filling the cache with a first load");
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  await apiLoad(t, b.page, { model: "/model/", variant: null, dtype: "f32" });
+  return b;
+}
+
+test("reload_fetches_nothing", async (t) => {
+  const g = G();
+  const b = await cachedProfile(t);
+  server.clearLog();
+  await b.page.reload();
+  await b.page.waitForFunction(() => window.e2e && window.e2e.ready, null, { timeout: MIN });
+  const load = await apiLoad(t, b.page, { model: "/model/", variant: null, dtype: "f32" });
+  const reqs = server.requests("/model/");
+  assert(reqs.length === 0, `${reqs.length} requests under /model/ after the reload:\n    ${modelRequestsSummary()}`);
+  assert(load.progress.phases.includes("cache"), `onProgress phases ${JSON.stringify(load.progress.phases)} lack "cache"`);
+  const gen = await apiGenerate(t, b.page, { ...g.options, preview: true });
+  checkGolden(t, gen, g, API_TOL);
+  shared.profile = t.keep(b);
+});
+
+test("restart_fetches_nothing", async (t) => {
+  // The same profile after the browser is closed and started again (OPFS on disk).
+  let b = await cachedProfile(t);
+  const dir = b.userDataDir;
+  await closeQuietly(b);
+  b = await t.launch({ userDataDir: dir });
+  await openHarness(b.page, base());
+  server.clearLog();
+  const load = await apiLoad(t, b.page, { model: "/model/", variant: null, dtype: "f32" });
+  const reqs = server.requests("/model/");
+  assert(reqs.length === 0, `${reqs.length} requests under /model/ after a browser restart:\n    ${modelRequestsSummary()}`);
+  assert(load.progress.phases.includes("cache"), `onProgress phases ${JSON.stringify(load.progress.phases)} lack "cache"`);
+  shared.profile = t.keep(b);
+}, { timeoutMs: 5 * MIN });
+
+test("device_lost_recovers", async (t) => {
+  const g = G();
+  const b = await cachedProfile(t);
+  const page = b.page;
+  const hook = await page.evaluate(() => typeof (window.e2e.sd && window.e2e.sd.debugLoseDevice));
+  assert(hook === "function", `sd.debugLoseDevice is ${hook}: the test hook is missing`);
+  const before = await page.evaluate(() => window.e2e.deviceLost.length);
+  await evaluate(page, () => Promise.resolve(window.e2e.sd.debugLoseDevice()).then(() => null), null, MIN, "debugLoseDevice");
+  await waitFor(() => page.evaluate((n) => window.e2e.deviceLost.length > n, before), { timeoutMs: MIN, what: "onDeviceLost" });
+  const msgs = await page.evaluate(() => window.e2e.deviceLost);
+  t.log(`onDeviceLost: ${JSON.stringify(msgs)}`);
+  server.clearLog();
+  const gen = await apiGenerate(t, page, { ...g.options, preview: true });
+  checkGolden(t, gen, g, API_TOL);
+  const sent = server.bytesSent("/model/");
+  t.log(`after the device loss: ${server.requests("/model/").length} requests, ${sent} bytes under /model/`);
+  assert(sent === 0, `the reload after the device loss fetched ${sent} bytes from the server:\n    ${modelRequestsSummary()}`);
+});
+
+test("webgpu_missing_message", async (t) => {
+  const b = await t.launch({ args: ["--no-sandbox", "--disable-features=WebGPU"] });
+  const page = b.page;
+  const resp = await page.goto(`${base()}/index.html`);
+  assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
+  const env = await page.evaluate(async () => {
+    let adapter = null, err = null;
+    try {
+      adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+    } catch (e) {
+      err = String(e);
+    }
+    return { gpu: !!navigator.gpu, adapter: !!adapter, err, secure: isSecureContext };
+  });
+  t.log(`without WebGPU: navigator.gpu ${env.gpu}, adapter ${env.adapter}${env.err ? `, requestAdapter threw ${env.err}` : ""}, secure context ${env.secure}`);
+  assert(env.secure, "the page is not a secure context: the check would prove nothing");
+  assert(!env.adapter, "WebGPU is still available with --disable-features=WebGPU: cannot test the message");
+  const state = await waitForState(page, ["error"], MIN).catch((e) => e);
+  const info = await page.evaluate(() => {
+    const m = document.querySelector("#message");
+    return { state: document.body.dataset.state ?? null, cls: m ? m.className : null, text: m ? m.textContent : null };
+  });
+  t.log(`body[data-state] ${JSON.stringify(info.state)}, #message class ${JSON.stringify(info.cls)}: ${JSON.stringify(info.text)}`);
+  assert(info.cls !== null, "no #message element");
+  assert(info.cls.split(/\s+/).includes("error"), `#message has class "${info.cls}", expected "error"`);
+  assert(/WebGPU/.test(info.text), `#message does not mention WebGPU: ${JSON.stringify(info.text)}`);
+  assert(state === "error", `body[data-state] is ${JSON.stringify(info.state)}, expected "error"`);
+}, { timeoutMs: 3 * MIN });
+
+// ---------------------------------------------------------------------------------------------
+// page helpers
+
+/** Waits until body[data-state] is one of `states`; returns it. */
+async function waitForState(page, states, timeoutMs) {
+  const h = await page.waitForFunction((s) => s.includes(document.body && document.body.dataset.state) && document.body.dataset.state, states, { timeout: timeoutMs, polling: 200 });
+  return await h.jsonValue();
+}
+
+/** Sets an input/select value like a user would (fill where possible, else value + events). */
+async function setValue(page, sel, value) {
+  const kind = await page.evaluate((s) => {
+    const el = document.querySelector(s);
+    return el ? `${el.tagName.toLowerCase()}:${el.type || ""}:${el.disabled}` : null;
+  }, sel);
+  if (!kind) throw new AssertionError(`no element ${sel}`);
+  const [tag, type, disabled] = kind.split(":");
+  if (disabled === "true") throw new AssertionError(`${sel} is disabled`);
+  if (tag === "select") await page.selectOption(sel, value);
+  else if (tag === "input" && (type === "range" || type === "hidden")) {
+    await page.evaluate(([s, v]) => {
+      const el = document.querySelector(s);
+      el.value = v;
+      el.dispatchEvent(new Event("input", { bubbles: true }));
+      el.dispatchEvent(new Event("change", { bubbles: true }));
+    }, [sel, value]);
+  } else await page.fill(sel, value);
+  const now = await page.evaluate((s) => document.querySelector(s).value, sel);
+  if (Number.isNaN(Number(value)) ? now !== value : Number(now) !== Number(value)) throw new AssertionError(`${sel}: set to ${value}, reads ${now} (outside its min/max/step?)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+async function main() {
+  if (!process.env.XDG_RUNTIME_DIR) {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), "xdg-"));
+    fs.chmodSync(d, 0o700);
+    process.env.XDG_RUNTIME_DIR = d;
+    process.on("exit", () => fs.rmSync(d, { recursive: true, force: true }));
+  }
+  const only = process.env.E2E_ONLY ? process.env.E2E_ONLY.split(",").map((s) => s.trim()).filter(Boolean) : null;
+  if (only) {
+    const unknown = only.filter((n) => !tests.some((t) => t.name === n));
+    if (unknown.length) {
+      console.log(`E2E_ONLY names unknown tests: ${unknown.join(", ")} (known: ${tests.map((t) => t.name).join(", ")})`);
+      process.exit(1);
+    }
+  }
+  await server.start();
+  const missing = ["index.html", "app.js", "sd-webgpu.js", "sd-webgpu-worker.js"].filter((f) => !fs.existsSync(path.join(DIST, f)));
+  console.log(`e2e: server ${server.url} (dist ${path.relative(ROOT, DIST)}/, model ${path.relative(ROOT, MODEL)}/), Chromium ${process.env.CHROMIUM || "/usr/bin/chromium"}`);
+  if (missing.length) console.log(`e2e: WARNING dist/ lacks ${missing.join(", ")} (run bash scripts/build-web.sh): the browser tests will fail`);
+
+  let passed = 0, failed = 0, skipped = 0;
+  const failures = [];
+  for (const tc of tests) {
+    if (only && !only.includes(tc.name)) {
+      console.log(`SKIP ${tc.name} (not selected by E2E_ONLY)`);
+      skipped++;
+      continue;
+    }
+    if (!server.server) await server.start();
+    server.clearThrottle();
+    server.clearLog();
+    const t = makeCtx(tc.name);
+    const t0 = Date.now();
+    let ok = false;
+    console.log(`--- ${tc.name}`);
+    try {
+      await withTimeout(Promise.resolve().then(() => tc.fn(t)), tc.timeoutMs, tc.name);
+      ok = true;
+    } catch (e) {
+      const reason = e instanceof AssertionError ? e.message : e && e.stack ? e.stack : String(e);
+      console.log(`FAIL ${tc.name}: ${reason}`);
+      failures.push(tc.name);
+      failed++;
+    }
+    for (const b of t.browsers) {
+      if (ok && t.kept.has(b)) continue;
+      if (shared.api === b) shared.api = null;
+      if (shared.profile === b) shared.profile = null;
+      await closeQuietly(b);
+    }
+    if (ok) {
+      console.log(`PASS ${tc.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      passed++;
+    }
+  }
+  await closeQuietly(shared.api);
+  await closeQuietly(shared.profile);
+  await server.kill();
+  removeProfiles();
+  const ran = passed + failed;
+  console.log(`e2e: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped (E2E_ONLY)` : ""}${failures.length ? ` (${failures.join(", ")})` : ""}`);
+  process.exit(failed > 0 || ran === 0 ? 1 : 0);
+}
+
+main().catch((e) => {
+  console.log(`e2e: runner error: ${e && e.stack ? e.stack : e}`);
+  process.exit(1);
+});

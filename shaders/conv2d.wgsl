@@ -18,6 +18,8 @@ fn gemm_dims() -> vec4<u32> { return vec4<u32>(P.cout, P.oh * P.ow, P.cin * P.kh
 fn b_k_fastest() -> bool { return false; }
 fn a_m_fastest() -> bool { return false; }
 fn load_a(bt: u32, m: u32, k: u32) -> f32 { return w_ld(m * P.cin * P.kh * P.kw + k); }
+// Weights [Cout, K]: a quad along k is contiguous.
+fn load_a4(bt: u32, m: u32, k: u32) -> vec4<f32> { return w_ldv4(m * P.cin * P.kh * P.kw + k); }
 fn load_b(bt: u32, k: u32, p: u32) -> f32 {
     let khw = P.kh * P.kw;
     let ci = k / khw;
@@ -48,6 +50,47 @@ fn load_b(bt: u32, k: u32, p: u32) -> f32 {
     }
     if ((P.flags & 16u) != 0u) {
         v = v * sigmoid_f32(v);
+    }
+    return v;
+}
+// Output pixels p .. p + 3 at one k = (ci, ky, kx): with stride 1, the four in one output
+// row and their inputs inside the image (no padding), the im2col address math, the affine
+// factors and the load are done once for the quad (one 4-wide load; with the 2× upsample
+// 2 or 3 source elements); elsewhere (edges, other strides) four scalar load_b.
+fn load_b4(bt: u32, k: u32, p: u32) -> vec4<f32> {
+    let khw = P.kh * P.kw;
+    let ci = k / khw;
+    let r = k % khw;
+    let ky = r / P.kw;
+    let kx = r % P.kw;
+    let oy = p / P.ow;
+    let ox = p % P.ow;
+    let iy = i32(oy * P.stride + ky) - i32(P.pad_t);
+    let ix = i32(ox * P.stride + kx) - i32(P.pad_l);
+    if (P.stride != 1u || ox + 3u >= P.ow || iy < 0 || iy >= i32(P.h) || ix < 0 || ix + 3 >= i32(P.w)) {
+        return vec4<f32>(load_b(bt, k, p), load_b(bt, k, p + 1u), load_b(bt, k, p + 2u), load_b(bt, k, p + 3u));
+    }
+    var v: vec4<f32>;
+    if ((P.flags & 32u) != 0u) {
+        // Source columns ix / 2 .. (ix + 3) / 2 of source row iy / 2.
+        let sw = P.w / 2u;
+        let row = ((bt * P.cin + ci) * (P.h / 2u) + u32(iy) / 2u) * sw + u32(ix) / 2u;
+        let s0 = x_ld(row);
+        let s1 = x_ld(row + 1u);
+        if ((ix & 1) == 0) {
+            v = vec4<f32>(s0, s0, s1, s1);
+        } else {
+            v = vec4<f32>(s0, s1, s1, x_ld(row + 2u));
+        }
+    } else {
+        v = x_ldv4(((bt * P.cin + ci) * P.h + u32(iy)) * P.w + u32(ix));
+    }
+    if ((P.flags & 8u) != 0u) {
+        let a = 2u * (bt * P.cin + ci);
+        v = v * aff_ld(a) + aff_ld(a + 1u);
+    }
+    if ((P.flags & 16u) != 0u) {
+        v = vec4<f32>(v.x * sigmoid_f32(v.x), v.y * sigmoid_f32(v.y), v.z * sigmoid_f32(v.z), v.w * sigmoid_f32(v.w));
     }
     return v;
 }

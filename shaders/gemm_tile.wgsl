@@ -2,14 +2,27 @@
 // The including file defines:
 //   fn gemm_dims() -> vec4<u32>           (M, N, K, batch)
 //   fn load_a(b, m, k) -> f32, fn load_b(b, k, n) -> f32   (in-range indices only)
-//   fn b_k_fastest() -> bool              (B tile loads walk k first: B stored [N, K])
-//   fn a_m_fastest() -> bool              (A tile loads walk m first: A stored [K, M])
+//   fn load_a4(b, m, k) -> vec4<f32>      A(b, m, k .. k + 3), or A(b, m .. m + 3, k) when
+//                                         a_m_fastest(); all four in range (one 4-wide load
+//                                         where that run is contiguous in memory)
+//   fn load_b4(b, k, n) -> vec4<f32>      B(b, k .. k + 3, n) when b_k_fastest(), else
+//                                         B(b, k, n .. n + 3); all four in range
+//   fn b_k_fastest() -> bool              (B stored [N, K]: its quads run along k, else along n)
+//   fn a_m_fastest() -> bool              (A stored [K, M]: its quads run along m, else along k)
 //   fn gemm_store(b, m, n, v0, v1, has1)  (writes C[b,m,n] = v0 and, if has1, C[b,m,n+1] = v1)
-// Workgroup: 256 threads, tile 64 (M) × 64 (N) × 16 (K), 4×4 outputs per thread,
-// 8 KiB of workgroup storage. Linear workgroup index = (b, tile_m, tile_n).
+// Workgroup: 256 threads, tile 64 (M) × 64 (N) × 16 (K), 4×4 outputs per thread.
+// Linear workgroup index = (b, tile_m, tile_n).
+// Global -> shared: per K-tile each thread loads one quad (4 consecutive elements) of A and
+// one of B along their contiguous dimension, so each thread reads consecutive addresses and
+// consecutive threads read consecutive quads (load_a4 / load_b4: one `_ldv4`, i.e. 4 scalar
+// loads for f32 and native f16, 2 u32 loads for packed f16, 3 when the quad starts on an odd
+// element); quads crossing M, N or K fall back to guarded scalar loads.
+// f32 tiles (f32 and packed-f16 storage): [BK][64] f32, 8 KiB, 8-column blocks XOR-swizzled
+// by k / 4 (`tix`) so that the quad stores along k (4 threads per tile row) hit 32 banks.
 // Native f16 storage (`//#if f16`): the tiles hold f16, four consecutive k per vec4<f16>
-// (4 KiB in all; each thread stages one quad of A and one of B), and each 4-term piece of
-// the inner product is a dot(vec4<f16>, vec4<f16>) widened to the f32 accumulator.
+// (4 KiB in all; a quad along k is one vec4 store, a quad along m / n four component
+// stores), and each 4-term piece of the inner product is a dot(vec4<f16>, vec4<f16>)
+// widened to the f32 accumulator.
 //#include activation.wgsl
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -17,27 +30,58 @@ const BK: u32 = 16u;
 //#if f16
 var<workgroup> As: array<vec4<f16>, 256>; // [BK / 4][BM]: A(m, 4q .. 4q + 3)
 var<workgroup> Bs: array<vec4<f16>, 256>; // [BK / 4][BN]: B(4q .. 4q + 3, n)
-// A(b, m, k .. k + 3) and B(b, k .. k + 3, n) as f16, zero past K.
-fn quad_a(bt: u32, m: u32, k: u32, K: u32) -> vec4<f16> {
-    var v = vec4<f32>(0.0);
-    if (k < K) { v.x = load_a(bt, m, k); }
-    if (k + 1u < K) { v.y = load_a(bt, m, k + 1u); }
-    if (k + 2u < K) { v.z = load_a(bt, m, k + 2u); }
-    if (k + 3u < K) { v.w = load_a(bt, m, k + 3u); }
-    return vec4<f16>(v);
-}
-fn quad_b(bt: u32, k: u32, n: u32, K: u32) -> vec4<f16> {
-    var v = vec4<f32>(0.0);
-    if (k < K) { v.x = load_b(bt, k, n); }
-    if (k + 1u < K) { v.y = load_b(bt, k + 1u, n); }
-    if (k + 2u < K) { v.z = load_b(bt, k + 2u, n); }
-    if (k + 3u < K) { v.w = load_b(bt, k + 3u, n); }
-    return vec4<f16>(v);
-}
 //#else
-var<workgroup> As: array<f32, 1024>; // [BK][BM]
-var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
+var<workgroup> As: array<f32, 1024>; // [BK][BM], swizzled: A(m, k) at tix(k, m)
+var<workgroup> Bs: array<f32, 1024>; // [BK][BN], swizzled: B(k, n) at tix(k, n)
+// Index of element (k, i) of a [BK][64] f32 tile: the 8-column blocks of row k are XOR-ed
+// with k / 4, so groups of 4 columns stay contiguous (16-byte aligned) while the 4 threads
+// storing the 4 k-quads of one row land in different banks.
+fn tix(k: u32, i: u32) -> u32 { return k * 64u + (i ^ ((k & 12u) << 1u)); }
 //#endif
+// A(bt, m, k .. k + 3), or A(bt, m .. m + 3, k) when mfast; zero past M / K.
+fn quad_a(bt: u32, m: u32, k: u32, M: u32, K: u32, mfast: bool) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (mfast) {
+        if (k < K) {
+            if (m + 3u < M) {
+                return load_a4(bt, m, k);
+            }
+            for (var j = 0u; j < 3u; j = j + 1u) {
+                if (m + j < M) { v[j] = load_a(bt, m + j, k); }
+            }
+        }
+    } else if (m < M) {
+        if (k + 3u < K) {
+            return load_a4(bt, m, k);
+        }
+        for (var j = 0u; j < 3u; j = j + 1u) {
+            if (k + j < K) { v[j] = load_a(bt, m, k + j); }
+        }
+    }
+    return v;
+}
+// B(bt, k .. k + 3, n) when kfast, else B(bt, k, n .. n + 3); zero past N / K.
+fn quad_b(bt: u32, k: u32, n: u32, N: u32, K: u32, kfast: bool) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (kfast) {
+        if (n < N) {
+            if (k + 3u < K) {
+                return load_b4(bt, k, n);
+            }
+            for (var j = 0u; j < 3u; j = j + 1u) {
+                if (k + j < K) { v[j] = load_b(bt, k + j, n); }
+            }
+        }
+    } else if (k < K) {
+        if (n + 3u < N) {
+            return load_b4(bt, k, n);
+        }
+        for (var j = 0u; j < 3u; j = j + 1u) {
+            if (n + j < N) { v[j] = load_b(bt, k, n + j); }
+        }
+    }
+    return v;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -62,25 +106,45 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let kfast = b_k_fastest();
     let mfast = a_m_fastest();
     var acc: array<f32, 16>;
+    // This thread's quads: A at tile (ma, ka), running along k (k-quads: 4 threads per
+    // tile row) or along m (m-quads: 16 threads per tile row); B at (kb, nb) likewise.
+    let ma = select(lid / 4u, (lid % 16u) * 4u, mfast);
+    let ka = select((lid % 4u) * 4u, lid / 16u, mfast);
+    let nb = select((lid % 16u) * 4u, lid / 4u, kfast);
+    let kb = select(lid / 16u, (lid % 4u) * 4u, kfast);
+    // Quads along m / n are stored element (s + rot) & 3 at step s, so that each store
+    // instruction of a 32-thread wave hits distinct banks (the 4 threads whose quads share
+    // banks, 32 floats or 16 vec4<f16> apart, start at different elements).
+//#if f16
+    let rot16 = (lid >> 2u) & 3u;
+//#else
+    let rot32 = (lid >> 3u) & 3u;
+//#endif
     for (var k0 = 0u; k0 < K; k0 = k0 + BK) {
+        let qa = quad_a(b, m0 + ma, k0 + ka, M, K, mfast);
+        let qb = quad_b(b, k0 + kb, n0 + nb, N, K, kfast);
 //#if f16
         {
-            // One quad of A and one of B per thread; the threads walk k first where it
-            // is the contiguous dimension, else m (A stored k-major) or n.
-            let mm = select(lid / 4u, lid % BM, mfast);
-            let ka = select(lid % 4u, lid / BM, mfast);
-            var qa = vec4<f16>(0.0h);
-            if (m0 + mm < M) {
-                qa = quad_a(b, m0 + mm, k0 + ka * 4u, K);
+            let ia = (ka / 4u) * BM + ma;
+            if (mfast) {
+                let c = ka % 4u;
+                for (var s = 0u; s < 4u; s = s + 1u) {
+                    let j = (s + rot16) & 3u;
+                    As[ia + j][c] = f16(qa[j]);
+                }
+            } else {
+                As[ia] = vec4<f16>(qa);
             }
-            As[ka * BM + mm] = qa;
-            let nn = select(lid % BN, lid / 4u, kfast);
-            let kb = select(lid / BN, lid % 4u, kfast);
-            var qb = vec4<f16>(0.0h);
-            if (n0 + nn < N) {
-                qb = quad_b(b, k0 + kb * 4u, n0 + nn, K);
+            let ib = (kb / 4u) * BN + nb;
+            if (kfast) {
+                Bs[ib] = vec4<f16>(qb);
+            } else {
+                let c = kb % 4u;
+                for (var s = 0u; s < 4u; s = s + 1u) {
+                    let j = (s + rot16) & 3u;
+                    Bs[ib + j][c] = f16(qb[j]);
+                }
             }
-            Bs[kb * BN + nn] = qb;
         }
         workgroupBarrier();
         for (var kq = 0u; kq < BK / 4u; kq = kq + 1u) {
@@ -97,32 +161,36 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
 //#else
-        for (var e = 0u; e < 4u; e = e + 1u) {
-            let idx = lid + e * 256u;
-            let mm = select(idx / BK, idx % BM, mfast);
-            let kk = select(idx % BK, idx / BM, mfast);
-            var v = 0.0;
-            if (m0 + mm < M && k0 + kk < K) {
-                v = load_a(b, m0 + mm, k0 + kk);
+        if (mfast) {
+            let i = tix(ka, ma);
+            for (var s = 0u; s < 4u; s = s + 1u) {
+                let j = (s + rot32) & 3u;
+                As[i + j] = qa[j];
             }
-            As[kk * BM + mm] = v;
+        } else {
+            As[tix(ka, ma)] = qa.x;
+            As[tix(ka + 1u, ma)] = qa.y;
+            As[tix(ka + 2u, ma)] = qa.z;
+            As[tix(ka + 3u, ma)] = qa.w;
         }
-        for (var e = 0u; e < 4u; e = e + 1u) {
-            let idx = lid + e * 256u;
-            let kk = select(idx / BN, idx % BK, kfast);
-            let nn = select(idx % BN, idx / BK, kfast);
-            var v = 0.0;
-            if (n0 + nn < N && k0 + kk < K) {
-                v = load_b(b, k0 + kk, n0 + nn);
+        if (kfast) {
+            Bs[tix(kb, nb)] = qb.x;
+            Bs[tix(kb + 1u, nb)] = qb.y;
+            Bs[tix(kb + 2u, nb)] = qb.z;
+            Bs[tix(kb + 3u, nb)] = qb.w;
+        } else {
+            let i = tix(kb, nb);
+            for (var s = 0u; s < 4u; s = s + 1u) {
+                let j = (s + rot32) & 3u;
+                Bs[i + j] = qb[j];
             }
-            Bs[kk * BN + nn] = v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            let a = vec4<f32>(As[kk * BM + ty * 4u], As[kk * BM + ty * 4u + 1u],
-                              As[kk * BM + ty * 4u + 2u], As[kk * BM + ty * 4u + 3u]);
-            let bv = vec4<f32>(Bs[kk * BN + tx * 4u], Bs[kk * BN + tx * 4u + 1u],
-                               Bs[kk * BN + tx * 4u + 2u], Bs[kk * BN + tx * 4u + 3u]);
+            let ai = tix(kk, ty * 4u);
+            let bi = tix(kk, tx * 4u);
+            let a = vec4<f32>(As[ai], As[ai + 1u], As[ai + 2u], As[ai + 3u]);
+            let bv = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
             for (var r = 0u; r < 4u; r = r + 1u) {
                 acc[r * 4u + 0u] = acc[r * 4u + 0u] + a[r] * bv.x;
                 acc[r * 4u + 1u] = acc[r * 4u + 1u] + a[r] * bv.y;

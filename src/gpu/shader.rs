@@ -11,8 +11,10 @@
 //! uniform `P: Params`). `access` is `read` or `write`; a binding with a fixed
 //! dtype (`:f32`, `:u32`) ignores the dtype of the tensor passed in. For every
 //! other binding `NAME` this module generates, per storage dtype:
-//! `NAME_ld(i) -> f32` (and `NAME_ld2(i) -> vec2<f32>`, `i` even), and for
-//! written ones `NAME_st2(i, a, b)` (writes `i` and `i+1`, `i` even) and
+//! `NAME_ld(i) -> f32` (and `NAME_ld2(i) -> vec2<f32>`, `i` even;
+//! `NAME_ldv4(i) -> vec4<f32>`, elements `i .. i+3`, any `i`: four consecutive scalar
+//! loads for f32 and native f16, two u32 loads for packed f16 when `i` is even and
+//! three when it is odd), and for written ones `NAME_st2(i, a, b)` (writes `i` and `i+1`, `i` even) and
 //! `NAME_st(i, v)`. f16 without `shader-f16` is two halves packed in one u32
 //! (`unpack2x16float` / `pack2x16float`, f32 arithmetic); there `NAME_st` is a
 //! read-modify-write that is only safe for the thread owning the whole word,
@@ -217,7 +219,8 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
             (DType::F32, _) => {
                 head.push_str(&format!(
                     "fn {n}_ld(i: u32) -> f32 {{ return {n}_buf[i]; }}\n\
-                     fn {n}_ld2(i: u32) -> vec2<f32> {{ return vec2<f32>({n}_buf[i], {n}_buf[i + 1u]); }}\n"
+                     fn {n}_ld2(i: u32) -> vec2<f32> {{ return vec2<f32>({n}_buf[i], {n}_buf[i + 1u]); }}\n\
+                     fn {n}_ldv4(i: u32) -> vec4<f32> {{ return vec4<f32>({n}_buf[i], {n}_buf[i + 1u], {n}_buf[i + 2u], {n}_buf[i + 3u]); }}\n"
                 ));
                 if w {
                     head.push_str(&format!(
@@ -229,7 +232,8 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
             (DType::F16, true) => {
                 head.push_str(&format!(
                     "fn {n}_ld(i: u32) -> f32 {{ return f32({n}_buf[i]); }}\n\
-                     fn {n}_ld2(i: u32) -> vec2<f32> {{ return vec2<f32>(f32({n}_buf[i]), f32({n}_buf[i + 1u])); }}\n"
+                     fn {n}_ld2(i: u32) -> vec2<f32> {{ return vec2<f32>(f32({n}_buf[i]), f32({n}_buf[i + 1u])); }}\n\
+                     fn {n}_ldv4(i: u32) -> vec4<f32> {{ return vec4<f32>(vec4<f16>({n}_buf[i], {n}_buf[i + 1u], {n}_buf[i + 2u], {n}_buf[i + 3u])); }}\n"
                 ));
                 if w {
                     head.push_str(&format!(
@@ -241,7 +245,8 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
             (DType::F16, false) => {
                 head.push_str(&format!(
                     "fn {n}_ld(i: u32) -> f32 {{ let v = unpack2x16float({n}_buf[i >> 1u]); return select(v.x, v.y, (i & 1u) == 1u); }}\n\
-                     fn {n}_ld2(i: u32) -> vec2<f32> {{ return unpack2x16float({n}_buf[i >> 1u]); }}\n"
+                     fn {n}_ld2(i: u32) -> vec2<f32> {{ return unpack2x16float({n}_buf[i >> 1u]); }}\n\
+                     fn {n}_ldv4(i: u32) -> vec4<f32> {{ let w = i >> 1u; let a = unpack2x16float({n}_buf[w]); let b = unpack2x16float({n}_buf[w + 1u]); if ((i & 1u) == 0u) {{ return vec4<f32>(a, b); }} return vec4<f32>(a.y, b, unpack2x16float({n}_buf[w + 2u]).x); }}\n"
                 ));
                 if w {
                     head.push_str(&format!(

@@ -63,10 +63,11 @@ async function removeEntry(dir, key) {
   for (const ext of [".json", ".bin"]) await dir.removeEntry(key + ext).catch(() => {});
 }
 
-const isQuota = (e) => e && (e.name === "QuotaExceededError" || /quota/i.test(String(e.message)));
+// Chromium reports a full origin quota on OPFS writes as QuotaExceededError or "No space available".
+const isQuota = (e) => e && (e.name === "QuotaExceededError" || /quota|no space/i.test(String(e.message)));
 const quotaError = (file, needed, free) =>
   new LoadError(
-    `Not enough browser storage to cache ${file} (needs ${mb(needed)}${free != null ? `, ${mb(free)} free` : ""}). ` +
+    `Not enough browser storage to cache the model (${file}${needed >= 2 ** 20 ? ` needs ${mb(needed)}` : ""}${free != null ? `, ${mb(free)} free` : ""}). ` +
       `Free space (Clear cache, or site data in the browser settings), or load without caching ({ cache: false }; the page's "Continue without caching").`,
     "QuotaExceededError",
   );
@@ -395,7 +396,10 @@ async function streamUrl(url, rel, dir, sink, progress) {
       } catch {}
       handle = null;
     }
-    if (isQuota(e) && dir) await removeEntry(dir, key);
+    if (isQuota(e)) {
+      if (dir) await removeEntry(dir, key);
+      if (!(e instanceof LoadError)) throw quotaError(rel, total != null ? total - pos : pos, null);
+    }
     throw e;
   } finally {
     if (handle) handle.close();
@@ -460,6 +464,7 @@ async function load(opts, post) {
       try {
         texts[c] = await src.text(`${c}/config.json`);
       } catch (e) {
+        if (e.name === "QuotaExceededError") throw e;
         throw new LoadError(`${m.name}: cannot read ${c}/config.json (${e.message}). Is this a diffusers Stable Diffusion folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)?`);
       }
     }

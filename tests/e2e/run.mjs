@@ -622,6 +622,33 @@ test("device_lost_recovers", async (t) => {
   assert(sent === 0, `the reload after the device loss fetched ${sent} bytes from the server:\n    ${modelRequestsSummary()}`);
 });
 
+test("quota_exceeded_offers_no_cache", async (t) => {
+  // Browser storage too small for the model (1 MB quota for the origin, through the DevTools
+  // protocol): the page says so and offers to continue without caching; that load works,
+  // and the cache keeps no partial file.
+  const b = await t.launch();
+  const page = b.page;
+  const origin = base();
+  const cdp = await b.context.newCDPSession(page);
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 1_000_000 });
+  server.clearLog();
+  await page.goto(`${origin}/index.html?model=/model/&variant=none&dtype=f32&autoload=1`);
+  // (Chromium enforces the override on writes but still reports the old quota in
+  // navigator.storage.estimate(): the module's write error is what is tested.)
+  assert((await waitForState(page, ["error", "ready"], 5 * MIN)) === "error", "the load succeeded despite a 1 MB quota");
+  const msg = await page.evaluate(() => ({ text: document.querySelector("#message").textContent, cls: document.querySelector("#message").className, offer: !document.querySelector("#no-cache").hidden }));
+  t.log(`#message (${msg.cls}): ${JSON.stringify(msg.text)}; "Continue without caching" shown: ${msg.offer}`);
+  assert(/storage/i.test(msg.text), `the message does not mention storage: ${JSON.stringify(msg.text)}`);
+  assert(msg.offer, "#no-cache is not offered after a quota error");
+  const partial = (await page.evaluate(async () => (await import("/sd-webgpu.js")).StableDiffusion.cacheEntries())).filter((e) => !e.complete);
+  assert(partial.length === 0, `partial cache entries left after the quota error: ${JSON.stringify(partial)}`);
+  await page.click("#no-cache");
+  assert((await waitForState(page, ["ready", "error"], 5 * MIN)) === "ready", "the load without caching failed");
+  const entries = await page.evaluate(async () => (await import("/sd-webgpu.js")).StableDiffusion.cacheEntries());
+  t.log(`loaded without caching; cache entries: ${entries.length}, ${entries.reduce((a, e) => a + e.bytes, 0)} bytes`);
+  assert(entries.every((e) => e.complete) && entries.reduce((a, e) => a + e.bytes, 0) <= 1_000_000, `cache after the no-cache load: ${JSON.stringify(entries)}`);
+}, { timeoutMs: 8 * MIN });
+
 test("webgpu_missing_message", async (t) => {
   const b = await t.launch({ args: ["--no-sandbox", "--disable-features=WebGPU"] });
   const page = b.page;

@@ -622,6 +622,24 @@ test("device_lost_recovers", async (t) => {
   assert(sent === 0, `the reload after the device loss fetched ${sent} bytes from the server:\n    ${modelRequestsSummary()}`);
 });
 
+test("ui_local_folder", async (t) => {
+  // A diffusers folder from this computer through the folder picker: read from the Files,
+  // nothing fetched, nothing cached.
+  const b = await t.launch();
+  const page = b.page;
+  await page.goto(`${base()}/index.html`);
+  await waitForState(page, ["idle", "ready"], MIN);
+  server.clearLog();
+  await page.setInputFiles("#model-folder", MODEL);
+  assert((await waitForState(page, ["ready", "error"], 5 * MIN)) === "ready", `the local folder did not load: ${await page.textContent("#message")}`);
+  const info = await page.evaluate(() => ({ message: document.querySelector("#message").textContent, model: document.querySelector("#model-info")?.textContent }));
+  t.log(`loaded from the folder picker: ${JSON.stringify(info)}`);
+  const reqs = server.requests("/model/");
+  assert(reqs.length === 0, `${reqs.length} requests under /model/ for a local folder:\n    ${modelRequestsSummary()}`);
+  const entries = await page.evaluate(async () => (await import("/sd-webgpu.js")).StableDiffusion.cacheEntries());
+  assert(entries.length === 0, `local files were cached: ${JSON.stringify(entries.map((e) => e.url))}`);
+}, { timeoutMs: 6 * MIN });
+
 test("quota_exceeded_offers_no_cache", async (t) => {
   // Browser storage too small for the model (1 MB quota for the origin, through the DevTools
   // protocol): the page says so and offers to continue without caching; that load works,

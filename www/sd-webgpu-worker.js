@@ -215,7 +215,7 @@ async function fetchRetry(url, init, progress, file) {
     try {
       return await fetch(url, { cache: "no-store", ...init });
     } catch (e) {
-      if (attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection and load again: what was downloaded is kept.`);
+      if (attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection (and, for another site's URL, that it allows cross-origin requests: CORS), then load again: what was downloaded is kept.`);
       progress?.send({ phase: "retry", file, attempt, error: String(e.message || e) }, true);
       await sleep(Math.min(1000 * 2 ** (attempt - 1), 15000));
     }
@@ -294,7 +294,7 @@ async function streamUrl(url, rel, dir, sink, progress) {
       try {
         r = await fetch(url, { cache: "no-store", headers });
       } catch (e) {
-        if (++attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection and load again: the ${mb(pos)} downloaded are kept.`);
+        if (++attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection (and, for another site's URL, that it allows cross-origin requests: CORS), then load again: the ${mb(pos)} downloaded are kept.`);
         report("retry", { attempt, error: String(e.message || e) });
         await sleep(Math.min(1000 * 2 ** (attempt - 1), 15000));
         continue;
@@ -367,7 +367,7 @@ async function streamUrl(url, rel, dir, sink, progress) {
         }
       } catch (e) {
         if (e instanceof LoadError) throw e;
-        if (++attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection and load again: the ${mb(pos)} downloaded are kept.`);
+        if (++attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection (and, for another site's URL, that it allows cross-origin requests: CORS), then load again: the ${mb(pos)} downloaded are kept.`);
         handle?.flush();
         report("retry", { attempt, error: String(e.message || e) });
         await sleep(Math.min(1000 * 2 ** (attempt - 1), 15000));

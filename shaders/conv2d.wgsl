@@ -20,16 +20,22 @@ fn a_m_fastest() -> bool { return false; }
 fn load_a(bt: u32, m: u32, k: u32) -> f32 { return w_ld(m * P.cin * P.kh * P.kw + k); }
 // Weights [Cout, K]: a quad along k is contiguous.
 fn load_a4(bt: u32, m: u32, k: u32) -> vec4<f32> { return w_ldv4(m * P.cin * P.kh * P.kw + k); }
-fn load_b(bt: u32, k: u32, p: u32) -> f32 {
+// The input tap of im2col element (k = (ci, ky, kx), output pixel p): channel, output
+// column, and input row / column (negative or past the edge in the padding).
+struct Tap { ci: u32, ox: u32, iy: i32, ix: i32 }
+fn tap(k: u32, p: u32) -> Tap {
     let khw = P.kh * P.kw;
-    let ci = k / khw;
     let r = k % khw;
-    let ky = r / P.kw;
-    let kx = r % P.kw;
-    let oy = p / P.ow;
     let ox = p % P.ow;
-    let iy = i32(oy * P.stride + ky) - i32(P.pad_t);
-    let ix = i32(ox * P.stride + kx) - i32(P.pad_l);
+    let iy = i32((p / P.ow) * P.stride + r / P.kw) - i32(P.pad_t);
+    let ix = i32(ox * P.stride + r % P.kw) - i32(P.pad_l);
+    return Tap(k / khw, ox, iy, ix);
+}
+fn load_b(bt: u32, k: u32, p: u32) -> f32 {
+    let t = tap(k, p);
+    let ci = t.ci;
+    let iy = t.iy;
+    let ix = t.ix;
     if (iy < 0 || ix < 0 || iy >= i32(P.h) || ix >= i32(P.w)) {
         return 0.0;
     }
@@ -58,15 +64,11 @@ fn load_b(bt: u32, k: u32, p: u32) -> f32 {
 // factors and the load are done once for the quad (one 4-wide load; with the 2× upsample
 // 2 or 3 source elements); elsewhere (edges, other strides) four scalar load_b.
 fn load_b4(bt: u32, k: u32, p: u32) -> vec4<f32> {
-    let khw = P.kh * P.kw;
-    let ci = k / khw;
-    let r = k % khw;
-    let ky = r / P.kw;
-    let kx = r % P.kw;
-    let oy = p / P.ow;
-    let ox = p % P.ow;
-    let iy = i32(oy * P.stride + ky) - i32(P.pad_t);
-    let ix = i32(ox * P.stride + kx) - i32(P.pad_l);
+    let t = tap(k, p);
+    let ci = t.ci;
+    let ox = t.ox;
+    let iy = t.iy;
+    let ix = t.ix;
     if (P.stride != 1u || ox + 3u >= P.ow || iy < 0 || iy >= i32(P.h) || ix < 0 || ix + 3 >= i32(P.w)) {
         return vec4<f32>(load_b(bt, k, p), load_b(bt, k, p + 1u), load_b(bt, k, p + 2u), load_b(bt, k, p + 3u));
     }

@@ -277,8 +277,15 @@ async function streamUrl(url, rel, dir, sink, progress) {
         }
         meta = null; // a complete entry of the wrong size: start again
       }
-      handle = await fh.createSyncAccessHandle();
-      if (!meta) handle.truncate(0);
+      try {
+        handle = await fh.createSyncAccessHandle();
+      } catch (e) {
+        // Another tab is downloading this file into the cache: fetch it without caching.
+        if (e.name !== "NoModificationAllowedError") throw e;
+        handle = null;
+        meta = null;
+      }
+      if (handle && !meta) handle.truncate(0);
     }
     const cached = handle ? handle.getSize() : 0;
     let attempt = 0;

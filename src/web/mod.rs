@@ -14,7 +14,7 @@ use crate::model::{Configs, StableDiffusion, COMPONENTS};
 use crate::pipeline::{self, Params, RunOptions};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{source, Layout, Loader};
-use crate::{selftest, Error};
+use crate::Error;
 
 struct Model {
     sd: StableDiffusion,
@@ -32,7 +32,6 @@ struct State {
 
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
-    static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
     static ON_LOST: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
 }
 
@@ -326,37 +325,4 @@ pub fn lose_device() {
             st.gpu.destroy();
         }
     });
-}
-
-async fn check_gpu() -> Result<Gpu, JsValue> {
-    if let Some(g) = GPU.with(|g| g.borrow().clone()) {
-        return Ok(g);
-    }
-    let g = Gpu::new(GpuOptions::default()).await.map_err(js_err)?;
-    GPU.with(|c| *c.borrow_mut() = Some(g.clone()));
-    Ok(g)
-}
-
-/// Adapter name, backend, f16 / subgroup support and limits, as JSON (self-test device).
-#[wasm_bindgen(js_name = adapterInfo)]
-pub async fn adapter_info() -> Result<String, JsValue> {
-    let g = check_gpu().await?;
-    serde_json::to_string(g.info()).map_err(|e| JsValue::from_str(&e.to_string()))
-}
-
-/// Names of the kernel checks the self-test runs.
-#[wasm_bindgen(js_name = kernelNames)]
-pub fn kernel_names() -> Vec<String> {
-    selftest::KERNELS.iter().map(|s| s.to_string()).collect()
-}
-
-/// Run one kernel's checks with f32 and f16 storage; JSON array of results.
-#[wasm_bindgen(js_name = selfTest)]
-pub async fn self_test(kernel: String) -> Result<String, JsValue> {
-    let g = check_gpu().await?;
-    let mut all = Vec::new();
-    for dtype in [DType::F32, DType::F16] {
-        all.extend(selftest::run(&g, &kernel, dtype).await.map_err(js_err)?);
-    }
-    serde_json::to_string(&all).map_err(|e| JsValue::from_str(&e.to_string()))
 }

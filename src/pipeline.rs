@@ -57,7 +57,9 @@ pub struct Progress<'a> {
     pub steps: usize,
     /// The current latents [batch, 4, h, w] (f32, on the GPU) for a preview.
     pub latents: &'a Tensor,
-    /// The first image's latents mapped to RGB, when [`RunOptions::preview`] asked for it.
+    /// The first image's latents as they entered this step, mapped to RGB, when
+    /// [`RunOptions::preview`] asked for it (read back while the step runs, so the loop
+    /// never waits for a readback of its newest latents).
     pub preview: Option<Preview>,
 }
 
@@ -73,8 +75,8 @@ pub struct Preview {
 /// How to run (not what to generate).
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Read the latents back after each step for [`Progress::preview`] (a small readback
-    /// that waits for the step).
+    /// Read the latents back at each step for [`Progress::preview`] (a small readback into a
+    /// reused staging buffer, one step behind the GPU).
     pub preview: bool,
 }
 
@@ -246,6 +248,8 @@ pub async fn generate_with(
     let mut slots: Vec<Option<Tensor>> = vec![None; s.slots()];
     let total = timesteps.len() - begin;
     gpu.flush()?;
+    // The latents entering the next step, on their way back for the preview.
+    let mut preview_read = if run.preview { Some(gpu.read_later(&latents)?) } else { None };
     for (k, i) in (begin..timesteps.len()).enumerate() {
         let scale = s.scale_model_input(i);
         let x_in = ops::lincomb(gpu, &[OpTerm { t: &latents, offset: 0, coef: scale }], &lshape, dt)?;
@@ -284,13 +288,18 @@ pub async fn generate_with(
         // Submits the step; in the browser also lets the event loop run (cancel messages)
         // while the GPU works, with at most one step queued ahead.
         gpu.pace().await?;
-        let preview = if run.preview {
-            // Euler-type samplers keep latents scaled by sigma: show them as the next
-            // UNet input sees them.
-            let scale = if i + 1 < timesteps.len() { s.scale_model_input(i + 1) } else { 1.0 } as f32;
-            Some(latent_preview(&gpu.read(&latents).await?, lh, lw, scale))
-        } else {
-            None
+        // The step's input latents were copied before the step was submitted: this waits at
+        // most for that copy. Euler-type samplers keep latents scaled by sigma: show them as
+        // the UNet input saw them.
+        let preview = match preview_read.take() {
+            Some(r) => {
+                let p = latent_preview(&r.f32().await?, lh, lw, scale as f32);
+                if k + 1 < total {
+                    preview_read = Some(gpu.read_later(&latents)?);
+                }
+                Some(p)
+            }
+            None => None,
         };
         if !on_step(Progress { step: k + 1, steps: total, latents: &latents, preview }) {
             return Err(Error::Cancelled);

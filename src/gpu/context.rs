@@ -132,6 +132,8 @@ struct Inner {
     lost_hooks: Arc<Mutex<Vec<LostHook>>>,
     /// Completion of the work submitted before the last [`Gpu::pace`] call.
     pace: Mutex<Option<futures_channel::oneshot::Receiver<()>>>,
+    /// Mappable buffers of finished readbacks, for the next ones.
+    staging: Mutex<Vec<wgpu::Buffer>>,
 }
 
 type LostHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -275,6 +277,7 @@ impl Gpu {
             lost,
             lost_hooks,
             pace: Mutex::new(None),
+            staging: Mutex::new(Vec::new()),
         })))
     }
 
@@ -467,6 +470,7 @@ impl Gpu {
         // buffer alive until submitted work that uses it is done).
         let _ = self.flush();
         let plan = self.is_plan();
+        lock(&self.0.staging).clear();
         let mut p = lock(&self.0.pool);
         let mut freed = 0;
         for (bytes, v) in p.free.drain() {
@@ -805,45 +809,83 @@ impl Gpu {
 
     /// Read a tensor's raw storage bytes.
     pub async fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        self.read_later(t)?.bytes().await
+    }
+
+    /// Start reading a tensor back without waiting: the copy is submitted after everything
+    /// recorded so far and the staging buffer is mapped when the GPU gets there. Staging
+    /// buffers are reused, so a readback per step allocates nothing after the first.
+    pub fn read_later(&self, t: &Tensor) -> Result<Readback> {
+        let (size, dtype, numel) = (t.bytes(), t.dtype(), t.numel());
         if self.is_plan() {
-            return Ok(vec![0; t.bytes() as usize]);
+            return Ok(Readback { gpu: self.clone(), staging: None, rx: None, size, dtype, numel });
         }
         self.flush()?;
         let dev = &self.0.device;
-        let size = t.bytes();
-        let staging = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = {
+            let mut free = lock(&self.0.staging);
+            match free.iter().position(|b| b.size() >= size) {
+                Some(i) => free.swap_remove(i),
+                None => dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+            }
+        };
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, size);
         self.0.queue.submit(Some(enc.finish()));
         let (tx, rx) = futures_channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        staging.map_async(wgpu::MapMode::Read, ..size, move |r| {
             let _ = tx.send(r);
         });
-        #[cfg(not(target_arch = "wasm32"))]
-        dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
-        rx.await
-            .map_err(|_| Error::Readback("the GPU dropped the map request".into()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let out = {
-            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
-            view.to_vec()
-        };
-        staging.unmap();
-        staging.destroy();
-        self.take_error()?;
-        Ok(out)
+        Ok(Readback { gpu: self.clone(), staging: Some(staging), rx: Some(rx), size, dtype, numel })
     }
 
     /// Read a tensor as f32 (f16 storage is widened).
     pub async fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(t).await?;
-        let n = t.numel();
-        Ok(match t.dtype() {
+        self.read_later(t)?.f32().await
+    }
+}
+
+/// A readback in flight ([`Gpu::read_later`]).
+pub struct Readback {
+    gpu: Gpu,
+    staging: Option<wgpu::Buffer>,
+    rx: Option<futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    size: u64,
+    dtype: DType,
+    numel: usize,
+}
+
+impl Readback {
+    /// The tensor's raw storage bytes (waits for the GPU to reach the copy).
+    pub async fn bytes(mut self) -> Result<Vec<u8>> {
+        let (Some(staging), Some(rx)) = (self.staging.take(), self.rx.take()) else {
+            return Ok(vec![0; self.size as usize]);
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        self.gpu.0.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("the GPU dropped the map request".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let out = {
+            let view = staging.get_mapped_range(..self.size).map_err(|e| Error::Readback(e.to_string()))?;
+            view.to_vec()
+        };
+        staging.unmap();
+        lock(&self.gpu.0.staging).push(staging);
+        self.gpu.take_error()?;
+        Ok(out)
+    }
+
+    /// As f32 (f16 storage is widened).
+    pub async fn f32(self) -> Result<Vec<f32>> {
+        let (n, dtype) = (self.numel, self.dtype);
+        let bytes = self.bytes().await?;
+        Ok(match dtype {
             DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..n].to_vec(),
             DType::F16 => bytemuck::cast_slice::<u8, half::f16>(&bytes)[..n].iter().map(|h| h.to_f32()).collect(),
             DType::U32 => bytemuck::cast_slice::<u8, u32>(&bytes)[..n].iter().map(|&u| u as f32).collect(),

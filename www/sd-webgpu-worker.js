@@ -161,7 +161,8 @@ class UrlSource {
 }
 
 class FileSource {
-  constructor(entries) {
+  constructor(entries, progress) {
+    this.progress = progress;
     // entries: [{file, path}] with paths relative to a folder the user picked; find the
     // model root (the folder holding unet/config.json).
     const paths = entries.map((e) => e.path.replace(/^\/+/, ""));
@@ -417,17 +418,16 @@ async function streamUrl(url, rel, dir, sink, progress) {
 const COMPONENTS = ["text_encoder", "unet", "vae"];
 
 // What a model spec names: {kind: "url", base | file} or {kind: "files", entries}.
-function describe(model, revision) {
+function describe(model, revision, cache, progress) {
   if (model.kind === "files") {
     const entries = model.entries;
     const single = entries.filter((e) => /\.safetensors$/i.test(e.path));
     if (entries.length === 1 || (single.length === 1 && !entries.some((e) => e.path.includes("/")))) {
       const e = single[0] || entries[0];
       wasm.refusePickle(e.file.name);
-      return { single: true, name: e.file.name, source: { exists: async () => true, size: async () => e.file.size, stream: (rel, sink) => streamFile(e.file, e.file.name, sink, describe.progress) }, rel: e.file.name };
+      return { single: true, name: e.file.name, source: { exists: async () => true, size: async () => e.file.size, stream: (rel, sink) => streamFile(e.file, e.file.name, sink, progress) }, rel: e.file.name };
     }
-    const src = new FileSource(entries);
-    src.progress = describe.progress;
+    const src = new FileSource(entries, progress);
     return { single: false, name: src.name, source: src };
   }
   // model.url is null for a Hugging Face repo id.
@@ -436,12 +436,12 @@ function describe(model, revision) {
   wasm.refusePickle(url.split("?")[0]);
   if (/\.safetensors(\?|$)/i.test(url)) {
     const name = decodeURIComponent(url.split("?")[0].split("/").pop());
-    const src = new UrlSource(url, describe.cache, describe.progress);
+    const src = new UrlSource(url, cache, progress);
     return { single: true, name, source: src, rel: url };
   }
   if (!url.endsWith("/")) url += "/";
   const name = repo ? model.spec : decodeURIComponent(new URL(url).pathname.split("/").filter(Boolean).pop() || new URL(url).host);
-  return { single: false, name, source: new UrlSource(url, describe.cache, describe.progress) };
+  return { single: false, name, source: new UrlSource(url, cache, progress) };
 }
 
 async function load(opts, post) {
@@ -449,9 +449,7 @@ async function load(opts, post) {
   const progress = new Progress(post);
   const dir = opts.cache === false ? null : await cacheDir();
   if (dir) navigator.storage.persist?.().catch(() => {});
-  describe.cache = dir;
-  describe.progress = progress;
-  const m = describe(opts.model, opts.revision);
+  const m = describe(opts.model, opts.revision, dir, progress);
   progress.send({ phase: "resolve", file: null }, true);
   let adapter;
   try {

@@ -84,13 +84,9 @@ pub enum Layout {
     SingleFile { unet: keymap::UnetLayout, vae: keymap::VaeLayout },
 }
 
-/// Convert stored tensor bytes to GPU storage bytes of `dtype` (f32 or f16).
-pub fn convert(src: SrcDType, bytes: &[u8], dtype: DType) -> Vec<u8> {
-    convert_cow(src, bytes, dtype).into_owned()
-}
-
-/// [`convert`] without a copy when the storage type is the stored one.
-pub fn convert_cow(src: SrcDType, bytes: &[u8], dtype: DType) -> std::borrow::Cow<'_, [u8]> {
+/// Convert stored tensor bytes to GPU storage bytes of `dtype` (f32 or f16), without a
+/// copy when the storage type is the stored one.
+pub fn convert(src: SrcDType, bytes: &[u8], dtype: DType) -> std::borrow::Cow<'_, [u8]> {
     use half::{bf16, f16};
     use std::borrow::Cow;
     Cow::Owned(match (src, dtype) {
@@ -212,7 +208,7 @@ impl Loader {
                     let shape = self.specs[target].clone();
                     // One copy of the tensor in memory at a time where possible (wasm32 has
                     // little room): no conversion copy when the stored type is the GPU's.
-                    let mut bytes = convert_cow(info.dtype, &data, self.dtype);
+                    let mut bytes = convert(info.dtype, &data, self.dtype);
                     if keymap::stored_interleaved(target) {
                         bytes = std::borrow::Cow::Owned(keymap::interleave_halves(&bytes, shape[0]));
                     }

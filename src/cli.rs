@@ -21,6 +21,13 @@ enum Dt {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ResizeArg {
+    Crop,
+    Fit,
+    Stretch,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum SamplerArg {
     Ddpm,
     Ddim,
@@ -68,24 +75,40 @@ struct GenerateArgs {
     seed: Option<u64>,
     #[arg(long, value_enum, default_value_t = SamplerArg::EulerA)]
     sampler: SamplerArg,
-    /// Image width in pixels, a multiple of 64.
-    #[arg(long, default_value_t = 512)]
-    width: usize,
-    /// Image height in pixels, a multiple of 64.
-    #[arg(long, default_value_t = 512)]
-    height: usize,
-    /// img2img: start from this PNG (its size is the output size).
+    /// Image width in pixels, a multiple of 64 (default 512; img2img: the init image's width
+    /// rounded to a multiple of 64).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Image height in pixels, a multiple of 64 (default 512; img2img: the init image's
+    /// height rounded to a multiple of 64).
+    #[arg(long)]
+    height: Option<usize>,
+    /// img2img: start from this image (PNG or JPEG, any size; fitted to the output size by
+    /// --resize-mode).
     #[arg(long)]
     init_image: Option<std::path::PathBuf>,
     /// img2img: how much to change the init image, in (0, 1].
     #[arg(long, default_value_t = 0.75)]
     strength: f64,
+    /// img2img: how the init image is fitted to width × height: crop (scale to cover, crop
+    /// the overflow; A1111 "Crop and resize"), fit (scale to fit, fill with the edges; A1111
+    /// "Resize and fill") or stretch (A1111 "Just resize").
+    #[arg(long, value_enum, default_value_t = ResizeArg::Crop)]
+    resize_mode: ResizeArg,
     /// Images to make (one seed, drawn together as diffusers' num_images_per_prompt).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Make only image I (1-based) of the batch: the same image as in the whole batch, without
+    /// making the others (a PNG's "Batch pos: P" is --batch-pos P+1).
+    #[arg(long)]
+    batch_pos: Option<usize>,
     /// GPU storage of weights and activations.
     #[arg(long, value_enum, default_value_t = Dt::F16)]
     dtype: Dt,
+    /// GPU storage of the VAE (default: --dtype). An f16 VAE that overflows is re-run in f32
+    /// automatically; f32 skips the f16 attempt (A1111's --no-half-vae).
+    #[arg(long, value_enum)]
+    vae_dtype: Option<Dt>,
     /// Use the `fp16` weight files of a diffusers folder when present (`--no-variant`: the full ones).
     #[arg(long)]
     no_variant: bool,
@@ -109,6 +132,15 @@ enum Cmd {
         /// A diffusers folder whose config.json files to use (default: SD-1.5).
         #[arg(long)]
         model: Option<std::path::PathBuf>,
+        /// Steps of the whole generation that is planned.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Images per prompt of the planned generation.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Plan img2img (an init image of the output size, strength 0.75) instead of txt2img.
+        #[arg(long)]
+        img2img: bool,
     },
     /// Write synthetic random weights with the exact SD-1.5 shapes (diffusers layout).
     Synth {
@@ -181,7 +213,7 @@ async fn run(cli: Cli) -> crate::Result<()> {
     match cli.cmd {
         Cmd::Generate(a) => return generate(a).await,
         Cmd::Bench(a) => return crate::bench::run(a).await,
-        Cmd::Plan { size, dtype, model } => {
+        Cmd::Plan { size, dtype, model, steps, batch, img2img } => {
             if size == 0 || size % 64 != 0 {
                 return Err(crate::Error::Unsupported { op: "plan", detail: format!("--size {size} must be a positive multiple of 64") });
             }
@@ -189,7 +221,9 @@ async fn run(cli: Cli) -> crate::Result<()> {
                 Some(dir) => crate::model::read_configs(&dir)?,
                 None => crate::model::Configs::default(),
             };
-            let r = crate::plan::plan(&cfg, size, size, dt(dtype)).await?;
+            let init_image = img2img.then(|| crate::image::Rgb { width: size, height: size, data: vec![0.5; size * size * 3] });
+            let gen = crate::pipeline::Params { steps, batch, init_image, ..Default::default() };
+            let r = crate::plan::plan_with(&cfg, size, size, dt(dtype), &gen).await?;
             println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             return Ok(());
         }
@@ -308,35 +342,22 @@ fn read_opt(p: &std::path::Path) -> Option<String> {
 }
 
 async fn generate(a: GenerateArgs) -> crate::Result<()> {
-    use crate::model::{Source, StableDiffusion};
+    use crate::model::{Dtypes, Source, StableDiffusion};
     use crate::tokenizer::ClipTokenizer;
     let invalid = |m: String| crate::Error::Invalid(m);
     let t0 = Instant::now();
     let gpu = Gpu::new(GpuOptions::default()).await?;
-    let dtype = dt(a.dtype);
+    let dtypes = Dtypes { vae: dt(a.vae_dtype.unwrap_or(a.dtype)), ..Dtypes::all(dt(a.dtype)) };
     let init_image = match &a.init_image {
         Some(p) => {
             let bytes = std::fs::read(p).map_err(|e| invalid(format!("{}: {e}", p.display())))?;
-            Some(crate::image::decode_png(&bytes, &p.display().to_string())?)
+            Some(crate::image::decode_image(&bytes, &p.display().to_string())?)
         }
         None => None,
     };
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64 % 4_294_967_296).unwrap_or(0)
     });
-    let params = crate::pipeline::Params {
-        prompt: a.prompt.clone(),
-        negative_prompt: a.negative_prompt.clone(),
-        steps: a.steps,
-        guidance_scale: a.guidance,
-        seed,
-        sampler: a.sampler.name().into(),
-        width: a.width,
-        height: a.height,
-        batch: a.batch,
-        init_image,
-        strength: a.strength,
-    };
     let (src, tok, sched) = if a.model.is_dir() {
         let tdir = a.model.join("tokenizer");
         let tcfg = read_opt(&tdir.join("tokenizer_config.json"));
@@ -353,12 +374,40 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     } else {
         (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd15()?, None)
     };
-    let sd = StableDiffusion::load_components(&gpu, &src, dtype, &crate::model::COMPONENTS, &[])?;
+    let sd = StableDiffusion::load_components(&gpu, &src, dtypes, &crate::model::COMPONENTS, &[])?;
     for w in &sd.warnings {
         eprintln!("warning: {w}");
     }
+    let (dw, dh) = crate::pipeline::default_size(&sd, init_image.as_ref());
+    let params = crate::pipeline::Params {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        guidance_scale: a.guidance,
+        seed,
+        sampler: a.sampler.name().into(),
+        width: a.width.unwrap_or(dw),
+        height: a.height.unwrap_or(dh),
+        batch: a.batch,
+        batch_pos: a.batch_pos,
+        init_image,
+        strength: a.strength,
+        resize_mode: match a.resize_mode {
+            ResizeArg::Crop => crate::image::ResizeMode::Crop,
+            ResizeArg::Fit => crate::image::ResizeMode::Fit,
+            ResizeArg::Stretch => crate::image::ResizeMode::Stretch,
+        },
+    };
     crate::pipeline::validate(&sd, &params)?;
-    eprintln!("loaded {} ({} tensors, {:.2} GiB on {}) in {:.1} s", a.model.display(), sd.weights.len(), sd.weights.bytes() as f64 / (1u64 << 30) as f64, gpu.info().name, t0.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {} ({} tensors, {:.2} GiB, {} storage, on {}) in {:.1} s",
+        a.model.display(),
+        sd.weights.len(),
+        sd.weights.bytes() as f64 / (1u64 << 30) as f64,
+        sd.dtypes.describe(),
+        gpu.info().name,
+        t0.elapsed().as_secs_f64()
+    );
     let bar = indicatif::ProgressBar::new(params.steps as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {elapsed} elapsed, {per_sec}, ETA {eta}")
@@ -378,19 +427,39 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     if out.dropped_tokens.1 > 0 {
         eprintln!("warning: the negative prompt is longer than 77 tokens; {} token(s) were dropped", out.dropped_tokens.1);
     }
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
     let model_name = a.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let text = crate::pipeline::a1111_parameters(&params, seed, &model_name);
-    for (i, img) in out.images.iter().enumerate() {
+    let mut failed = Vec::new();
+    for (img, &pos) in out.images.iter().zip(&out.batch_positions) {
         let path = if out.images.len() == 1 {
             a.output.clone()
         } else {
             let stem = a.output.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
-            a.output.with_file_name(format!("{stem}-{}.png", i + 1))
+            a.output.with_file_name(format!("{stem}-{}.png", pos + 1))
         };
+        let text = crate::pipeline::a1111_parameters(&params, seed, &model_name, pos);
         let png = crate::image::encode_png(img, Some(&text))?;
-        std::fs::write(&path, png).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        eprintln!("wrote {} ({}×{}, seed {seed})", path.display(), img.width, img.height);
+        if let Some(w) = &png.warning {
+            eprintln!("warning: {}: {w}", path.display());
+        }
+        // Nothing after the work may lose it: if the file cannot be written where asked, it
+        // goes to the current folder.
+        match std::fs::write(&path, &png.bytes) {
+            Ok(()) => eprintln!("wrote {} ({}×{}, seed {seed})", path.display(), img.width, img.height),
+            Err(e) => {
+                let fallback = std::path::PathBuf::from(format!("sd-webgpu-{seed}-{}.png", pos + 1));
+                match std::fs::write(&fallback, &png.bytes) {
+                    Ok(()) => eprintln!("warning: could not write {}: {e}; wrote {} instead", path.display(), fallback.display()),
+                    Err(e2) => failed.push(format!("{}: {e} (and {}: {e2})", path.display(), fallback.display())),
+                }
+            }
+        }
     }
     eprintln!("generation took {:.1} s ({} steps, sampler {}, {})", t1.elapsed().as_secs_f64(), params.steps, params.sampler, gpu.info().name);
+    if !failed.is_empty() {
+        return Err(invalid(format!("could not write the image(s): {}", failed.join("; "))));
+    }
     Ok(())
 }

@@ -28,6 +28,9 @@ pub enum Error {
     Cancelled,
     #[error("{0}")]
     Invalid(String),
+    /// NaN or infinity in the latents or the image (an f16 overflow, or broken weights).
+    #[error("{0}")]
+    NonFinite(String),
     #[error("shader {0}: {1}")]
     Shader(String, String),
 }

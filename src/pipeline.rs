@@ -5,7 +5,8 @@
 //! command buffer (flushed once), and the per-step update runs as GPU linear combinations.
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
-use crate::image::Rgb;
+use crate::image::{ResizeMode, Rgb};
+use crate::model::nn::Ctx;
 use crate::model::StableDiffusion;
 use crate::ops::{self, Term as OpTerm};
 use crate::rng::TorchRng;
@@ -24,13 +25,21 @@ pub struct Params {
     pub seed: u64,
     /// One of [`schedulers::SAMPLERS`].
     pub sampler: String,
+    /// Output size in pixels (multiples of [`size_multiple`]); for img2img the init image is
+    /// fitted to it by `resize_mode` ([`default_size`] gives the usual choice).
     pub width: usize,
     pub height: usize,
     /// Images per prompt (diffusers' num_images_per_prompt: one generator, drawn together).
     pub batch: usize,
-    /// img2img: the input image (its size is the output size) and the strength in (0, 1].
+    /// Make only image `batch_pos` (1-based) of the batch, exactly as it comes out of the
+    /// whole batch: the random draws of the others are made and dropped, the UNet runs
+    /// for this image alone.
+    pub batch_pos: Option<usize>,
+    /// img2img: the input image (any size) and the strength in (0, 1].
     pub init_image: Option<Rgb>,
     pub strength: f64,
+    /// How the init image is fitted to width × height.
+    pub resize_mode: ResizeMode,
 }
 
 impl Default for Params {
@@ -45,8 +54,27 @@ impl Default for Params {
             width: 512,
             height: 512,
             batch: 1,
+            batch_pos: None,
             init_image: None,
             strength: 0.75,
+            resize_mode: ResizeMode::Crop,
+        }
+    }
+}
+
+/// Image sides must be multiples of this (8 × 2^UNet downsamplings: 64 for SD 1.x).
+pub fn size_multiple(sd: &StableDiffusion) -> usize {
+    8usize << sd.cfg.unet.downsamplings()
+}
+
+/// The output size when none is asked for: 512×512, or for img2img the init image's size
+/// rounded to the nearest multiple of [`size_multiple`].
+pub fn default_size(sd: &StableDiffusion, init_image: Option<&Rgb>) -> (usize, usize) {
+    match init_image {
+        None => (512, 512),
+        Some(img) => {
+            let m = size_multiple(sd);
+            (crate::image::round_to_multiple(img.width, m), crate::image::round_to_multiple(img.height, m))
         }
     }
 }
@@ -98,27 +126,37 @@ pub fn latent_preview(lat: &[f32], h: usize, w: usize, scale: f32) -> Preview {
 }
 
 pub struct Output {
+    /// The images made (the whole batch, or the one at `batch_pos`).
     pub images: Vec<Rgb>,
-    /// Final latents (before the VAE), [batch, 4, h, w].
+    /// Position of each image in its batch (0-based, as A1111's `Batch pos`).
+    pub batch_positions: Vec<usize>,
+    /// Final latents (before the VAE), [images, 4, h, w].
     pub latents: Vec<f32>,
     /// Prompt tokens beyond CLIP's 77 that were dropped (prompt, negative prompt).
     pub dropped_tokens: (usize, usize),
+    /// What the user should know about this image (e.g. the VAE was re-run in f32).
+    pub warnings: Vec<String>,
+    /// The f16 VAE overflowed and the image was decoded again with the VAE in f32.
+    pub vae_upcast: bool,
 }
 
-/// Checks the parameters against the model; the message says what to change.
+/// Checks the parameters against the model; the message says what to change. Returns the
+/// output (width, height).
 pub fn validate(sd: &StableDiffusion, p: &Params) -> Result<(usize, usize)> {
     let bad = |m: String| Err(Error::Invalid(m));
-    let f = 8usize << sd.cfg.unet.downsamplings();
-    let (w, h) = match &p.init_image {
-        Some(img) => (img.width, img.height),
-        None => (p.width, p.height),
-    };
+    let f = size_multiple(sd);
+    let (w, h) = (p.width, p.height);
     if w == 0 || h == 0 || w % f != 0 || h % f != 0 {
-        let what = if p.init_image.is_some() { "the init image" } else { "width and height" };
-        return bad(format!("{what} must be positive multiples of {f} (got {w}×{h})"));
+        return bad(format!("width and height must be positive multiples of {f} (got {w}×{h})"));
     }
     if w > 2048 || h > 2048 {
         return bad(format!("{w}×{h} is larger than 2048 pixels on a side"));
+    }
+    if let Some(img) = &p.init_image {
+        let max = crate::image::MAX_INPUT_SIDE as usize;
+        if img.width == 0 || img.height == 0 || img.width > max || img.height > max || img.data.len() != img.width * img.height * 3 {
+            return bad(format!("the init image is {}×{} ({} values); it must be between 1 and {max} pixels on a side", img.width, img.height, img.data.len()));
+        }
     }
     if p.steps == 0 || p.steps > 1000 {
         return bad(format!("steps must be between 1 and 1000 (got {})", p.steps));
@@ -129,11 +167,19 @@ pub fn validate(sd: &StableDiffusion, p: &Params) -> Result<(usize, usize)> {
     if p.batch == 0 || p.batch > 16 {
         return bad(format!("batch must be between 1 and 16 (got {})", p.batch));
     }
+    if let Some(i) = p.batch_pos {
+        if i == 0 || i > p.batch {
+            return bad(format!("batch position must be between 1 and the batch size {} (got {i})", p.batch));
+        }
+    }
     if p.init_image.is_some() && !(p.strength > 0.0 && p.strength <= 1.0) {
         return bad(format!("strength must be in (0, 1] (got {})", p.strength));
     }
     if !schedulers::SAMPLERS.contains(&p.sampler.as_str()) {
         return bad(format!("unknown sampler `{}`; use one of {}", p.sampler, schedulers::SAMPLERS.join(", ")));
+    }
+    if sd.cfg.unet.in_channels != sd.cfg.vae.latent_channels {
+        return bad(format!("the UNet takes {} input channels but the VAE makes {} latent channels (inpainting models are not supported yet)", sd.cfg.unet.in_channels, sd.cfg.vae.latent_channels));
     }
     Ok((w, h))
 }
@@ -180,31 +226,54 @@ pub async fn generate_with(
 ) -> Result<Output> {
     let (w, h) = validate(sd, p)?;
     let c = sd.ctx(gpu);
-    let dt = sd.dtype;
-    let b = p.batch;
+    let dts = sd.dtypes;
+    let dt = dts.unet;
+    // The images made: the whole batch, or the one at batch_pos (its random draws are the
+    // same slices of the same draws as in the whole batch).
+    let (b, first) = match p.batch_pos {
+        Some(i) => (1, i - 1),
+        None => (p.batch, 0),
+    };
     let cfg = p.guidance_scale > 1.0;
-    let lc = sd.cfg.unet.in_channels;
+    let lc = sd.cfg.vae.latent_channels;
     let vf = 1usize << (sd.cfg.vae.block_out_channels.len() - 1);
     let (lh, lw) = (h / vf, w / vf);
     let lshape = [b, lc, lh, lw];
-    let ln: usize = lshape.iter().product();
+    let per = lc * lh * lw;
+    let ln = b * per;
+    let draw = |rng: &mut TorchRng| -> Vec<f32> {
+        let all = rng.randn(p.batch * per);
+        all[first * per..(first + b) * per].to_vec()
+    };
+    // Every generation starts from the weights alone and measures its own peak; the pool is
+    // trimmed between the phases (text encoder → [VAE encode →] denoising loop → VAE), so
+    // memory used for one size or batch is returned before the next phase or generation.
+    gpu.trim_pool();
+    gpu.reset_peak();
 
     // Text states: [negative × b, prompt × b] with guidance, else [prompt × b].
     let pos = tok.encode(&p.prompt)?;
     let neg = tok.encode(p.negative_prompt.as_deref().unwrap_or(""))?;
-    let mut ids: Vec<u32> = Vec::new();
-    if cfg {
-        for _ in 0..b {
-            ids.extend(&neg.ids);
+    let text = {
+        let mut ids: Vec<u32> = Vec::new();
+        if cfg {
+            for _ in 0..b {
+                ids.extend(&neg.ids);
+            }
         }
-    }
-    for _ in 0..b {
-        ids.extend(&pos.ids);
-    }
-    let rows = ids.len() / pos.ids.len();
-    let ids_t = gpu.upload_u32(&[rows, pos.ids.len()], &ids)?;
-    let text = sd.clip.forward(&c, &ids_t)?;
-    drop(ids_t);
+        for _ in 0..b {
+            ids.extend(&pos.ids);
+        }
+        let rows = ids.len() / pos.ids.len();
+        let ids_t = gpu.upload_u32(&[rows, pos.ids.len()], &ids)?;
+        let text = sd.clip.forward(&c, &ids_t)?;
+        if text.dtype() != dt {
+            ops::cast(gpu, &text, dt)?
+        } else {
+            text
+        }
+    };
+    gpu.trim_pool();
 
     let mut rng = TorchRng::new(p.seed);
     let mut s = schedulers::from_config(&p.sampler, scheduler_config, p.steps)?;
@@ -213,12 +282,12 @@ pub async fn generate_with(
     // Initial latents (f32 on the GPU for the whole loop).
     let (begin, mut latents) = match &p.init_image {
         None => {
-            let n = rng.randn(ln);
-            let x = gpu.upload(&lshape, DType::F32, &n)?;
+            let x = gpu.upload(&lshape, DType::F32, &draw(&mut rng))?;
             (0, ops::affine(gpu, &x, s.init_noise_sigma() as f32, 0.0)?)
         }
         Some(img) => {
             let begin = s.img2img_begin(p.strength)?;
+            let img = crate::image::resize_to(img, w, h, p.resize_mode);
             // [-1, 1] NCHW, one image; the VAE's latent_dist.sample draws first.
             let mut chw = vec![0f32; 3 * h * w];
             for (i, px) in img.data.chunks_exact(3).enumerate() {
@@ -226,19 +295,25 @@ pub async fn generate_with(
                     chw[ch * h * w + i] = 2.0 * px[ch] - 1.0;
                 }
             }
-            let x = gpu.upload(&[1, 3, h, w], dt, &chw)?;
-            let (mean, logvar) = sd.vae.encode(&c, &x)?;
-            let n1 = gpu.upload(&[1, lc, lh, lw], dt, &rng.randn(lc * lh * lw))?;
-            let init = ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)?;
+            let init = {
+                let x = gpu.upload(&[1, 3, h, w], dts.vae, &chw)?;
+                // Tiled when an untiled encode would need a buffer beyond the binding limit.
+                let (mean, logvar) = sd.vae.encode_auto(&c, &x, gpu.max_binding())?;
+                let n1 = gpu.upload(&[1, lc, lh, lw], dts.vae, &rng.randn(per))?;
+                ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)?
+            };
             let mut init_b = init.clone();
             for _ in 1..b {
                 init_b = ops::concat_channels(gpu, &init_b.reshape(&[1, init_b.numel(), 1])?, &init.reshape(&[1, init.numel(), 1])?)?;
             }
             let init_b = init_b.reshape(&lshape)?;
-            let noise = gpu.upload(&lshape, DType::F32, &rng.randn(ln))?;
+            let noise = gpu.upload(&lshape, DType::F32, &draw(&mut rng))?;
             let (a, k) = s.add_noise_coeffs(begin);
             let t = [OpTerm { t: &init_b, offset: 0, coef: a }, OpTerm { t: &noise, offset: 0, coef: k }];
-            (begin, ops::lincomb(gpu, &t, &lshape, DType::F32)?)
+            let latents = ops::lincomb(gpu, &t, &lshape, DType::F32)?;
+            drop((init, init_b, noise));
+            gpu.trim_pool();
+            (begin, latents)
         }
     };
 
@@ -260,14 +335,16 @@ pub async fn generate_with(
             x_in
         };
         let out = sd.unet.forward(&c, &x_in, &t_tensors[k], &text)?;
+        drop(x_in);
         let eps = if cfg {
             let g = p.guidance_scale;
             ops::lincomb(gpu, &[OpTerm { t: &out, offset: 0, coef: 1.0 - g }, OpTerm { t: &out, offset: ln, coef: g }], &lshape, DType::F32)?
         } else {
             ops::cast(gpu, &out, DType::F32)?
         };
+        drop(out);
         let plan = s.step(i);
-        let noise = if plan.uses_noise { Some(gpu.upload(&lshape, DType::F32, &rng.randn(ln))?) } else { None };
+        let noise = if plan.uses_noise { Some(gpu.upload(&lshape, DType::F32, &draw(&mut rng))?) } else { None };
         let mut stored = Vec::new();
         for (slot, combo) in &plan.store {
             let terms = combo_terms(combo, &latents, &eps, &slots, noise.as_ref())?;
@@ -302,25 +379,93 @@ pub async fn generate_with(
             None => None,
         };
         if !on_step(Progress { step: k + 1, steps: total, latents: &latents, preview }) {
+            drop((slots, text, t_tensors));
+            gpu.trim_pool();
             return Err(Error::Cancelled);
         }
     }
-    drop(slots);
-    drop(text);
+    drop((slots, text, t_tensors, preview_read));
 
     let lat = gpu.read(&latents).await?;
-    let z = ops::cast(gpu, &latents, dt)?;
-    // Tiled when an untiled decode would need a buffer beyond the adapter's binding limit.
-    let img = sd.vae.decode_auto(&c, &z, gpu.max_binding())?;
-    let nhwc = ops::to_image(gpu, &img)?;
-    let px = gpu.read(&nhwc).await?;
-    let per = h * w * 3;
-    let images = (0..b).map(|i| Rgb { width: w, height: h, data: px[i * per..(i + 1) * per].to_vec() }).collect();
-    Ok(Output { images, latents: lat, dropped_tokens: (pos.dropped_tokens, neg.dropped_tokens) })
+    if let Some(i) = lat.iter().position(|v| !v.is_finite()) {
+        drop(latents);
+        gpu.trim_pool();
+        return Err(Error::NonFinite(format!(
+            "the denoising produced non-finite latents ({} at index {i}): the UNet overflowed{}. Nothing was decoded.",
+            lat[i],
+            if dt == DType::F16 { " in f16; try f32 storage (--dtype f32 / dtype: \"f32\")" } else { "; the weights may be broken" }
+        )));
+    }
+    gpu.trim_pool();
+    let mut warnings = Vec::new();
+    let mut vae_upcast = false;
+    let mut px = decode_pixels(gpu, sd, &c, &latents, dts.vae).await?;
+    if let Some(i) = px.iter().position(|v| !v.is_finite()) {
+        let first_bad = px[i];
+        if dts.vae == DType::F32 {
+            gpu.trim_pool();
+            return Err(Error::NonFinite(format!("the VAE decode produced non-finite pixels ({} at index {i}) with the VAE in f32: the VAE weights may be broken", px[i])));
+        }
+        // An f16 VAE overflowed (diffusers' force_upcast, A1111's --no-half-vae): decode
+        // again with an f32 copy of the VAE weights, freed right after.
+        gpu.trim_pool();
+        let w32 = {
+            let mut w = crate::weights::Weights::default();
+            for (name, t) in sd.weights.iter().filter(|(n, _)| n.starts_with("vae/")) {
+                w.insert(name.clone(), ops::cast(gpu, t, DType::F32)?);
+            }
+            w
+        };
+        let c32 = Ctx { gpu, w: &w32 };
+        px = decode_pixels(gpu, sd, &c32, &latents, DType::F32).await?;
+        drop(w32);
+        gpu.trim_pool();
+        if let Some(j) = px.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite(format!(
+                "the VAE decode produced non-finite pixels in f16 ({first_bad} at index {i}) and again in f32 ({} at index {j}): the VAE weights may be broken",
+                px[j]
+            )));
+        }
+        vae_upcast = true;
+        warnings.push("the VAE overflowed in f16 (NaN or infinity in the image), so the image was decoded again with the VAE in f32; choose f32 for the VAE (--vae-dtype f32 / vaeDtype: \"f32\") to skip the f16 attempt".to_string());
+    }
+    drop(latents);
+    gpu.trim_pool();
+    // [B, 3, H, W] in [-1, 1] → [H, W, 3] in [0, 1] per image, as diffusers' postprocess.
+    let hw = h * w;
+    let images = (0..b)
+        .map(|i| {
+            let src = &px[i * 3 * hw..(i + 1) * 3 * hw];
+            let mut data = vec![0f32; 3 * hw];
+            for (j, v) in data.iter_mut().enumerate() {
+                *v = (src[(j % 3) * hw + j / 3] * 0.5 + 0.5).clamp(0.0, 1.0);
+            }
+            Rgb { width: w, height: h, data }
+        })
+        .collect();
+    Ok(Output {
+        images,
+        batch_positions: (first..first + b).collect(),
+        latents: lat,
+        dropped_tokens: (pos.dropped_tokens, neg.dropped_tokens),
+        warnings,
+        vae_upcast,
+    })
 }
 
-/// AUTOMATIC1111's `parameters` text for a generated image.
-pub fn a1111_parameters(p: &Params, seed: u64, model: &str) -> String {
+/// The VAE decode of `latents` [B, 4, h, w] (f32) with the VAE weights of `c` stored as `dt`,
+/// read back as f32 [B, 3, H, W] (not clamped, so overflows are visible). Tiled when an
+/// untiled decode would need a buffer beyond the adapter's binding limit.
+async fn decode_pixels(gpu: &Gpu, sd: &StableDiffusion, c: &Ctx<'_>, latents: &Tensor, dt: DType) -> Result<Vec<f32>> {
+    let z = ops::cast(gpu, latents, dt)?;
+    let img = sd.vae.decode_auto(c, &z, gpu.max_binding())?;
+    drop(z);
+    gpu.read(&img).await
+}
+
+/// AUTOMATIC1111's `parameters` text for the image at `batch_pos` (0-based, A1111's
+/// `Batch pos`) of a generation.
+pub fn a1111_parameters(p: &Params, seed: u64, model: &str, batch_pos: usize) -> String {
     let sampler = match p.sampler.as_str() {
         "ddpm" => "DDPM",
         "ddim" => "DDIM",
@@ -330,14 +475,19 @@ pub fn a1111_parameters(p: &Params, seed: u64, model: &str) -> String {
         "dpmpp_2m_karras" => "DPM++ 2M Karras",
         other => other,
     };
-    let (w, h) = p.init_image.as_ref().map_or((p.width, p.height), |i| (i.width, i.height));
     let mut s = p.prompt.clone();
     if let Some(n) = p.negative_prompt.as_deref().filter(|n| !n.is_empty()) {
         s.push_str(&format!("\nNegative prompt: {n}"));
     }
-    s.push_str(&format!("\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {seed}, Size: {w}x{h}, Model: {model}", p.steps, p.guidance_scale));
-    if p.init_image.is_some() {
+    s.push_str(&format!("\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {seed}, Size: {}x{}, Model: {model}", p.steps, p.guidance_scale, p.width, p.height));
+    if p.batch > 1 {
+        s.push_str(&format!(", Batch size: {}, Batch pos: {batch_pos}", p.batch));
+    }
+    if let Some(img) = &p.init_image {
         s.push_str(&format!(", Denoising strength: {}", p.strength));
+        if (img.width, img.height) != (p.width, p.height) {
+            s.push_str(&format!(", Resize mode: {}", p.resize_mode.a1111()));
+        }
     }
     s
 }

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::gpu::{DType, Gpu, GpuOptions, PoolStats};
-use crate::model::{Configs, StableDiffusion};
+use crate::model::{Configs, Dtypes, StableDiffusion};
+use crate::pipeline::Params;
 use crate::weights::Weights;
 
 #[derive(Clone, Debug, Serialize)]
@@ -29,15 +30,21 @@ pub struct PlanReport {
     pub dispatches_per_unet_step: u64,
     pub dispatches_text_encoder: u64,
     pub dispatches_vae_decode: u64,
+    /// The whole generation (the pipeline itself, planned): its settings and figures.
+    pub generation_steps: usize,
+    pub generation_batch: usize,
+    pub generation_img2img: bool,
+    pub generation: GenerationPlan,
 }
 
 /// Weights as uninitialised (zeroed on real GPUs) tensors with the model's shapes.
-pub fn placeholder_weights(gpu: &Gpu, cfg: &Configs, dtype: DType, components: &[&str]) -> crate::Result<Weights> {
+pub fn placeholder_weights(gpu: &Gpu, cfg: &Configs, dtypes: impl Into<Dtypes>, components: &[&str]) -> crate::Result<Weights> {
+    let dtypes = dtypes.into();
     let (_, _, _, specs) = crate::model::build(cfg);
     let mut w = Weights::default();
     for s in specs {
         if components.iter().any(|c| s.name.starts_with(&format!("{c}/"))) {
-            let t = gpu.empty(&s.shape, dtype)?;
+            let t = gpu.empty(&s.shape, dtypes.of(&s.name))?;
             w.insert(s.name, t);
         }
     }
@@ -54,8 +61,47 @@ fn component_bytes(w: &Weights, cfg: &Configs, dtype: DType, c: &str) -> u64 {
         .sum()
 }
 
-/// Plan a generation at `height`×`width` with classifier-free guidance (UNet batch 2).
+/// The memory of one whole generation: [`crate::pipeline::generate`] itself run on a planning
+/// GPU (every allocation, pool reuse and trim exactly as a real run; nothing dispatched).
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerationPlan {
+    pub weights_bytes: u64,
+    /// Highest total of GPU buffers during the generation (weights included): what
+    /// `stats().gpuPeakBytes` reports after a real run with the same settings.
+    pub peak_bytes: u64,
+    pub max_buffer_bytes: u64,
+    pub dispatches: u64,
+    /// Bytes held after the generation (the weights: everything else is returned).
+    pub after_bytes: u64,
+}
+
+/// Plan the generation `p` (its init image only gives the size) with the model `cfg` stored
+/// as `dtypes`, under a binding limit of `max_binding` bytes (`None`: WebGPU's default,
+/// 128 MiB).
+pub async fn plan_generation(cfg: &Configs, dtypes: impl Into<Dtypes>, p: &Params, max_binding: Option<u64>) -> crate::Result<GenerationPlan> {
+    let dtypes = dtypes.into();
+    let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(max_binding.unwrap_or(128 << 20)), ..Default::default() }).await?;
+    let weights = placeholder_weights(&gpu, cfg, dtypes, &crate::model::COMPONENTS)?;
+    let sd = StableDiffusion::new(&gpu, cfg.clone(), dtypes, weights, Vec::new())?;
+    let tok = crate::tokenizer::ClipTokenizer::sd15()?;
+    let w = sd.weights.bytes();
+    let s0 = gpu.pool_stats();
+    crate::pipeline::generate(&gpu, &sd, &tok, None, p, &mut |_| true).await?;
+    let s1 = gpu.pool_stats();
+    Ok(GenerationPlan { weights_bytes: w, peak_bytes: s1.peak_bytes, max_buffer_bytes: s1.max_buffer_bytes, dispatches: s1.dispatches - s0.dispatches, after_bytes: s1.total_bytes })
+}
+
+/// Plan a generation at `height`×`width` with classifier-free guidance (UNet batch 2), and
+/// a whole 20-step txt2img generation (Euler a, CFG 7.5, batch 1).
 pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> crate::Result<PlanReport> {
+    let p = Params { width, height, steps: 20, ..Default::default() };
+    plan_with(cfg, height, width, dtype, &p).await
+}
+
+/// [`plan`] with the whole generation `gen` planned (its size is replaced by `height`×`width`).
+pub async fn plan_with(cfg: &Configs, height: usize, width: usize, dtype: DType, gen: &Params) -> crate::Result<PlanReport> {
+    let gen = Params { width, height, ..gen.clone() };
+    let generation = plan_generation(cfg, dtype, &gen, None).await?;
     // WebGPU's default binding limit (128 MiB): the figures hold on any adapter.
     let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(128 << 20), ..Default::default() }).await?;
     let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
@@ -107,10 +153,14 @@ pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> c
         text_encoder_activation_peak_bytes: grow(&s0, &s1),
         unet_step_activation_peak_bytes: grow(&s2a, &s2),
         vae_decode_activation_peak_bytes: grow(&s2t, &s3),
-        peak_bytes: overall.max(s3.peak_bytes).max(load_peak),
-        max_buffer_bytes: s3.max_buffer_bytes,
+        peak_bytes: overall.max(s3.peak_bytes).max(load_peak).max(generation.peak_bytes),
+        max_buffer_bytes: s3.max_buffer_bytes.max(generation.max_buffer_bytes),
         dispatches_per_unet_step: s2.dispatches - s2a.dispatches,
         dispatches_text_encoder: s1.dispatches - s0.dispatches,
         dispatches_vae_decode: s3.dispatches - s2t.dispatches,
+        generation_steps: gen.steps,
+        generation_batch: gen.batch,
+        generation_img2img: gen.init_image.is_some(),
+        generation,
     })
 }

@@ -113,8 +113,8 @@ fn parse_merges(merges_txt: &str) -> Result<Merges> {
 
 /// The CLIP ViT-L/14 BPE of every SD 1.x model, for single-file checkpoints (which carry no
 /// tokenizer). Same files as the reference bundle's tokenizer.
-pub const CLIP_VOCAB: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/vocab.json");
-pub const CLIP_MERGES: &str = include_str!("../tests/fixtures/tiny-sd15/model/tokenizer/merges.txt");
+pub const CLIP_VOCAB: &str = include_str!("../assets/clip-vit-l-14/vocab.json");
+pub const CLIP_MERGES: &str = include_str!("../assets/clip-vit-l-14/merges.txt");
 
 impl ClipTokenizer {
     /// SD 1.x's tokenizer (CLIP ViT-L/14 BPE), built into the crate.

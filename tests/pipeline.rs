@@ -1,23 +1,48 @@
-//! The whole pipeline against diffusers: every txt2img_* and img2img_* case of golden.json,
-//! reproduced from its seed and parameters alone (tiny reference model, both runners).
-//! Metric: mean and max |ours − diffusers| on the [0, 1] image.
+//! The whole pipeline against diffusers, reproduced from each case's seed and parameters
+//! alone, in both runners: every txt2img_* / img2img_* case of tiny-sd15's golden.json, and
+//! every pipeline case of the v2 `sd15-realconfig` bundle (the real SD-1.5 scheduler file
+//! verbatim, batch 2, a non-Latin-1 prompt, a >77-token prompt, non-square).
+//!
+//! Asserted where the signal is: the final latents (before the VAE; the tiny random VAE
+//! squeezes latent differences ~200×), max |ours − diffusers| ≤ 1e-4·max|ref| with f32
+//! storage and ≤ 2e-2·max|ref| with f16; and the [0, 1] image, mean ≤ 2e-3 and max ≤ 2/255
+//! (f32) or mean ≤ 2e-2 (f16). Each run prints one `PARITY` line (collected for the notes).
 mod common;
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use common::fixtures::{self, golden};
-use common::model::{fp32_files, load_bytes, tokenizer};
-use sd_webgpu::gpu::DType;
-use sd_webgpu::pipeline::{self, Params};
+use common::model::{fp32_files, load_bytes, load_realconfig, realconfig_tokenizer, tokenizer};
+use sd_webgpu::gpu::{DType, Gpu};
+use sd_webgpu::model::StableDiffusion;
+use sd_webgpu::pipeline::{self, Output, Params};
+use sd_webgpu::tokenizer::ClipTokenizer;
 
-fn case(name: &str) -> serde_json::Value {
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Bundle {
+    /// ../shared/reference/tiny-sd15 (golden.json; latents of two cases from tests/fixtures/extra)
+    Tiny,
+    /// ../shared/reference/v2/sd15-realconfig
+    Real,
+}
+
+fn tiny_case(name: &str) -> serde_json::Value {
     let g: serde_json::Value = serde_json::from_str(&fixtures::text("golden.json")).unwrap();
     g["cases"][name].clone()
 }
 
-/// The model's scheduler config with the case's `scheduler_extra` merged in.
-fn scheduler_config(c: &serde_json::Value) -> String {
+fn real_cases() -> Vec<serde_json::Value> {
+    let j: serde_json::Value = serde_json::from_str(&fixtures::file_text("sd15-realconfig/cases.json")).unwrap();
+    j["cases"].as_array().unwrap().clone()
+}
+
+fn real_case(name: &str) -> serde_json::Value {
+    real_cases().into_iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("sd15-realconfig case {name}"))
+}
+
+/// The tiny model's scheduler config with the case's `scheduler_extra` merged in.
+fn tiny_scheduler_config(c: &serde_json::Value) -> String {
     let mut cfg: serde_json::Value = serde_json::from_str(&fixtures::text("model/scheduler/scheduler_config.json")).unwrap();
     if let Some(extra) = c["scheduler_extra"].as_object() {
         for (k, v) in extra {
@@ -27,84 +52,201 @@ fn scheduler_config(c: &serde_json::Value) -> String {
     cfg.to_string()
 }
 
-async fn run_case(name: &'static str, dtype: DType) {
-    let c = case(name);
+/// The parameters as a user passes them, the scheduler config file, the golden tensors.
+struct Setup {
+    params: Params,
+    scheduler: String,
+    golden: Vec<u8>,
+    image_key: String,
+    /// (golden file, key) of the final latents.
+    latents: (Vec<u8>, String),
+}
+
+fn setup(bundle: Bundle, name: &str) -> Setup {
+    match bundle {
+        Bundle::Tiny => {
+            let c = tiny_case(name);
+            let init_image = c["init_image"].as_str().map(|f| sd_webgpu::image::decode_png(&fixtures::bytes(f), f).unwrap());
+            let params = Params {
+                prompt: c["prompt"].as_str().unwrap().into(),
+                negative_prompt: c["negative_prompt"].as_str().map(String::from),
+                steps: c["steps"].as_u64().unwrap() as usize,
+                guidance_scale: c["guidance_scale"].as_f64().unwrap(),
+                seed: c["seed"].as_u64().unwrap(),
+                sampler: c["sampler"].as_str().unwrap().into(),
+                width: c["width"].as_u64().unwrap_or(64) as usize,
+                height: c["height"].as_u64().unwrap_or(64) as usize,
+                strength: c["strength"].as_f64().unwrap_or(1.0),
+                init_image,
+                ..Default::default()
+            };
+            let golden = fixtures::bytes("golden.safetensors");
+            let key = format!("{name}_latents");
+            let st = safetensors::SafeTensors::deserialize(&golden).unwrap();
+            let latents = if st.names().iter().any(|n| **n == key) {
+                (golden.clone(), key)
+            } else {
+                // Made by scripts/make_extra_goldens.py from the same runs (the bundle has only the image).
+                (fixtures::file("extra/golden.safetensors"), key)
+            };
+            Setup { params, scheduler: tiny_scheduler_config(&c), golden, image_key: format!("{name}_image"), latents }
+        }
+        Bundle::Real => {
+            let c = real_case(name);
+            assert_eq!(c["kind"], "pipeline");
+            let params = Params {
+                prompt: c["prompt"].as_str().unwrap().into(),
+                negative_prompt: c["negative_prompt"].as_str().map(String::from),
+                steps: c["steps"].as_u64().unwrap() as usize,
+                guidance_scale: c["guidance"].as_f64().unwrap(),
+                seed: c["seed"].as_u64().unwrap(),
+                sampler: c["sampler"].as_str().unwrap().into(),
+                width: c["width"].as_u64().unwrap() as usize,
+                height: c["height"].as_u64().unwrap() as usize,
+                batch: c["batch"].as_u64().unwrap_or(1) as usize,
+                ..Default::default()
+            };
+            let golden = fixtures::file("sd15-realconfig/golden.safetensors");
+            let key = c["golden"]["latents"].as_str().unwrap().to_string();
+            Setup {
+                params,
+                scheduler: fixtures::file_text("sd15-realconfig/model/scheduler/scheduler_config.json"),
+                golden: golden.clone(),
+                image_key: c["golden"]["image"].as_str().unwrap().into(),
+                latents: (golden, key),
+            }
+        }
+    }
+}
+
+fn load(gpu: &Gpu, bundle: Bundle, dtype: DType) -> (StableDiffusion, ClipTokenizer) {
+    match bundle {
+        Bundle::Tiny => (load_bytes(gpu, dtype, &fp32_files()), tokenizer()),
+        Bundle::Real => (load_realconfig(gpu, dtype), realconfig_tokenizer()),
+    }
+}
+
+/// Max |got − want| (and its index) and max |want|.
+fn max_err(got: &[f32], want: &[f32]) -> (f64, usize, f64) {
+    assert_eq!(got.len(), want.len(), "lengths");
+    let (mut e, mut at, mut m) = (0f64, 0, 0f64);
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let d = (a as f64 - b as f64).abs();
+        if d > e || d.is_nan() {
+            e = if d.is_nan() { f64::INFINITY } else { d };
+            at = i;
+        }
+        m = m.max((b as f64).abs());
+    }
+    (e, at, m)
+}
+
+/// Checks `out` (images `first..first + out.images.len()` of the case's batch) against the
+/// goldens; returns the failures.
+fn check(label: &str, dtype: DType, s: &Setup, out: &Output, first: usize) -> Vec<String> {
+    let mut fails = Vec::new();
+    let (want_img, ishape) = golden(&s.golden, &s.image_key);
+    let (want_lat, lshape) = golden(&s.latents.0, &s.latents.1);
+    let per_img = ishape[1..].iter().product::<usize>();
+    let per_lat = lshape[1..].iter().product::<usize>();
+    let n = out.images.len();
+    let want_img = &want_img[first * per_img..(first + n) * per_img];
+    let want_lat = &want_lat[first * per_lat..(first + n) * per_lat];
+    let got_img: Vec<f32> = out.images.iter().flat_map(|i| i.data.iter().copied()).collect();
+
+    let (el, li, ml) = max_err(&out.latents, want_lat);
+    let rel = el / ml.max(1e-12);
+    let lat_tol = if dtype == DType::F32 { 1e-4 } else { 2e-2 };
+    let (emax, ii, _) = max_err(&got_img, want_img);
+    let mean = got_img.iter().zip(want_img).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>() / want_img.len() as f64;
+    let (mean_tol, max_tol) = if dtype == DType::F32 { (2e-3, 2.0 / 255.0) } else { (2e-2, f64::INFINITY) };
+    log!("PARITY|{label}|{}|latents_rel {rel:.2e}|image_mean {mean:.2e}|image_max {emax:.2e}", dtype.name());
+    if !(rel <= lat_tol) {
+        fails.push(format!("{label} ({}): final latents max error {el:.3e} = {rel:.3e}·max|ref| > {lat_tol:.0e} (worst index {li}: ours {}, diffusers {})", dtype.name(), out.latents[li], want_lat[li]));
+    }
+    if !(mean <= mean_tol) || !(emax <= max_tol) {
+        fails.push(format!("{label} ({}): image mean error {mean:.3e} (goal {mean_tol:.0e}), max {emax:.3e} (goal {max_tol:.1e}) at index {ii}", dtype.name()));
+    }
+    fails
+}
+
+async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
+    let s = setup(bundle, name);
     let gpu = common::gpu(true).await;
-    let sd = load_bytes(&gpu, dtype, &fp32_files());
-    let tok = tokenizer();
-    let init_image = c["init_image"].as_str().map(|f| sd_webgpu::image::decode_png(&fixtures::bytes(f), f).unwrap());
-    let p = Params {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().map(String::from),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap(),
-        seed: c["seed"].as_u64().unwrap(),
-        sampler: c["sampler"].as_str().unwrap().into(),
-        width: c["width"].as_u64().unwrap_or(64) as usize,
-        height: c["height"].as_u64().unwrap_or(64) as usize,
-        batch: 1,
-        init_image,
-        strength: c["strength"].as_f64().unwrap_or(1.0),
-    };
+    let (sd, tok) = load(&gpu, bundle, dtype);
     let mut steps_seen = 0;
-    let out = pipeline::generate(&gpu, &sd, &tok, Some(&scheduler_config(&c)), &p, &mut |pr| {
+    let out = pipeline::generate(&gpu, &sd, &tok, Some(&s.scheduler), &s.params, &mut |pr| {
         steps_seen = pr.step;
         true
     })
     .await
     .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let g = fixtures::bytes("golden.safetensors");
-    let (want, shape) = golden(&g, &format!("{name}_image"));
-    let got = &out.images[0].data;
-    assert_eq!(got.len(), want.len(), "{name}: image size {:?}", shape);
-    let (mut sum, mut max, mut wi) = (0f64, 0f64, 0);
-    for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
-        let e = (a as f64 - b as f64).abs();
-        sum += e;
-        if e > max {
-            max = e;
-            wi = i;
-        }
-    }
-    let mean = sum / want.len() as f64;
-    let goal = if dtype == DType::F32 { 2e-3 } else { 2e-2 };
-    // Final latents, where the case has them (before the VAE).
-    let name_l = format!("{name}_latents");
-    let st = safetensors::SafeTensors::deserialize(&g).unwrap();
-    let lat = if st.names().iter().any(|n| **n == name_l) {
-        let (wl, _) = golden(&g, &name_l);
-        let ml = wl.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
-        let el = out.latents.iter().zip(&wl).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
-        format!(", latents max err {el:.2e} (rel {:.2e})", el / ml)
-    } else {
-        String::new()
-    };
-    log!(
-        "[{} storage] {} {name}: image mean abs err {mean:.3e} (goal {goal:.0e}), max {max:.3e} at {wi}{lat}; {steps_seen} steps",
-        dtype.name(),
-        if mean <= goal { "PASS" } else { "FAIL" }
-    );
     assert!(steps_seen > 0, "{name}: no progress reported");
-    assert!(mean <= goal, "{name} ({} storage): mean abs error {mean:.3e} > {goal:.0e}; max {max:.3e} at index {wi}", dtype.name());
+    assert_eq!(out.images.len(), s.params.batch, "{name}: images");
+    assert!(out.warnings.is_empty(), "{name}: {:?}", out.warnings);
+    let label = format!("{bundle:?}/{name}");
+    let mut fails = check(&label, dtype, &s, &out, 0);
+    if bundle == Bundle::Real {
+        let c = real_case(name);
+        // The tokens diffusers gave the UNet (the long prompt is cut to BOS + 75 + EOS).
+        if let Some(ids) = c["checks"]["token_ids"].as_array() {
+            let want: Vec<u32> = ids.iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(tok.encode(&s.params.prompt).unwrap().ids, want, "{name}: token ids");
+        }
+        if let Some(n) = c["checks"]["n_tokens_without_bos_eos"].as_u64() {
+            assert_eq!(out.dropped_tokens.0, (n as usize).saturating_sub(75), "{name}: dropped tokens");
+        }
+        // The image's PNG carries the exact prompt back (iTXt when it is not Latin-1).
+        let text = pipeline::a1111_parameters(&s.params, s.params.seed, "tiny", 0);
+        let png = sd_webgpu::image::encode_png(&out.images[0], Some(&text)).unwrap();
+        assert!(png.warning.is_none(), "{name}: {:?}", png.warning);
+        let back = sd_webgpu::image::png_parameters(&png.bytes).expect("parameters chunk");
+        assert_eq!(back, text, "{name}: PNG parameters");
+        assert!(back.starts_with(&s.params.prompt));
+        let chunk = sd_webgpu::image::png_parameters_chunk(&png.bytes).unwrap();
+        assert_eq!(chunk, if sd_webgpu::image::is_latin1(&text) { "tEXt" } else { "iTXt" }, "{name}");
+    }
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+    // the batch's images one by one (batch_pos): each equals its place in the batch, alone
+    if s.params.batch > 1 {
+        for pos in 1..=s.params.batch {
+            let p = Params { batch_pos: Some(pos), ..s.params.clone() };
+            let one = pipeline::generate(&gpu, &sd, &tok, Some(&s.scheduler), &p, &mut |_| true).await.unwrap();
+            assert_eq!((one.images.len(), one.batch_positions.clone()), (1, vec![pos - 1]));
+            fails.extend(check(&format!("{label}@batch_pos={pos}"), dtype, &s, &one, pos - 1));
+        }
+        assert!(fails.is_empty(), "{}", fails.join("\n"));
+    }
 }
 
 macro_rules! golden_case {
-    ($f32:ident, $f16:ident, $name:literal) => {
-        gpu_test!($f32, run_case($name, DType::F32));
-        gpu_test!($f16, run_case($name, DType::F16));
+    ($f32:ident, $f16:ident, $bundle:expr, $name:literal) => {
+        gpu_test!($f32, run_case($bundle, $name, DType::F32));
+        gpu_test!($f16, run_case($bundle, $name, DType::F16));
     };
 }
 
-golden_case!(txt2img_ddpm_f32, txt2img_ddpm_f16, "txt2img_ddpm");
-golden_case!(txt2img_ddim_f32, txt2img_ddim_f16, "txt2img_ddim");
-golden_case!(txt2img_pndm_f32, txt2img_pndm_f16, "txt2img_pndm");
-golden_case!(txt2img_euler_f32, txt2img_euler_f16, "txt2img_euler");
-golden_case!(txt2img_euler_a_f32, txt2img_euler_a_f16, "txt2img_euler_a");
-golden_case!(txt2img_dpmpp_2m_karras_f32, txt2img_dpmpp_2m_karras_f16, "txt2img_dpmpp_2m_karras");
-golden_case!(txt2img_ddim_nocfg_wide_f32, txt2img_ddim_nocfg_wide_f16, "txt2img_ddim_nocfg_wide");
-golden_case!(img2img_ddpm_f32, img2img_ddpm_f16, "img2img_ddpm");
+golden_case!(txt2img_ddpm_f32, txt2img_ddpm_f16, Bundle::Tiny, "txt2img_ddpm");
+golden_case!(txt2img_ddim_f32, txt2img_ddim_f16, Bundle::Tiny, "txt2img_ddim");
+golden_case!(txt2img_pndm_f32, txt2img_pndm_f16, Bundle::Tiny, "txt2img_pndm");
+golden_case!(txt2img_euler_f32, txt2img_euler_f16, Bundle::Tiny, "txt2img_euler");
+golden_case!(txt2img_euler_a_f32, txt2img_euler_a_f16, Bundle::Tiny, "txt2img_euler_a");
+golden_case!(txt2img_dpmpp_2m_karras_f32, txt2img_dpmpp_2m_karras_f16, Bundle::Tiny, "txt2img_dpmpp_2m_karras");
+golden_case!(txt2img_ddim_nocfg_wide_f32, txt2img_ddim_nocfg_wide_f16, Bundle::Tiny, "txt2img_ddim_nocfg_wide");
+golden_case!(img2img_ddpm_f32, img2img_ddpm_f16, Bundle::Tiny, "img2img_ddpm");
 
-/// Every pipeline case of golden.json has a test above.
+golden_case!(real_ddpm_f32, real_ddpm_f16, Bundle::Real, "txt2img_ddpm");
+golden_case!(real_ddim_f32, real_ddim_f16, Bundle::Real, "txt2img_ddim");
+golden_case!(real_pndm_f32, real_pndm_f16, Bundle::Real, "txt2img_pndm");
+golden_case!(real_euler_f32, real_euler_f16, Bundle::Real, "txt2img_euler");
+golden_case!(real_euler_a_f32, real_euler_a_f16, Bundle::Real, "txt2img_euler_a");
+golden_case!(real_dpmpp_2m_karras_f32, real_dpmpp_2m_karras_f16, Bundle::Real, "txt2img_dpmpp_2m_karras");
+golden_case!(real_batch2_f32, real_batch2_f16, Bundle::Real, "txt2img_batch2");
+golden_case!(real_unicode_f32, real_unicode_f16, Bundle::Real, "txt2img_unicode");
+golden_case!(real_long_prompt_f32, real_long_prompt_f16, Bundle::Real, "txt2img_long_prompt");
+golden_case!(real_nonsquare_f32, real_nonsquare_f16, Bundle::Real, "txt2img_nonsquare");
+
+/// Every pipeline case of both bundles has a test above.
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn every_golden_pipeline_case_is_tested() {
@@ -112,7 +254,13 @@ fn every_golden_pipeline_case_is_tested() {
     let src = include_str!("pipeline.rs");
     for (name, _) in g["cases"].as_object().unwrap() {
         if name.starts_with("txt2img_") || name.starts_with("img2img_") {
-            assert!(src.contains(&format!("\"{name}\")")), "golden case {name} has no test");
+            assert!(src.contains(&format!("Bundle::Tiny, \"{name}\")")), "tiny-sd15 golden case {name} has no test");
+        }
+    }
+    for c in real_cases() {
+        if c["kind"] == "pipeline" {
+            let name = c["name"].as_str().unwrap();
+            assert!(src.contains(&format!("Bundle::Real, \"{name}\")")), "sd15-realconfig case {name} has no test");
         }
     }
 }

@@ -875,3 +875,152 @@ cpu_test!(errors_not_panics, || {
     );
     assert_close(&a, &b, 1e-6, "trained_betas vs linear");
 });
+
+// ---------------------------------------------------------------------------------------
+// The real repos' scheduler files (../shared/reference/v2): fields a file lacks take the
+// default of the sampler class that reads it, as diffusers' `Class.from_config(file)`.
+
+/// `(bundle, case)` for every case of the real-config bundles that names a sampler.
+fn real_config_cases() -> Vec<(&'static str, serde_json::Value)> {
+    let mut out = Vec::new();
+    for bundle in ["sd15-realconfig", "sd2"] {
+        let j: serde_json::Value = serde_json::from_str(&fixtures::file_text(&format!("{bundle}/cases.json"))).unwrap();
+        for c in j["cases"].as_array().unwrap() {
+            let known = c["sampler"].as_str().is_some_and(|s| schedulers::SAMPLERS.contains(&s));
+            if known && c["scheduler"].is_object() {
+                out.push((bundle, c.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The case's config file with its `overrides` merged in, as the reference built it.
+fn real_config_json(bundle: &str, c: &serde_json::Value) -> String {
+    let s = &c["scheduler"];
+    let mut cfg: serde_json::Value = serde_json::from_str(&fixtures::file_text(&format!("{bundle}/{}", s["from_config"].as_str().unwrap()))).unwrap();
+    for (k, v) in s["overrides"].as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    cfg.to_string()
+}
+
+cpu_test!(real_configs_take_each_class_defaults, || {
+    use schedulers::{Prediction, SchedulerConfig, Spacing};
+    let cases = real_config_cases();
+    assert!(cases.len() >= 20, "{} cases", cases.len());
+    let mut checked = 0;
+    for (bundle, c) in &cases {
+        let name = c["name"].as_str().unwrap();
+        let sampler_name = c["sampler"].as_str().unwrap();
+        let json = real_config_json(bundle, c);
+        let cfg = SchedulerConfig::from_json_for(sampler_name, &json).unwrap_or_else(|e| panic!("{bundle}/{name}: {e}"));
+        for (field, want) in c["scheduler"]["effective"].as_object().unwrap() {
+            let got: serde_json::Value = match field.as_str() {
+                "prediction_type" => match cfg.prediction_type {
+                    Prediction::Epsilon => "epsilon".into(),
+                    Prediction::VPrediction => "v_prediction".into(),
+                },
+                "timestep_spacing" => match cfg.timestep_spacing {
+                    Spacing::Leading => "leading".into(),
+                    Spacing::Linspace => "linspace".into(),
+                    Spacing::Trailing => "trailing".into(),
+                },
+                "steps_offset" => cfg.steps_offset.into(),
+                "clip_sample" => cfg.clip_sample.into(),
+                "set_alpha_to_one" => cfg.set_alpha_to_one.into(),
+                "skip_prk_steps" => cfg.skip_prk_steps.into(),
+                "variance_type" => cfg.variance_type.clone().map_or(serde_json::Value::Null, Into::into),
+                "use_karras_sigmas" => cfg.use_karras_sigmas.into(),
+                "timestep_type" => cfg.timestep_type.clone().into(),
+                "interpolation_type" => cfg.interpolation_type.clone().into(),
+                "final_sigmas_type" => (if cfg.final_sigmas_sigma_min { "sigma_min" } else { "zero" }).into(),
+                "lower_order_final" => cfg.lower_order_final.into(),
+                "euler_at_final" => cfg.euler_at_final.into(),
+                "rescale_betas_zero_snr" => cfg.rescale_betas_zero_snr.into(),
+                // The only DPM-Solver variant implemented (dpmpp_2m_karras).
+                "algorithm_type" => "dpmsolver++".into(),
+                "solver_order" => 2.into(),
+                other => panic!("{bundle}/{name}: effective field {other} is not checked"),
+            };
+            assert_eq!(&got, want, "{bundle}/{name} ({sampler_name}): {field}");
+            checked += 1;
+        }
+        // The timesteps the UNet sees and the initial noise scale.
+        let steps = c["steps"].as_u64().unwrap() as usize;
+        let s = sampler(sampler_name, &json, steps);
+        let begin = match c["strength"].as_f64() {
+            Some(st) => s.img2img_begin(st).unwrap(),
+            None => 0,
+        };
+        if let Some(want) = c["scheduler"]["timesteps_visited"].as_array() {
+            let want: Vec<f64> = want.iter().map(|v| v.as_f64().unwrap()).collect();
+            let got = &s.timesteps()[begin..];
+            assert_eq!(got.len(), want.len(), "{bundle}/{name}: timesteps {got:?} vs {want:?}");
+            // cases.json rounds to 6 significant digits
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-3 + 1e-5 * w.abs(), "{bundle}/{name}: timesteps {got:?} vs {want:?}");
+            }
+        }
+        if let Some(w) = c["scheduler"]["init_noise_sigma"].as_f64() {
+            let g = s.init_noise_sigma();
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{bundle}/{name}: init_noise_sigma {g} vs {w}");
+        }
+        log!("{bundle}/{name} ({sampler_name}): effective config and timesteps match");
+    }
+    log!("{} real-config cases, {checked} effective fields checked", cases.len());
+});
+
+cpu_test!(real_sd15_config_schedules_match_golden, || {
+    let g = fixtures::file("sd15-realconfig/golden.safetensors");
+    let json = fixtures::file_text("sd15-realconfig/model/scheduler/scheduler_config.json");
+    for name in schedulers::SAMPLERS {
+        let s = sampler(name, &json, 12);
+        let (want, _) = golden(&g, &format!("sched_{name}_timesteps"));
+        let want: Vec<f64> = want.iter().map(|&x| x as f64).collect();
+        // diffusers keeps the timesteps as float32 (PLMS repeats one: 13 entries for 12 steps)
+        let got: Vec<f64> = s.timesteps().iter().map(|&t| t as f32 as f64).collect();
+        assert_eq!(got, want, "{name}: timesteps");
+        // no config at all = the real SD-1.5 file
+        let d = schedulers::from_config(name, None, 12).unwrap();
+        assert_eq!(d.timesteps(), s.timesteps(), "{name}: no config vs the SD-1.5 file");
+        let st = safetensors::SafeTensors::deserialize(&g).unwrap();
+        let key = format!("sched_{name}_sigmas");
+        if st.names().iter().any(|n| **n == key) {
+            let (sig, _) = golden(&g, &key);
+            assert_eq!(sig.len(), 13, "{name}: sigmas");
+            // with linspace spacing diffusers' init_noise_sigma is the largest sigma, sigmas[0]
+            let init = if name == "dpmpp_2m_karras" { 1.0 } else { sig[0] as f64 };
+            assert!((s.init_noise_sigma() - init).abs() <= 1e-5 * init, "{name}: init_noise_sigma {} vs {init}", s.init_noise_sigma());
+        }
+        log!("{name}: real SD-1.5 config timesteps {:?}", s.timesteps());
+    }
+    // the golden alphas_cumprod of this bundle too
+    let (acp, _) = golden(&g, "alphas_cumprod");
+    let ours = schedulers::SchedulerConfig::from_json_for("euler_a", &json).unwrap().alphas_cumprod();
+    let worst = ours.iter().zip(&acp).fold(0f64, |m, (o, w)| m.max((o - *w as f64).abs() / *w as f64));
+    assert!(worst < 2.5e-7, "alphas_cumprod relative error {worst:e}");
+});
+
+cpu_test!(empty_config_is_each_class_default, || {
+    // `{}` gives diffusers' constructor defaults: linear 0.0001 → 0.02, steps_offset 0.
+    for (name, spacing) in [("ddpm", "leading"), ("ddim", "leading"), ("pndm", "leading"), ("euler", "linspace"), ("euler_a", "linspace"), ("dpmpp_2m_karras", "linspace")] {
+        let c = schedulers::SchedulerConfig::from_json_for(name, "{}").unwrap();
+        assert_eq!((c.beta_start, c.beta_end, c.beta_schedule.as_str(), c.steps_offset), (0.0001, 0.02, "linear", 0), "{name}");
+        let want = match spacing {
+            "leading" => schedulers::Spacing::Leading,
+            _ => schedulers::Spacing::Linspace,
+        };
+        assert_eq!(c.timestep_spacing, want, "{name}");
+    }
+    // DDPM and DDIM default to clip_sample true, which is refused with a message (not a linear update).
+    for name in ["ddpm", "ddim"] {
+        let e = schedulers::from_config(name, Some("{}"), 10).expect_err(name).to_string();
+        assert!(e.contains("clip_sample"), "{name}: {e}");
+    }
+    let ddim = schedulers::SchedulerConfig::from_json_for("ddim", "{}").unwrap();
+    assert!(ddim.set_alpha_to_one && ddim.clip_sample);
+    let pndm = schedulers::SchedulerConfig::from_json_for("pndm", "{}").unwrap();
+    assert!(!pndm.skip_prk_steps && !pndm.set_alpha_to_one);
+    assert_eq!(schedulers::SchedulerConfig::from_json_for("ddpm", "{}").unwrap().variance_type.as_deref(), Some("fixed_small"));
+});

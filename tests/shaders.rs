@@ -76,3 +76,30 @@ fn gemm_tiles_f16_only_native() {
     }
 }
 cpu_test!(gemm_tiles_are_f16_only_with_native_f16, gemm_tiles_f16_only_native);
+
+/// Production code never reads test files: no `include_*!` of (or path into) `tests/`.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn production_code_does_not_read_tests() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    assert!(files.len() > 20);
+    let bad: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines().enumerate().filter(|(_, l)| l.contains("tests/fixtures") || l.contains("../tests/")).map(|(i, l)| format!("{}:{}: {}", f.display(), i + 1, l.trim())).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(bad.is_empty(), "production code reads test files:\n{}", bad.join("\n"));
+}

@@ -18,6 +18,43 @@ use crate::weights::{Layout, Loader, Spec, Weights};
 
 pub const COMPONENTS: [&str; 3] = ["text_encoder", "unet", "vae"];
 
+/// GPU storage type of each component's weights and activations (A1111's `--no-half-vae`
+/// is a VAE in f32 beside an f16 UNet). A plain [`DType`] converts into "all the same".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dtypes {
+    pub text_encoder: DType,
+    pub unet: DType,
+    pub vae: DType,
+}
+
+impl Dtypes {
+    pub fn all(d: DType) -> Self {
+        Dtypes { text_encoder: d, unet: d, vae: d }
+    }
+    /// The storage of `component` (or of a weight name `component/…`).
+    pub fn of(&self, component: &str) -> DType {
+        match component.split('/').next().unwrap_or("") {
+            "text_encoder" => self.text_encoder,
+            "vae" => self.vae,
+            _ => self.unet,
+        }
+    }
+    /// `f16`, or `text encoder f16, UNet f16, VAE f32` when they differ.
+    pub fn describe(&self) -> String {
+        if self.text_encoder == self.unet && self.unet == self.vae {
+            self.unet.name().to_string()
+        } else {
+            format!("text encoder {}, UNet {}, VAE {}", self.text_encoder.name(), self.unet.name(), self.vae.name())
+        }
+    }
+}
+
+impl From<DType> for Dtypes {
+    fn from(d: DType) -> Self {
+        Dtypes::all(d)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Configs {
     pub unet: UnetConfig,
@@ -46,7 +83,7 @@ pub struct StableDiffusion {
     pub unet: Unet,
     pub vae: Vae,
     pub weights: Weights,
-    pub dtype: DType,
+    pub dtypes: Dtypes,
     /// Non-fatal notes from loading (unexpected tensors).
     pub warnings: Vec<String>,
 }
@@ -82,24 +119,26 @@ pub fn build_fusions(cfg: &Configs) -> Vec<nn::Fusion> {
 
 impl StableDiffusion {
     /// Networks for `cfg` over loaded (or placeholder) weights; applies the weight fusions.
-    pub fn new(gpu: &Gpu, cfg: Configs, dtype: DType, mut weights: Weights, warnings: Vec<String>) -> crate::Result<StableDiffusion> {
+    pub fn new(gpu: &Gpu, cfg: Configs, dtypes: impl Into<Dtypes>, mut weights: Weights, warnings: Vec<String>) -> crate::Result<StableDiffusion> {
         nn::apply_fusions(gpu, &mut weights, &build_fusions(&cfg))?;
         let (clip, unet, vae, _) = build(&cfg);
-        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtype, warnings })
+        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtypes: dtypes.into(), warnings })
     }
 
-    /// A loader for the weights of `components` (subset of [`COMPONENTS`]).
-    pub fn loader(gpu: &Gpu, cfg: &Configs, dtype: DType, components: &[&str]) -> Loader {
+    /// A loader for the weights of `components` (subset of [`COMPONENTS`]), each stored as
+    /// `dtypes` says for its component.
+    pub fn loader(gpu: &Gpu, cfg: &Configs, dtypes: impl Into<Dtypes>, components: &[&str]) -> Loader {
+        let dtypes = dtypes.into();
         let (_, _, _, specs) = build(cfg);
         let specs = specs.into_iter().filter(|s| components.iter().any(|c| s.name.starts_with(&format!("{c}/")))).collect();
-        Loader::new(gpu, dtype, specs)
+        Loader::with_dtypes(gpu, specs, |name| dtypes.of(name))
     }
 
     /// Assemble from a finished loader.
-    pub fn from_loader(cfg: Configs, dtype: DType, loader: Loader) -> crate::Result<StableDiffusion> {
+    pub fn from_loader(cfg: Configs, dtypes: impl Into<Dtypes>, loader: Loader) -> crate::Result<StableDiffusion> {
         let gpu = loader.gpu().clone();
         let (weights, warnings) = loader.finish()?;
-        Self::new(&gpu, cfg, dtype, weights, warnings)
+        Self::new(&gpu, cfg, dtypes, weights, warnings)
     }
 
     pub fn ctx<'a>(&'a self, gpu: &'a Gpu) -> Ctx<'a> {
@@ -149,7 +188,7 @@ mod native {
     impl StableDiffusion {
         /// Load a model from disk: a diffusers folder or a single `.safetensors` file.
         /// `variant` ("fp16") picks `*.fp16.safetensors` where the folder has them.
-        pub fn load(gpu: &Gpu, path: &Path, dtype: DType, variant: Option<&str>) -> crate::Result<StableDiffusion> {
+        pub fn load(gpu: &Gpu, path: &Path, dtypes: impl Into<Dtypes>, variant: Option<&str>) -> crate::Result<StableDiffusion> {
             crate::weights::source::refuse_pickle(&path.display().to_string())?;
             let src = if path.is_dir() {
                 Source::Diffusers { dir: path.to_path_buf(), variant: variant.map(String::from) }
@@ -158,12 +197,13 @@ mod native {
             } else {
                 return Err(WeightError::Io { file: path.display().to_string(), detail: "no such file or folder".into() }.into());
             };
-            Self::load_components(gpu, &src, dtype, &COMPONENTS, &[])
+            Self::load_components(gpu, &src, dtypes, &COMPONENTS, &[])
         }
 
         /// Load some components; `overrides` gives other folders for components
         /// (e.g. a sharded UNet elsewhere).
-        pub fn load_components(gpu: &Gpu, src: &Source, dtype: DType, components: &[&str], overrides: &[(&str, &Path)]) -> crate::Result<StableDiffusion> {
+        pub fn load_components(gpu: &Gpu, src: &Source, dtypes: impl Into<Dtypes>, components: &[&str], overrides: &[(&str, &Path)]) -> crate::Result<StableDiffusion> {
+            let dtype: Dtypes = dtypes.into();
             match src {
                 Source::Diffusers { dir, variant } => {
                     let cfg = read_configs(dir)?;

@@ -133,6 +133,68 @@ impl Vae {
         Ok((mean, logvar))
     }
 
+    /// Bytes of the largest activation of an untiled encode of an image [b, 3, h, w].
+    pub fn encode_largest_buffer(&self, b: usize, h: usize, w: usize, dtype: crate::gpu::DType) -> u64 {
+        let ch = &self.cfg.block_out_channels;
+        let mut r = h * w;
+        let mut largest = self.cfg.in_channels.max(ch[0]) * r;
+        for (i, c) in ch.iter().enumerate() {
+            largest = largest.max(c * r);
+            if i + 1 < ch.len() {
+                r /= 4;
+                largest = largest.max(c * r);
+            }
+        }
+        dtype.buffer_bytes(b * largest)
+    }
+
+    /// Encode, tiled when an untiled encode would need a buffer larger than `max_buffer`:
+    /// image tiles whose latents overlap by a quarter, the latent distributions (mean and
+    /// log-variance) blended with linear ramps, as diffusers' `tiled_encode` blends them.
+    pub fn encode_auto(&self, c: &Ctx, x: &Tensor, max_buffer: u64) -> Result<(Tensor, Tensor)> {
+        let f = self.factor();
+        let (b, h, w) = (x.shape()[0], x.shape()[2], x.shape()[3]);
+        if x.rank() != 4 || self.encode_largest_buffer(b, h, w, x.dtype()) <= max_buffer {
+            return self.encode(c, x);
+        }
+        let (lh, lw) = (h / f, w / f);
+        let mut tile = lh.max(lw);
+        while tile > 8 && self.encode_largest_buffer(b, f * tile.min(lh), f * tile.min(lw), x.dtype()) > max_buffer {
+            tile = (tile / 2).div_ceil(8) * 8;
+        }
+        self.encode_tiled(c, x, tile, tile / 4)
+    }
+
+    /// Encode image tiles of `tile`×`tile` latents (8·tile pixels) overlapping by ≥
+    /// `overlap` latents; mean and log-variance blended with linear ramps (weights sum to 1).
+    /// Returns f32 (mean, logvar) [B, latent, H/8, W/8].
+    pub fn encode_tiled(&self, c: &Ctx, x: &Tensor, tile: usize, overlap: usize) -> Result<(Tensor, Tensor)> {
+        let f = self.factor();
+        if x.rank() != 4 || tile == 0 || overlap >= tile || x.shape()[2] % f != 0 || x.shape()[3] % f != 0 {
+            return Err(Error::Shape { op: "vae encode", detail: format!("image {:?}, tile {tile}, overlap {overlap}", x.shape()) });
+        }
+        let (b, lh, lw) = (x.shape()[0], x.shape()[2] / f, x.shape()[3] / f);
+        let l = self.cfg.latent_channels;
+        let ys = ops::tile_origins(lh, tile, overlap);
+        let xs = ops::tile_origins(lw, tile, overlap);
+        let (th, tw) = (tile.min(lh), tile.min(lw));
+        let f32 = crate::gpu::DType::F32;
+        let mean = ops::fill(c.gpu, x, &[b, l, lh, lw], f32, 0.0)?;
+        let logvar = ops::fill(c.gpu, x, &[b, l, lh, lw], f32, 0.0)?;
+        for (iy, &oy) in ys.iter().enumerate() {
+            for (ix, &ox) in xs.iter().enumerate() {
+                let xt = ops::crop2d(c.gpu, x, oy * f, ox * f, th * f, tw * f)?;
+                let (m, lv) = self.encode(c, &xt)?;
+                drop(xt);
+                let (t0, t1) = ops::tile_ramps(&ys, iy, th);
+                let (l0, l1) = ops::tile_ramps(&xs, ix, tw);
+                ops::blend_tile(c.gpu, &mean, &m, oy, ox, [t0, t1, l0, l1])?;
+                ops::blend_tile(c.gpu, &logvar, &lv, oy, ox, [t0, t1, l0, l1])?;
+            }
+        }
+        Ok((mean, logvar))
+    }
+
     /// Bytes of the largest activation of an untiled decode of [b, latent, h, w].
     pub fn decode_largest_buffer(&self, b: usize, h: usize, w: usize, dtype: crate::gpu::DType) -> u64 {
         let ch = &self.cfg.block_out_channels;

@@ -1,7 +1,9 @@
-//! `scheduler_config.json` → [`SchedulerConfig`]. Absent (or `null`) fields take SD-1.5's
-//! values (`scaled_linear` 0.00085 → 0.012 over 1000 steps, `steps_offset` 1, `leading`
-//! spacing, epsilon prediction, no clipping, PLMS), which is what every SD-1.x checkpoint's
-//! config says; fields a sampler does not know are ignored, as diffusers' `from_config` does.
+//! `scheduler_config.json` → [`SchedulerConfig`], as diffusers' `Class.from_config(file)`:
+//! a field the file has is used (whatever sampler class the file was written for); a field
+//! it lacks (or sets to `null`) takes **the default of the sampler class that reads it**
+//! (each class's `__init__`, see [`SchedulerConfig::defaults_of`]). The real SD-1.5 file has
+//! no `timestep_spacing`, so Euler, Euler a and DPM++ get `linspace` while DDPM, DDIM and
+//! PNDM get `leading`. Fields a sampler does not know are ignored.
 use super::unsupported;
 use crate::error::Result;
 use serde_json::{Map, Value};
@@ -72,7 +74,9 @@ pub struct SchedulerConfig {
 }
 
 impl Default for SchedulerConfig {
-    /// SD-1.5's `scheduler_config.json`.
+    /// SD-1.5's `scheduler_config.json` as DDPM / DDIM / PNDM read it (`leading` spacing);
+    /// samplers are built with [`SchedulerConfig::from_json_for`], which applies each class's
+    /// own defaults.
     fn default() -> Self {
         SchedulerConfig {
             num_train_timesteps: 1000,
@@ -101,6 +105,84 @@ impl Default for SchedulerConfig {
             lower_order_final: true,
             euler_at_final: false,
         }
+    }
+}
+
+/// `scheduler/scheduler_config.json` of `stable-diffusion-v1-5/stable-diffusion-v1-5`, verbatim:
+/// what a model without a scheduler config (a single-file checkpoint) is run with.
+pub const SD15_SCHEDULER_CONFIG: &str = r#"{
+  "_class_name": "PNDMScheduler",
+  "_diffusers_version": "0.6.0",
+  "beta_end": 0.012,
+  "beta_schedule": "scaled_linear",
+  "beta_start": 0.00085,
+  "num_train_timesteps": 1000,
+  "set_alpha_to_one": false,
+  "skip_prk_steps": true,
+  "steps_offset": 1,
+  "trained_betas": null,
+  "clip_sample": false
+}"#;
+
+/// The diffusers class behind each sampler name.
+pub fn class_of(sampler: &str) -> Option<&'static str> {
+    Some(match sampler {
+        "ddpm" => "DDPMScheduler",
+        "ddim" => "DDIMScheduler",
+        "pndm" => "PNDMScheduler",
+        "euler" => "EulerDiscreteScheduler",
+        "euler_a" => "EulerAncestralDiscreteScheduler",
+        "dpmpp_2m_karras" => "DPMSolverMultistepScheduler",
+        _ => return None,
+    })
+}
+
+impl SchedulerConfig {
+    /// The constructor defaults of the diffusers class behind `sampler` (diffusers 0.42
+    /// `__init__` signatures): what `Class.from_config` uses for a field the file lacks.
+    /// Every class defaults to `linear` betas 0.0001 → 0.02 over 1000 steps, `steps_offset`
+    /// 0 and epsilon prediction; they differ in the spacing (`leading` for DDPM / DDIM /
+    /// PNDM, `linspace` for Euler / Euler a / DPM-Solver), `clip_sample` (true for DDPM and
+    /// DDIM), `set_alpha_to_one` (true for DDIM) and `skip_prk_steps` (false for PNDM).
+    /// `dpmpp_2m_karras` is `DPMSolverMultistepScheduler` with `use_karras_sigmas` true.
+    pub fn defaults_of(sampler: &str) -> Result<Self> {
+        let base = SchedulerConfig {
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: "linear".into(),
+            trained_betas: None,
+            steps_offset: 0,
+            timestep_spacing: Spacing::Linspace,
+            prediction_type: Prediction::Epsilon,
+            clip_sample: false,
+            set_alpha_to_one: false,
+            skip_prk_steps: false,
+            thresholding: false,
+            rescale_betas_zero_snr: false,
+            variance_type: None,
+            interpolation_type: "linear".into(),
+            use_karras_sigmas: false,
+            use_exponential_sigmas: false,
+            use_beta_sigmas: false,
+            sigma_min: None,
+            sigma_max: None,
+            timestep_type: "discrete".into(),
+            final_sigmas_sigma_min: false,
+            solver_type: "midpoint".into(),
+            lower_order_final: true,
+            euler_at_final: false,
+        };
+        Ok(match sampler {
+            "ddpm" => SchedulerConfig { timestep_spacing: Spacing::Leading, clip_sample: true, variance_type: Some("fixed_small".into()), ..base },
+            "ddim" => SchedulerConfig { timestep_spacing: Spacing::Leading, clip_sample: true, set_alpha_to_one: true, ..base },
+            "pndm" => SchedulerConfig { timestep_spacing: Spacing::Leading, ..base },
+            "euler" | "euler_a" => base,
+            "dpmpp_2m_karras" => SchedulerConfig { use_karras_sigmas: true, ..base },
+            other => {
+                return Err(unsupported(format!("unknown sampler {other:?}; expected one of {}", super::SAMPLERS.join(", "))))
+            }
+        })
     }
 }
 
@@ -148,13 +230,33 @@ fn bad(key: &str, v: &Value, want: &str) -> crate::error::Error {
 }
 
 impl SchedulerConfig {
-    /// Parse a diffusers `scheduler_config.json`. Errors name the field and the value.
+    /// Parse a diffusers `scheduler_config.json` for the class it names (`_class_name`;
+    /// PNDM, SD-1.5's, when it names none we know): see [`SchedulerConfig::from_json_for`].
     pub fn from_json(json: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(json)
             .map_err(|e| unsupported(format!("scheduler_config.json is not valid JSON: {e}")))?;
+        let class = v.get("_class_name").and_then(|c| c.as_str()).unwrap_or("");
+        let sampler = super::SAMPLERS.iter().find(|s| class_of(s) == Some(class)).copied().unwrap_or("pndm");
+        Self::from_value(&v, &Self::defaults_of(sampler)?)
+    }
+
+    /// Parse a diffusers `scheduler_config.json` as `sampler`'s class reads it: absent or
+    /// `null` fields take that class's defaults ([`SchedulerConfig::defaults_of`]), as
+    /// `Class.from_config(file)` does. Errors name the field and the value.
+    pub fn from_json_for(sampler: &str, json: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(json)
+            .map_err(|e| unsupported(format!("scheduler_config.json is not valid JSON: {e}")))?;
+        let mut cfg = Self::from_value(&v, &Self::defaults_of(sampler)?)?;
+        // DPM++ 2M Karras is DPMSolverMultistepScheduler.from_config(file, use_karras_sigmas=True).
+        if sampler == "dpmpp_2m_karras" {
+            cfg.use_karras_sigmas = true;
+        }
+        Ok(cfg)
+    }
+
+    fn from_value(v: &Value, d: &SchedulerConfig) -> Result<Self> {
         let map = v.as_object().ok_or_else(|| unsupported("scheduler_config.json must be a JSON object"))?;
         let f = Fields(map);
-        let d = SchedulerConfig::default();
         let n = f.int("num_train_timesteps", d.num_train_timesteps as i64)?;
         if !(2..=100_000).contains(&n) {
             return Err(unsupported(format!("scheduler_config.json: num_train_timesteps {n} is outside 2..=100000")));
@@ -168,7 +270,12 @@ impl SchedulerConfig {
             ),
             Some(other) => return Err(bad("trained_betas", other, "null or an array of numbers")),
         };
-        let spacing = match f.str("timestep_spacing", "leading")?.as_str() {
+        let spacing_default = match d.timestep_spacing {
+            Spacing::Leading => "leading",
+            Spacing::Trailing => "trailing",
+            Spacing::Linspace => "linspace",
+        };
+        let spacing = match f.str("timestep_spacing", spacing_default)?.as_str() {
             "leading" => Spacing::Leading,
             "trailing" => Spacing::Trailing,
             "linspace" => Spacing::Linspace,
@@ -187,7 +294,7 @@ impl SchedulerConfig {
                 )))
             }
         };
-        let final_sigmas = f.str("final_sigmas_type", "zero")?;
+        let final_sigmas = f.str("final_sigmas_type", if d.final_sigmas_sigma_min { "sigma_min" } else { "zero" })?;
         let final_sigmas_sigma_min = match final_sigmas.as_str() {
             "zero" => false,
             "sigma_min" => true,
@@ -211,7 +318,10 @@ impl SchedulerConfig {
             skip_prk_steps: f.bool("skip_prk_steps", d.skip_prk_steps)?,
             thresholding: f.bool("thresholding", d.thresholding)?,
             rescale_betas_zero_snr: f.bool("rescale_betas_zero_snr", d.rescale_betas_zero_snr)?,
-            variance_type: f.get("variance_type").map(|_| f.str("variance_type", "")).transpose()?,
+            variance_type: match f.get("variance_type") {
+                None => d.variance_type.clone(),
+                Some(_) => Some(f.str("variance_type", "")?),
+            },
             interpolation_type: f.str("interpolation_type", &d.interpolation_type)?,
             use_karras_sigmas: f.bool("use_karras_sigmas", d.use_karras_sigmas)?,
             use_exponential_sigmas: f.bool("use_exponential_sigmas", d.use_exponential_sigmas)?,

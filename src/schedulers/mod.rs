@@ -57,7 +57,7 @@ mod euler;
 mod pndm;
 mod tables;
 
-pub use config::{Prediction, SchedulerConfig, Spacing};
+pub use config::{class_of, Prediction, SchedulerConfig, Spacing, SD15_SCHEDULER_CONFIG};
 
 use crate::error::{Error, Result};
 
@@ -196,13 +196,11 @@ pub trait Sampler: Send + std::fmt::Debug {
 /// The sampler names [`from_config`] accepts.
 pub const SAMPLERS: [&str; 6] = ["ddpm", "ddim", "pndm", "euler", "euler_a", "dpmpp_2m_karras"];
 
-/// Build sampler `name` (one of [`SAMPLERS`]) from a diffusers `scheduler_config.json` (or
-/// SD-1.5's values when `None`) for `steps` inference steps.
+/// Build sampler `name` (one of [`SAMPLERS`]) from a diffusers `scheduler_config.json` (the
+/// real SD-1.5 file, [`SD15_SCHEDULER_CONFIG`], when `None`) for `steps` inference steps, as
+/// `Class.from_config(file)` does: fields the file lacks take the class's own defaults.
 pub fn from_config(name: &str, config_json: Option<&str>, steps: usize) -> Result<Box<dyn Sampler>> {
-    let cfg = match config_json {
-        Some(j) => SchedulerConfig::from_json(j)?,
-        None => SchedulerConfig::default(),
-    };
+    let cfg = SchedulerConfig::from_json_for(name, config_json.unwrap_or(SD15_SCHEDULER_CONFIG))?;
     from_parsed(name, &cfg, steps)
 }
 

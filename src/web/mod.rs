@@ -10,7 +10,7 @@ use wasm_bindgen::prelude::*;
 use crate::gpu::{DType, Gpu, GpuOptions};
 use crate::image::{encode_png, Rgb};
 use crate::model::config::{ClipConfig, UnetConfig, VaeConfig};
-use crate::model::{Configs, StableDiffusion, COMPONENTS};
+use crate::model::{Configs, Dtypes, StableDiffusion, COMPONENTS};
 use crate::pipeline::{self, Params, RunOptions};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{source, Layout, Loader};
@@ -25,7 +25,7 @@ struct Model {
 
 struct State {
     gpu: Gpu,
-    dtype: DType,
+    dtypes: Dtypes,
     loading: Option<(Configs, Loader)>,
     model: Option<Rc<Model>>,
 }
@@ -61,16 +61,26 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// Open the GPU for a model: `dtype` "f16" | "f32"; `max_binding`: pretend the adapter
-/// allows at most this many bytes per binding (WebGPU's defaults are 128 MiB). Returns
-/// the adapter information (JSON). `on_lost(message)` is called if the device is lost.
+fn parse_dtype(what: &str, s: &str) -> Result<DType, JsValue> {
+    match s {
+        "f16" => Ok(DType::F16),
+        "f32" => Ok(DType::F32),
+        other => Err(invalid(format!("{what} must be \"f16\" or \"f32\" (got {other:?})"))),
+    }
+}
+
+/// Open the GPU for a model: `dtype` "f16" | "f32" (GPU storage of the model), `vae_dtype`
+/// the VAE's when it differs; `max_binding`: pretend the adapter allows at most this many
+/// bytes per binding (WebGPU's defaults are 128 MiB). Returns the adapter information
+/// (JSON). `on_lost(message)` is called if the device is lost.
 #[wasm_bindgen]
-pub async fn init(dtype: String, max_binding: Option<f64>, on_lost: Option<js_sys::Function>) -> Result<String, JsValue> {
-    let dtype = match dtype.as_str() {
-        "f16" => DType::F16,
-        "f32" => DType::F32,
-        other => return Err(invalid(format!("dtype must be \"f16\" or \"f32\" (got {other:?})"))),
+pub async fn init(dtype: String, vae_dtype: Option<String>, max_binding: Option<f64>, on_lost: Option<js_sys::Function>) -> Result<String, JsValue> {
+    let d = parse_dtype("dtype", &dtype)?;
+    let vae = match vae_dtype.as_deref() {
+        Some(v) => parse_dtype("vaeDtype", v)?,
+        None => d,
     };
+    let dtypes = Dtypes { vae, ..Dtypes::all(d) };
     let gpu = Gpu::new(GpuOptions { max_binding_override: max_binding.map(|b| b as u64), ..Default::default() }).await.map_err(js_err)?;
     ON_LOST.with(|c| *c.borrow_mut() = on_lost);
     // The callback closure must be Send: it holds nothing, the JS function is thread-local
@@ -84,7 +94,7 @@ pub async fn init(dtype: String, max_binding: Option<f64>, on_lost: Option<js_sy
         });
     });
     let info = serde_json::to_string(gpu.info()).map_err(|e| invalid(e.to_string()))?;
-    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtype, loading: None, model: None }));
+    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtypes, loading: None, model: None }));
     Ok(info)
 }
 
@@ -123,7 +133,7 @@ pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Opti
     with_state(|st| {
         st.model = None;
         st.gpu.trim_pool();
-        let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtype, &COMPONENTS);
+        let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtypes, &COMPONENTS);
         st.loading = Some((cfg, loader));
         Ok(())
     })
@@ -188,7 +198,7 @@ pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: O
     .map_err(js_err)?;
     with_state(|st| {
         let (cfg, loader) = st.loading.take().ok_or_else(|| invalid("beginModel() first"))?;
-        let sd = StableDiffusion::from_loader(cfg, st.dtype, loader).map_err(js_err)?;
+        let sd = StableDiffusion::from_loader(cfg, st.dtypes, loader).map_err(js_err)?;
         st.gpu.flush().map_err(js_err)?;
         st.gpu.reset_peak();
         let warnings = serde_json::to_string(&sd.warnings).unwrap_or_default();
@@ -210,6 +220,8 @@ struct GenParams {
     sampler: Option<String>,
     strength: Option<f64>,
     batch: Option<f64>,
+    batch_pos: Option<f64>,
+    resize_mode: Option<String>,
     preview: Option<bool>,
 }
 
@@ -222,11 +234,14 @@ fn count(v: Option<f64>, default: usize, what: &str) -> Result<usize, JsValue> {
 }
 
 /// Generate. `params`: JSON of the API's generate options (seed already chosen);
-/// `init_rgba` + size: the img2img image as 8-bit RGBA. `on_step(step, steps, preview)`
-/// is called after each step (preview: `{width, height, rgba}` or null) and returns
-/// false to cancel. Resolves to `[{width, height, rgba, png, seed, parameters}, …]`.
+/// `init_rgba` + size: the img2img image as 8-bit RGBA (any size: fitted to width × height
+/// by `resizeMode`). `on_step(step, steps, preview)` is called after each step (preview:
+/// `{width, height, rgba}` or null) and returns false to cancel. Resolves to
+/// `{images: [{width, height, rgba, png, seed, parameters, batchPos}, …], warnings,
+/// droppedTokens: {prompt, negativePrompt}}`. Nothing after the VAE can lose the images: a
+/// PNG metadata problem becomes a warning.
 #[wasm_bindgen]
-pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u32, init_height: u32, on_step: js_sys::Function) -> Result<js_sys::Array, JsValue> {
+pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u32, init_height: u32, on_step: js_sys::Function) -> Result<js_sys::Object, JsValue> {
     let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
     if !(g.seed.is_finite() && g.seed >= 0.0 && g.seed.fract() == 0.0 && g.seed <= 9_007_199_254_740_991.0) {
         return Err(invalid(format!("seed must be a whole number between 0 and 2^53 (got {})", g.seed)));
@@ -243,6 +258,15 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         }
         None => None,
     };
+    let (gpu, model) = with_state(|st| {
+        let m = st.model.clone().ok_or_else(|| invalid("no model is loaded"))?;
+        Ok((st.gpu.clone(), m))
+    })?;
+    let (dw, dh) = pipeline::default_size(&model.sd, init_image.as_ref());
+    let resize_mode = match g.resize_mode.as_deref() {
+        Some(m) => crate::image::ResizeMode::parse(m).map_err(js_err)?,
+        None => crate::image::ResizeMode::default(),
+    };
     let p = Params {
         prompt: g.prompt,
         negative_prompt: g.negative_prompt,
@@ -250,16 +274,14 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         guidance_scale: g.guidance_scale.unwrap_or(d.guidance_scale),
         seed: g.seed as u64,
         sampler: g.sampler.unwrap_or(d.sampler),
-        width: count(g.width, d.width, "width")?,
-        height: count(g.height, d.height, "height")?,
+        width: count(g.width, dw, "width")?,
+        height: count(g.height, dh, "height")?,
         batch: count(g.batch, d.batch, "batch")?,
+        batch_pos: g.batch_pos.map(|v| count(Some(v), 1, "batchPos")).transpose()?,
         init_image,
         strength: g.strength.unwrap_or(d.strength),
+        resize_mode,
     };
-    let (gpu, model) = with_state(|st| {
-        let m = st.model.clone().ok_or_else(|| invalid("no model is loaded"))?;
-        Ok((st.gpu.clone(), m))
-    })?;
     let run = RunOptions { preview: g.preview.unwrap_or(false) };
     let mut on = |pr: pipeline::Progress| -> bool {
         let preview = match pr.preview {
@@ -278,21 +300,45 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         }
     };
     let out = pipeline::generate_with(&gpu, &model.sd, &model.tok, model.scheduler.as_deref(), &p, &run, &mut on).await.map_err(js_err)?;
-    let params_text = pipeline::a1111_parameters(&p, p.seed, &model.name);
+    let mut warnings = out.warnings.clone();
+    if out.dropped_tokens.0 > 0 {
+        warnings.push(format!("The prompt is longer than CLIP's 77 tokens: {} token(s) at its end were dropped.", out.dropped_tokens.0));
+    }
+    if out.dropped_tokens.1 > 0 {
+        warnings.push(format!("The negative prompt is longer than CLIP's 77 tokens: {} token(s) at its end were dropped.", out.dropped_tokens.1));
+    }
     let arr = js_sys::Array::new();
-    for img in &out.images {
+    for (img, &pos) in out.images.iter().zip(&out.batch_positions) {
+        let params_text = pipeline::a1111_parameters(&p, p.seed, &model.name, pos);
         let png = encode_png(img, Some(&params_text)).map_err(js_err)?;
+        if let Some(w) = png.warning {
+            warnings.push(w);
+        }
         let o = js_sys::Object::new();
         let set = |k: &str, v: JsValue| js_sys::Reflect::set(&o, &k.into(), &v).map(|_| ());
         set("width", (img.width as u32).into())?;
         set("height", (img.height as u32).into())?;
         set("rgba", js_sys::Uint8ClampedArray::from(&img.to_rgba8()[..]).into())?;
-        set("png", js_sys::Uint8Array::from(&png[..]).into())?;
+        set("png", js_sys::Uint8Array::from(&png.bytes[..]).into())?;
         set("seed", (p.seed as f64).into())?;
-        set("parameters", params_text.clone().into())?;
+        set("parameters", params_text.into())?;
+        set("batchPos", ((pos + 1) as u32).into())?;
         arr.push(&o);
     }
-    Ok(arr)
+    let result = js_sys::Object::new();
+    let set = |k: &str, v: JsValue| js_sys::Reflect::set(&result, &k.into(), &v).map(|_| ());
+    set("images", arr.into())?;
+    let w = js_sys::Array::new();
+    for m in &warnings {
+        w.push(&JsValue::from_str(m));
+    }
+    set("warnings", w.into())?;
+    let dropped = js_sys::Object::new();
+    js_sys::Reflect::set(&dropped, &"prompt".into(), &(out.dropped_tokens.0 as u32).into())?;
+    js_sys::Reflect::set(&dropped, &"negativePrompt".into(), &(out.dropped_tokens.1 as u32).into())?;
+    set("droppedTokens", dropped.into())?;
+    set("vaeUpcast", out.vae_upcast.into())?;
+    Ok(result)
 }
 
 /// GPU memory figures (JSON): live and peak bytes since the model was ready, weights.

@@ -2,10 +2,34 @@
 //! prefixed by the component (`unet/…`, `vae/…`, `text_encoder/…`). Model code knows
 //! only those.
 
-/// Diffusers layout: the key of a component file.
+/// Diffusers layout: the key of a component file. Historical spellings are accepted:
+/// transformers' `text_model.` prefix of the text encoder, and the VAE attention of
+/// diffusers before the attention-processor rename (`query` / `key` / `value` /
+/// `proj_attn`, still in SD-2-base's VAE and many fine-tunes; diffusers renames them on
+/// load in `ModelMixin._fix_state_dict_keys_on_load`).
 pub fn diffusers(component: &str, key: &str) -> String {
-    let key = if component == "text_encoder" { key.strip_prefix("text_model.").unwrap_or(key) } else { key };
-    format!("{component}/{key}")
+    match component {
+        "text_encoder" => format!("{component}/{}", key.strip_prefix("text_model.").unwrap_or(key)),
+        "vae" => format!("{component}/{}", legacy_attention(key).unwrap_or_else(|| key.to_string())),
+        _ => format!("{component}/{key}"),
+    }
+}
+
+/// `….attentions.N.query.weight` → `….attentions.N.to_q.weight` (and key, value, proj_attn).
+fn legacy_attention(key: &str) -> Option<String> {
+    let at = key.find(".attentions.")?;
+    let rest = &key[at + ".attentions.".len()..];
+    let (n, rest) = rest.split_once('.')?;
+    n.parse::<usize>().ok()?;
+    let (part, param) = rest.split_once('.')?;
+    let new = match part {
+        "query" => "to_q",
+        "key" => "to_k",
+        "value" => "to_v",
+        "proj_attn" => "to_out.0",
+        _ => return None,
+    };
+    Some(format!("{}.attentions.{n}.{new}.{param}", &key[..at]))
 }
 
 /// Block structure of the UNet needed to translate original (CompVis) names.

@@ -60,6 +60,10 @@ impl Weights {
     pub fn bytes(&self) -> u64 {
         self.map.values().map(|t| t.bytes()).sum()
     }
+    /// Every weight (name, tensor), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
+        self.map.iter()
+    }
     pub fn insert(&mut self, name: String, t: Tensor) {
         self.map.insert(name, t);
     }
@@ -114,8 +118,8 @@ pub fn convert(src: SrcDType, bytes: &[u8], dtype: DType) -> std::borrow::Cow<'_
 /// Streams files into GPU tensors for a set of expected weights.
 pub struct Loader {
     gpu: Gpu,
-    dtype: DType,
-    specs: HashMap<String, Vec<usize>>,
+    /// Expected shape and GPU storage type of each weight.
+    specs: HashMap<String, (Vec<usize>, DType)>,
     loaded: Weights,
     /// Source key -> target name, for the file being read.
     targets: HashMap<String, String>,
@@ -127,11 +131,19 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// Every weight stored as `dtype`.
     pub fn new(gpu: &Gpu, dtype: DType, specs: Vec<Spec>) -> Self {
+        Self::with_dtypes(gpu, specs, |_| dtype)
+    }
+
+    /// Each weight stored as `dtype_of(its name)`.
+    pub fn with_dtypes(gpu: &Gpu, specs: Vec<Spec>, dtype_of: impl Fn(&str) -> DType) -> Self {
         Loader {
             gpu: gpu.clone(),
-            dtype,
-            specs: specs.into_iter().map(|s| (s.name, s.shape)).collect(),
+            specs: specs.into_iter().map(|s| {
+                let d = dtype_of(&s.name);
+                (s.name, (s.shape, d))
+            }).collect(),
             loaded: Weights::default(),
             targets: HashMap::new(),
             unexpected: Vec::new(),
@@ -169,7 +181,7 @@ impl Loader {
                 skip.push(t.name.clone());
                 continue;
             };
-            let expected = &self.specs[&target];
+            let expected = &self.specs[&target].0;
             let conv_as_linear = t.shape.len() == expected.len() + 2 && t.shape[..expected.len()] == expected[..] && t.shape[expected.len()..] == [1, 1];
             if &t.shape != expected && !conv_as_linear {
                 return Err(WeightError::Shape { file, tensor: t.name.clone(), expected: expected.clone(), got: t.shape.clone() }.into());
@@ -205,14 +217,14 @@ impl Loader {
                 Event::Tensor(info, data) => {
                     let Some(target) = self.targets.get(&info.name) else { continue };
                     self.peak_tensor_bytes = self.peak_tensor_bytes.max(data.len() as u64);
-                    let shape = self.specs[target].clone();
+                    let (shape, dtype) = self.specs[target].clone();
                     // One copy of the tensor in memory at a time where possible (wasm32 has
                     // little room): no conversion copy when the stored type is the GPU's.
-                    let mut bytes = convert(info.dtype, &data, self.dtype);
+                    let mut bytes = convert(info.dtype, &data, dtype);
                     if keymap::stored_interleaved(target) {
                         bytes = std::borrow::Cow::Owned(keymap::interleave_halves(&bytes, shape[0]));
                     }
-                    let t = self.gpu.upload_raw(&shape, self.dtype, &bytes)?;
+                    let t = self.gpu.upload_raw(&shape, dtype, &bytes)?;
                     drop(bytes);
                     drop(data);
                     self.loaded.insert(target.clone(), t);

@@ -38,11 +38,52 @@ pub fn bytes(rel: &str) -> Vec<u8> {
     )
 }
 
+/// Fixtures of the other bundles, by path under `tests/fixtures/` (e.g.
+/// `sd15-realconfig/golden.safetensors`, copied from `../shared/reference/v2/`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn file(rel: &str) -> Vec<u8> {
+    let p = format!("{}/tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {p}: {e}"))
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn file(rel: &str) -> Vec<u8> {
+    macro_rules! embedded {
+        ($($f:literal),*) => {
+            match rel {
+                $($f => include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/", $f)).to_vec(),)*
+                other => panic!("fixture {other} is not embedded for the browser tests"),
+            }
+        };
+    }
+    embedded!(
+        "sd15-realconfig/cases.json",
+        "sd15-realconfig/golden.safetensors",
+        "sd15-realconfig/model/scheduler/scheduler_config.json",
+        "sd15-realconfig/model/tokenizer/tokenizer_config.json",
+        "sd15-realconfig/model/tokenizer/special_tokens_map.json",
+        "sd15-realconfig/model/text_encoder/config.json",
+        "sd15-realconfig/model/text_encoder/model.safetensors",
+        "sd15-realconfig/vae-legacy-names/config.json",
+        "sd15-realconfig/vae-legacy-names/diffusion_pytorch_model.safetensors",
+        "extra/cases.json",
+        "extra/golden.safetensors",
+        "extra/wide-heads-unet/config.json",
+        "sd2/cases.json",
+        "sd2/model-v/scheduler/scheduler_config.json",
+        "sd2/model-turbo/scheduler/scheduler_config.json"
+    )
+}
+
+pub fn file_text(rel: &str) -> String {
+    String::from_utf8(file(rel)).expect("utf-8 fixture")
+}
+
 pub fn text(rel: &str) -> String {
     String::from_utf8(bytes(rel)).expect("utf-8 fixture")
 }
 
-/// A golden tensor as f32 (I64 converted), with its shape.
+/// A golden tensor as f32 (I64 and U8 converted), with its shape.
 pub fn golden(g: &[u8], name: &str) -> (Vec<f32>, Vec<usize>) {
     let st = safetensors::SafeTensors::deserialize(g).expect("golden.safetensors");
     let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name}"));
@@ -52,6 +93,7 @@ pub fn golden(g: &[u8], name: &str) -> (Vec<f32>, Vec<usize>) {
         safetensors::Dtype::I64 => {
             d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
         }
+        safetensors::Dtype::U8 => d.iter().map(|&b| b as f32).collect(),
         other => panic!("golden {name}: dtype {other:?}"),
     };
     (v, t.shape().to_vec())

@@ -65,6 +65,7 @@ fn component_bytes(w: &Weights, cfg: &Configs, dtype: DType, c: &str) -> u64 {
 /// GPU (every allocation, pool reuse and trim exactly as a real run; nothing dispatched).
 #[derive(Clone, Debug, Serialize)]
 pub struct GenerationPlan {
+    /// GPU buffers of the weights (each rounded to the pool's 256-byte granule).
     pub weights_bytes: u64,
     /// Highest total of GPU buffers during the generation (weights included): what
     /// `stats().gpuPeakBytes` reports after a real run with the same settings.
@@ -84,8 +85,8 @@ pub async fn plan_generation(cfg: &Configs, dtypes: impl Into<Dtypes>, p: &Param
     let weights = placeholder_weights(&gpu, cfg, dtypes, &crate::model::COMPONENTS)?;
     let sd = StableDiffusion::new(&gpu, cfg.clone(), dtypes, weights, Vec::new())?;
     let tok = crate::tokenizer::ClipTokenizer::sd15()?;
-    let w = sd.weights.bytes();
     let s0 = gpu.pool_stats();
+    let w = s0.total_bytes;
     crate::pipeline::generate(&gpu, &sd, &tok, None, p, &mut |_| true).await?;
     let s1 = gpu.pool_stats();
     Ok(GenerationPlan { weights_bytes: w, peak_bytes: s1.peak_bytes, max_buffer_bytes: s1.max_buffer_bytes, dispatches: s1.dispatches - s0.dispatches, after_bytes: s1.total_bytes })

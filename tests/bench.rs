@@ -163,3 +163,27 @@ fn plan_within_webgpu_default_limits() {
         }
     }
 }
+
+/// img2img at 768² with SD-1.5's shapes under WebGPU's default 128 MiB binding limit (f16):
+/// the untiled VAE encode would need a 144 MiB buffer, so it is tiled and every buffer fits.
+/// The init photo is 1000×750: fitted (crop) to 768×768 first.
+#[test]
+fn img2img_768_plans_within_default_binding() {
+    use sd_webgpu::image::Rgb;
+    use sd_webgpu::model::{build, Configs};
+    use sd_webgpu::pipeline::Params;
+    let cfg = Configs::default();
+    let (_, _, vae, _) = build(&cfg);
+    let untiled = vae.encode_largest_buffer(1, 768, 768, DType::F16);
+    assert!(untiled > 128 << 20, "the untiled encode needs {untiled} B");
+    let photo = Rgb { width: 1000, height: 750, data: vec![0.5; 1000 * 750 * 3] };
+    let p = Params { width: 768, height: 768, steps: 4, strength: 0.75, init_image: Some(photo), ..Default::default() };
+    let plan = pollster::block_on(sd_webgpu::plan::plan_generation(&cfg, DType::F16, &p, Some(128 << 20))).unwrap();
+    println!(
+        "img2img 768² (SD-1.5, f16, 128 MiB bindings): untiled encode would need {untiled} B; planned peak {} B, largest buffer {} B, {} dispatches",
+        plan.peak_bytes, plan.max_buffer_bytes, plan.dispatches
+    );
+    assert!(plan.max_buffer_bytes <= 128 << 20, "a buffer of {} B exceeds 128 MiB", plan.max_buffer_bytes);
+    // after the generation: the weights and the UNet's timestep-frequency table (< 1 KiB)
+    assert!(plan.after_bytes >= plan.weights_bytes && plan.after_bytes <= plan.weights_bytes + 1024, "memory returned: {} B held, weights {} B", plan.after_bytes, plan.weights_bytes);
+}

@@ -997,7 +997,7 @@ cpu_test!(real_sd15_config_schedules_match_golden, || {
     }
     // the golden alphas_cumprod of this bundle too
     let (acp, _) = golden(&g, "alphas_cumprod");
-    let ours = schedulers::SchedulerConfig::from_json_for("euler_a", &json).unwrap().alphas_cumprod();
+    let ours = schedulers::SchedulerConfig::from_json(&json).unwrap().alphas_cumprod();
     let worst = ours.iter().zip(&acp).fold(0f64, |m, (o, w)| m.max((o - *w as f64).abs() / *w as f64));
     assert!(worst < 2.5e-7, "alphas_cumprod relative error {worst:e}");
 });

@@ -4,8 +4,8 @@ import { StableDiffusion } from "./sd-webgpu.js";
 
 const $ = (s) => document.querySelector(s);
 const STORE_KEY = "sd-webgpu.form";
-const FIELDS = ["model", "variant", "dtype", "prompt", "negative", "steps", "guidance", "seed",
-  "random-seed", "width", "height", "sampler", "batch", "strength"];
+const FIELDS = ["model", "variant", "dtype", "vae-dtype", "prompt", "negative", "steps", "guidance", "seed",
+  "random-seed", "width", "height", "sampler", "batch", "strength", "resize-mode"];
 const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras" };
 
 let sd = null;            // the loaded StableDiffusion, or null
@@ -33,6 +33,17 @@ function message(text, isError = false) {
   el.classList.toggle("error", isError);
 }
 
+// Non-fatal notes of the last generation (dropped prompt tokens, a VAE re-run in f32, …).
+function showWarnings(list) {
+  const el = $("#warnings");
+  el.replaceChildren(...list.map((w) => {
+    const li = document.createElement("li");
+    li.textContent = w;
+    return li;
+  }));
+  el.hidden = list.length === 0;
+}
+
 const errorText = (e) => (e && e.message) || String(e);
 
 function formatBytes(n) {
@@ -49,6 +60,8 @@ function formatTime(s) {
   const m = Math.floor(s / 60);
   return m >= 60 ? `${Math.floor(m / 60)} h ${m % 60} min` : m > 0 ? `${m} min ${s % 60} s` : `${s} s`;
 }
+
+const roundTo64 = (n) => Math.max(64, Math.round(n / 64) * 64);
 
 const baseName = (path) => (path ? String(path).split(/[/\\]/).filter(Boolean).pop() || path : "");
 
@@ -76,6 +89,7 @@ function restoreForm() {
   if (q.has("model")) $("#model").value = q.get("model");
   if (["fp16", "none"].includes(q.get("variant"))) $("#variant").value = q.get("variant");
   if (["f16", "f32"].includes(q.get("dtype"))) $("#dtype").value = q.get("dtype");
+  if (["f16", "f32"].includes(q.get("vaeDtype"))) $("#vae-dtype").value = q.get("vaeDtype") === $("#dtype").value ? "" : q.get("vaeDtype");
   return q.get("autoload") === "1";
 }
 
@@ -178,7 +192,8 @@ async function load(source, { cache = true } = {}) {
   }
   const variant = $("#variant").value === "none" ? null : "fp16";
   try {
-    sd = await StableDiffusion.load({ model: source, variant, dtype: $("#dtype").value, cache, onProgress, onDeviceLost });
+    const vaeDtype = $("#vae-dtype").value || undefined; // "": the same as the weights
+    sd = await StableDiffusion.load({ model: source, variant, dtype: $("#dtype").value, vaeDtype, cache, onProgress, onDeviceLost });
     deviceLost = null;
     busy = false;
     setState("ready");
@@ -270,6 +285,7 @@ function readParams() {
     p.initImage = init;
     p.strength = num("strength");
     if (!(p.strength > 0 && p.strength <= 1)) throw new Error("Strength must be in (0, 1].");
+    p.resizeMode = $("#resize-mode").value;
   }
   return p;
 }
@@ -292,6 +308,7 @@ async function generate() {
   abort = new AbortController();
   setState("generating");
   message(deviceLost ? "Reloading the model after the GPU device loss, then generating…" : "Generating…");
+  showWarnings([]);
   const bar = $("#step-bar");
   bar.max = params.steps;
   bar.value = 0;
@@ -305,14 +322,16 @@ async function generate() {
     if (preview) drawPreview(preview);
   };
   try {
-    const { images } = await sd.generate({ ...params, onStep, signal: abort.signal });
+    const { images, warnings = [] } = await sd.generate({ ...params, onStep, signal: abort.signal });
     const secs = (performance.now() - started) / 1000;
     deviceLost = null;
     for (const img of images) addResult(img, params);
     if (images.length) drawPreview(images[images.length - 1].imageData);
     showSeeds(images.map((i) => i.seed));
     $("#step-text").textContent = `Done: ${images.length} image${images.length === 1 ? "" : "s"} in ${secs.toFixed(1)} s.`;
-    message(`Done in ${secs.toFixed(1)} s. Seed${images.length === 1 ? "" : "s"}: ${images.map((i) => i.seed).join(", ")}.`);
+    message(`Done in ${secs.toFixed(1)} s. Seed${images.length === 1 ? "" : "s"}: ${images.map((i) => i.seed).join(", ")}.` +
+      (warnings.length ? ` ${warnings.length} warning${warnings.length === 1 ? "" : "s"}: see below.` : ""));
+    showWarnings(warnings);
     busy = false;
     setState("ready");
     showStats();
@@ -350,6 +369,7 @@ function addResult(img, params) {
   const fig = document.createElement("figure");
   fig.className = "result";
   fig.dataset.seed = String(img.seed);
+  if (img.batchPos != null) fig.dataset.batchPos = String(img.batchPos);
   const el = document.createElement("img");
   el.src = url;
   el.alt = params.prompt || "generated image";
@@ -359,6 +379,7 @@ function addResult(img, params) {
   const cap = document.createElement("figcaption");
   const what = `seed ${img.seed} · ${params.steps} steps · CFG ${params.guidanceScale} · ` +
     `${SAMPLER_NAMES[params.sampler] || params.sampler} · ${img.imageData.width}×${img.imageData.height}` +
+    (params.batch > 1 ? ` · batch pos ${img.batchPos}/${params.batch}` : "") +
     (params.initImage ? ` · img2img ${params.strength}` : "");
   const prompt = document.createElement("span");
   prompt.className = "prompt";
@@ -370,7 +391,7 @@ function addResult(img, params) {
   const a = document.createElement("a");
   a.className = "download";
   a.href = url;
-  a.download = `sd-${img.seed}.png`;
+  a.download = params.batch > 1 ? `sd-${img.seed}-${img.batchPos}.png` : `sd-${img.seed}.png`;
   a.textContent = "Download PNG";
   const reuse = document.createElement("button");
   reuse.type = "button";
@@ -427,12 +448,28 @@ function wire() {
   });
 
   let initUrl = null;
-  $("#init-image").onchange = (e) => {
+  $("#init-image").onchange = async (e) => {
     if (initUrl) URL.revokeObjectURL(initUrl);
     const f = e.target.files[0];
     initUrl = f ? URL.createObjectURL(f) : null;
     $("#init-preview").src = initUrl || "";
     $("#init-row").hidden = !f;
+    $("#init-size").textContent = "";
+    if (!f) return;
+    // Width and height start at the image's size rounded to 64 (what the library does when
+    // they are left out); a user can change them: the image is then fitted by the resize mode.
+    try {
+      const bmp = await createImageBitmap(f);
+      const w = bmp.width, h = bmp.height;
+      bmp.close?.();
+      if ($("#init-image").files[0] !== f) return; // another file was chosen meanwhile
+      $("#width").value = String(roundTo64(w));
+      $("#height").value = String(roundTo64(h));
+      $("#init-size").textContent = `Start image ${w}×${h}; output ${$("#width").value}×${$("#height").value}.`;
+      saveForm();
+    } catch {
+      message("The start image could not be decoded: use a PNG, JPEG or WebP file.", true);
+    }
   };
   $("#init-clear").onclick = () => { $("#init-image").value = ""; $("#init-image").dispatchEvent(new Event("change")); };
   $("#clear-gallery").onclick = () => {

@@ -453,7 +453,7 @@ async function load(opts, post) {
   progress.send({ phase: "resolve", file: null }, true);
   let adapter;
   try {
-    adapter = JSON.parse(await wasm.init(opts.dtype || "f16", opts.maxBindingBytes ?? undefined, (msg) => self.postMessage({ type: "device-lost", message: msg })));
+    adapter = JSON.parse(await wasm.init(opts.dtype || "f16", opts.vaeDtype ?? undefined, opts.maxBindingBytes ?? undefined, (msg) => self.postMessage({ type: "device-lost", message: msg })));
   } catch (e) {
     throw new LoadError(String(e.message || e));
   }
@@ -550,7 +550,12 @@ async function generate(id, p, initImage) {
     return !cancelled.has(id);
   };
   const out = await wasm.generate(params, init?.rgba, init?.width ?? 0, init?.height ?? 0, onStep);
-  return out.map((o) => ({ width: o.width, height: o.height, rgba: o.rgba, png: o.png, seed: o.seed, parameters: o.parameters }));
+  return {
+    images: Array.from(out.images, (o) => ({ width: o.width, height: o.height, rgba: o.rgba, png: o.png, seed: o.seed, parameters: o.parameters, batchPos: o.batchPos })),
+    warnings: Array.from(out.warnings ?? [], String),
+    droppedTokens: { prompt: out.droppedTokens?.prompt ?? 0, negativePrompt: out.droppedTokens?.negativePrompt ?? 0 },
+    vaeUpcast: !!out.vaeUpcast,
+  };
 }
 
 // ---------------------------------------------------------------- messages
@@ -563,9 +568,9 @@ self.onmessage = async (ev) => {
         reply(await load(ev.data.options, (p) => self.postMessage({ id, type: "progress", progress: p })));
         break;
       case "generate": {
-        const imgs = await generate(id, ev.data.params, ev.data.initImage);
+        const out = await generate(id, ev.data.params, ev.data.initImage);
         cancelled.delete(id);
-        reply(imgs, imgs.flatMap((i) => [i.rgba.buffer, i.png.buffer]));
+        reply(out, out.images.flatMap((i) => [i.rgba.buffer, i.png.buffer]));
         break;
       }
       case "cancel":

@@ -35,6 +35,10 @@ export interface LoadOptions {
   variant?: "fp16" | null;
   /** GPU storage type: "f16" (default) or "f32". */
   dtype?: "f16" | "f32";
+  /** GPU storage of the VAE alone (default: the same as `dtype`). "f32" is A1111's
+   *  `--no-half-vae`: slower decode, no f16 overflow. With f16, a decode that overflows is
+   *  re-run in f32 by itself (see `GenerateResult.vaeUpcast` and `warnings`). */
+  vaeDtype?: "f16" | "f32";
   /** Keep downloaded files in the browser (Origin Private File System). Default true. */
   cache?: boolean;
   /** Hugging Face revision for repo ids (default "main"). */
@@ -46,6 +50,12 @@ export interface LoadOptions {
   onDeviceLost?: (message: string) => void;
 }
 
+/** How an img2img start image whose size differs from width × height is fitted
+ *  (AUTOMATIC1111's names): "crop" = "Crop and resize" (scale to cover, centre crop; the
+ *  default), "fit" = "Resize and fill" (scale to fit, fill the borders from the image's
+ *  edges), "stretch" = "Just resize" (ignore the aspect ratio). */
+export type ResizeMode = "crop" | "fit" | "stretch";
+
 export interface GenerateOptions {
   prompt: string;
   negativePrompt?: string;
@@ -53,13 +63,22 @@ export interface GenerateOptions {
   guidanceScale?: number;    // default 7.5; <= 1 disables classifier-free guidance
   /** Default: random; the seed used is returned with each image. */
   seed?: number;
-  width?: number;            // default 512 (multiple of 8 × 2^downsamplings, i.e. 64 for SD 1.5)
-  height?: number;           // default 512
+  /** Output size (multiple of 8 × 2^downsamplings, i.e. 64 for SD 1.5). Default 512 × 512;
+   *  with `initImage`, the start image's size rounded to the nearest multiple of 64. */
+  width?: number;
+  height?: number;
   sampler?: Sampler;         // default "euler_a"
-  /** img2img: a PNG/JPEG Blob/File, an ImageData, or an ImageBitmap; the output has its size. */
+  /** img2img: a PNG/JPEG Blob/File, an ImageData, or an ImageBitmap, of any size (fitted to
+   *  width × height by `resizeMode`). */
   initImage?: Blob | ImageData | ImageBitmap;
   strength?: number;         // img2img strength in (0, 1], default 0.75
-  batch?: number;            // images per prompt, default 1
+  /** img2img: how a start image of another size is fitted (default "crop"). */
+  resizeMode?: ResizeMode;
+  batch?: number;            // images per prompt, 1 to 16, default 1
+  /** Make only image `batchPos` (1-based, 1 ≤ batchPos ≤ batch) of the batch, exactly as it
+   *  comes out of the whole batch with the same options, without making the others (to redo
+   *  one image of a batch). The result then holds that one image. */
+  batchPos?: number;
   /** Called after every step; `preview` is a cheap linear latent→RGB map (latent resolution). */
   onStep?: (s: { step: number; steps: number; preview: ImageData | null }) => void;
   /** Send live previews to onStep (default true when onStep is given). */
@@ -73,8 +92,24 @@ export interface GeneratedImage {
   /** PNG with AUTOMATIC1111's "parameters" text chunk. */
   blob: Blob;
   seed: number;
-  /** The A1111 parameters text written into the PNG. */
+  /** The A1111 parameters text written into the PNG (tEXt chunk for Latin-1 text, iTXt
+   *  (UTF-8) otherwise; for batch > 1 it holds "Batch size: N, Batch pos: P" with P 0-based,
+   *  A1111's convention, i.e. P = batchPos - 1). */
   parameters: string;
+  /** 1-based position of this image in its batch (1 when batch is 1). */
+  batchPos: number;
+}
+
+export interface GenerateResult {
+  images: GeneratedImage[];
+  /** Human-readable notes about this generation (e.g. "The prompt is longer than CLIP's 77
+   *  tokens: 9 token(s) at its end were dropped.", a VAE decode re-run in f32 after an f16
+   *  overflow, a PNG metadata problem). Empty when all went as asked. */
+  warnings: string[];
+  /** CLIP tokens cut from the end of each prompt (it encodes 77 tokens: 75 + start and end). */
+  droppedTokens: { prompt: number; negativePrompt: number };
+  /** True when the f16 VAE decode overflowed and was re-run in f32. */
+  vaeUpcast: boolean;
 }
 
 export interface AdapterInfo {
@@ -93,9 +128,14 @@ export interface AdapterInfo {
 export interface Stats {
   /** Current (= peak: wasm memory never shrinks) size of the worker's wasm memory. */
   wasmMemoryBytes: number;
-  /** GPU bytes held now, and the peak since load. */
+  /** GPU bytes held now (after a generation: the weights again; working buffers are freed
+   *  between phases and after each generation). */
   gpuLiveBytes: number;
+  /** GPU bytes of every buffer the worker's pool owns (in use + kept for reuse). */
+  gpuTotalBytes: number;
+  /** GPU bytes held at the peak of the last generation (weights + activations). */
   gpuPeakBytes: number;
+  /** GPU bytes of the model's weights. */
   weightsBytes: number;
 }
 
@@ -125,7 +165,9 @@ export class StableDiffusion {
   /** Non-fatal notes from loading (e.g. unexpected tensors). */
   readonly warnings: string[];
 
-  generate(options: GenerateOptions): Promise<{ images: GeneratedImage[] }>;
+  /** Rejects with a TypeError for malformed options (non-numbers, batchPos outside 1..batch,
+   *  an unknown resizeMode), an "AbortError" DOMException when cancelled, else an Error. */
+  generate(options: GenerateOptions): Promise<GenerateResult>;
   stats(): Promise<Stats>;
   /** Frees the GPU memory and ends the worker. */
   unload(): Promise<void>;

@@ -2,9 +2,10 @@
 // The model lives in a module Web Worker (sd-webgpu-worker.js next to this file), so the
 // page never freezes. Types: sd-webgpu.d.ts. Usage:
 //   const sd = await StableDiffusion.load({ model: "stable-diffusion-v1-5/stable-diffusion-v1-5" });
-//   const { images } = await sd.generate({ prompt: "an astronaut riding a horse" });
+//   const { images, warnings } = await sd.generate({ prompt: "an astronaut riding a horse" });
 
 const CACHE_DIR = "sd-webgpu-cache";
+const RESIZE_MODES = ["crop", "fit", "stretch"];
 const WORKER_URL = new URL("./sd-webgpu-worker.js", import.meta.url);
 
 function abortError(message = "generation cancelled") {
@@ -54,6 +55,9 @@ export class StableDiffusion {
   static async load(options = {}) {
     if (typeof navigator === "undefined" || !("gpu" in navigator)) {
       throw new Error("WebGPU is not available in this browser. Use Chrome or Edge 113+ (or Firefox / Safari with WebGPU enabled) on a device with a supported GPU.");
+    }
+    for (const k of ["dtype", "vaeDtype"]) {
+      if (options[k] != null && options[k] !== "f16" && options[k] !== "f32") throw new TypeError(`load: ${k} must be "f16" or "f32" (got ${JSON.stringify(options[k])})`);
     }
     const sd = new StableDiffusion({ ...options, variant: options.variant === undefined ? "fp16" : options.variant, model: modelSpec(options.model) }, StableDiffusion.#token);
     await sd.#start();
@@ -188,10 +192,15 @@ export class StableDiffusion {
     const { onStep, signal, initImage, preview, ...p } = options || {};
     if (signal?.aborted) throw abortError();
     if (typeof p.prompt !== "string") throw new TypeError("generate: prompt must be a string");
-    for (const k of ["steps", "guidanceScale", "seed", "width", "height", "strength", "batch"]) {
+    for (const k of ["steps", "guidanceScale", "seed", "width", "height", "strength", "batch", "batchPos"]) {
       if (p[k] != null && (typeof p[k] !== "number" || !Number.isFinite(p[k]))) throw new TypeError(`generate: ${k} must be a finite number (got ${p[k]})`);
     }
     if (p.sampler != null && typeof p.sampler !== "string") throw new TypeError("generate: sampler must be a string");
+    if (p.batchPos != null) {
+      const batch = p.batch ?? 1;
+      if (!Number.isInteger(p.batchPos) || p.batchPos < 1 || p.batchPos > batch) throw new TypeError(`generate: batchPos must be a whole number from 1 to batch (${batch}) (got ${p.batchPos})`);
+    }
+    if (p.resizeMode != null && !RESIZE_MODES.includes(p.resizeMode)) throw new TypeError(`generate: resizeMode must be one of ${RESIZE_MODES.map((m) => `"${m}"`).join(", ")} (got ${JSON.stringify(p.resizeMode)})`);
     await this.#ensure();
     const want = preview ?? !!onStep;
     let id;
@@ -202,12 +211,16 @@ export class StableDiffusion {
       id = this.#nextId - 1;
       const out = await pr;
       return {
-        images: out.map((o) => ({
+        images: out.images.map((o) => ({
           imageData: new ImageData(o.rgba, o.width, o.height),
           blob: new Blob([o.png], { type: "image/png" }),
           seed: o.seed,
           parameters: o.parameters,
+          batchPos: o.batchPos,
         })),
+        warnings: out.warnings,
+        droppedTokens: out.droppedTokens,
+        vaeUpcast: out.vaeUpcast,
       };
     } finally {
       signal?.removeEventListener("abort", abort);

@@ -74,37 +74,11 @@ pub struct SchedulerConfig {
 }
 
 impl Default for SchedulerConfig {
-    /// SD-1.5's `scheduler_config.json` as DDPM / DDIM / PNDM read it (`leading` spacing);
-    /// samplers are built with [`SchedulerConfig::from_json_for`], which applies each class's
-    /// own defaults.
+    /// SD-1.5's `scheduler_config.json` ([`SD15_SCHEDULER_CONFIG`]) as PNDM (and DDPM / DDIM)
+    /// read it: `leading` spacing. Samplers are built with [`SchedulerConfig::from_json_for`],
+    /// which applies each class's own defaults.
     fn default() -> Self {
-        SchedulerConfig {
-            num_train_timesteps: 1000,
-            beta_start: 0.00085,
-            beta_end: 0.012,
-            beta_schedule: "scaled_linear".into(),
-            trained_betas: None,
-            steps_offset: 1,
-            timestep_spacing: Spacing::Leading,
-            prediction_type: Prediction::Epsilon,
-            clip_sample: false,
-            set_alpha_to_one: false,
-            skip_prk_steps: true,
-            thresholding: false,
-            rescale_betas_zero_snr: false,
-            variance_type: None,
-            interpolation_type: "linear".into(),
-            use_karras_sigmas: false,
-            use_exponential_sigmas: false,
-            use_beta_sigmas: false,
-            sigma_min: None,
-            sigma_max: None,
-            timestep_type: "discrete".into(),
-            final_sigmas_sigma_min: false,
-            solver_type: "midpoint".into(),
-            lower_order_final: true,
-            euler_at_final: false,
-        }
+        Self::from_json_for("pndm", SD15_SCHEDULER_CONFIG).expect("the built-in SD-1.5 scheduler config parses")
     }
 }
 

@@ -13,6 +13,9 @@ export const ROOT = path.resolve(E2E_DIR, "../..");
 export const DIST = path.join(ROOT, "dist");
 export const FIXTURE = path.join(ROOT, "tests/fixtures/tiny-sd15");
 export const MODEL = path.join(FIXTURE, "model");
+// v2 fixtures: the tiny SD-1.5 with the real stable-diffusion-v1-5 scheduler and tokenizer files
+export const FIXTURE_REAL = path.join(ROOT, "tests/fixtures/sd15-realconfig");
+export const MODEL_REAL = path.join(FIXTURE_REAL, "model");
 export const PAGES = path.join(E2E_DIR, "pages");
 export const OUT = path.join(ROOT, "target/e2e");
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -55,25 +58,45 @@ export function readSafetensors(file) {
   return { header, tensors };
 }
 
-let goldenCache = null;
-/** The golden txt2img case (`txt2img_ddim` by default): { params, image: Float32Array NHWC, width, height }. */
-export function golden(caseName = "txt2img_ddim") {
-  goldenCache ||= {
-    json: JSON.parse(fs.readFileSync(path.join(FIXTURE, "golden.json"), "utf8")),
-    st: readSafetensors(path.join(FIXTURE, "golden.safetensors")),
-  };
-  const c = goldenCache.json.cases[caseName];
-  if (!c) throw new Error(`golden.json has no case ${caseName}`);
-  const t = goldenCache.st.tensors[`${caseName}_image`];
-  if (!t) throw new Error(`golden.safetensors has no tensor ${caseName}_image`);
+const goldenFiles = new Map();
+/** A fixture folder's cases and golden tensors: tiny-sd15 has golden.json ({cases: {name: case}}),
+ *  sd15-realconfig cases.json ({cases: [{name, golden: {image}, …}]}); both golden.safetensors. */
+function goldenFile(dir) {
+  if (!goldenFiles.has(dir)) {
+    const v1 = path.join(dir, "golden.json");
+    const json = JSON.parse(fs.readFileSync(fs.existsSync(v1) ? v1 : path.join(dir, "cases.json"), "utf8"));
+    const cases = Array.isArray(json.cases) ? Object.fromEntries(json.cases.map((c) => [c.name, c])) : json.cases;
+    goldenFiles.set(dir, { cases, st: readSafetensors(path.join(dir, "golden.safetensors")) });
+  }
+  return goldenFiles.get(dir);
+}
+
+/**
+ * A golden txt2img case of a fixture folder (default: tiny-sd15's `txt2img_ddim`):
+ * { name, case, width, height, batch, images: [Float32Array HWC per batch image], image (the
+ * first), options: GenerateOptions for the module }. `case.guidance_scale` is filled in from
+ * the v2 files' `guidance`.
+ */
+export function golden(caseName = "txt2img_ddim", dir = FIXTURE) {
+  const f = goldenFile(dir);
+  const raw = f.cases[caseName];
+  if (!raw) throw new Error(`${path.relative(ROOT, dir)} has no case ${caseName}`);
+  const c = { ...raw, guidance_scale: raw.guidance_scale ?? raw.guidance };
+  const tname = raw.golden?.image ?? `${caseName}_image`;
+  const t = f.st.tensors[tname];
+  if (!t) throw new Error(`${path.relative(ROOT, dir)}/golden.safetensors has no tensor ${tname}`);
   const [b, h, w, ch] = t.shape;
-  if (b !== 1 || ch !== 3) throw new Error(`${caseName}_image: unexpected shape ${t.shape}`);
+  if (ch !== 3 || b !== (c.batch ?? 1)) throw new Error(`${tname}: unexpected shape ${t.shape} for batch ${c.batch ?? 1}`);
+  const data = t.data;
+  const images = Array.from({ length: b }, (_, i) => data.subarray(i * h * w * 3, (i + 1) * h * w * 3));
   return {
     name: caseName,
     case: c,
     width: w,
     height: h,
-    image: t.data,
+    batch: b,
+    images,
+    image: images[0],
     // GenerateOptions for the module
     options: {
       prompt: c.prompt,
@@ -84,22 +107,24 @@ export function golden(caseName = "txt2img_ddim") {
       width: c.width,
       height: c.height,
       sampler: c.sampler,
-      batch: 1,
+      batch: b,
     },
   };
 }
 
 /**
- * Compares RGBA bytes (row-major, width × height) with a golden NHWC float image in [0, 1].
- * Returns { mean, max, maxIndex: { x, y, c, ours, golden } }.
+ * Compares RGBA bytes (row-major, width × height) with image `index` of a golden NHWC float
+ * batch in [0, 1]. Returns { mean, max, maxIndex: { x, y, c, ours, golden } }.
  */
-export function compareImage(rgba, g) {
+export function compareImage(rgba, g, index = 0) {
+  const gi = g.images ? g.images[index] : g.image;
+  if (!gi) throw new AssertionError(`golden ${g.name} has no image ${index}`);
   const n = g.width * g.height;
   if (!rgba || rgba.length !== n * 4) throw new AssertionError(`image has ${rgba ? rgba.length : 0} RGBA bytes, expected ${n * 4} (${g.width}x${g.height})`);
   let sum = 0, max = -1, at = 0;
   for (let i = 0; i < n; i++) {
     for (let c = 0; c < 3; c++) {
-      const e = Math.abs(rgba[i * 4 + c] / 255 - g.image[i * 3 + c]);
+      const e = Math.abs(rgba[i * 4 + c] / 255 - gi[i * 3 + c]);
       sum += e;
       if (e > max) {
         max = e;
@@ -111,7 +136,7 @@ export function compareImage(rgba, g) {
   return {
     mean: sum / (n * 3),
     max,
-    maxIndex: { x: pix % g.width, y: Math.floor(pix / g.width), c: "RGB"[at % 3], ours: rgba[pix * 4 + (at % 3)] / 255, golden: g.image[at] },
+    maxIndex: { x: pix % g.width, y: Math.floor(pix / g.width), c: "RGB"[at % 3], ours: rgba[pix * 4 + (at % 3)] / 255, golden: gi[at] },
   };
 }
 
@@ -131,6 +156,7 @@ export function parsePng(bytes) {
   let off = 8;
   const chunks = [];
   const text = {};
+  const textChunk = {}; // keyword -> the chunk type that carried it ("tEXt", "iTXt" or "zTXt")
   let ihdr = null;
   const idat = [];
   while (off + 8 <= buf.length) {
@@ -146,7 +172,9 @@ export function parsePng(bytes) {
     } else if (type === "IDAT") idat.push(data);
     else if (type === "tEXt") {
       const z = data.indexOf(0);
-      text[data.subarray(0, z).toString("latin1")] = data.subarray(z + 1).toString("latin1");
+      const key = data.subarray(0, z).toString("latin1");
+      text[key] = data.subarray(z + 1).toString("latin1");
+      textChunk[key] = type;
     } else if (type === "iTXt") {
       const z = data.indexOf(0);
       const key = data.subarray(0, z).toString("latin1");
@@ -156,15 +184,18 @@ export function parsePng(bytes) {
       p = data.indexOf(0, p) + 1; // translated keyword
       const t = data.subarray(p);
       text[key] = (compressed ? zlib.inflateSync(t) : t).toString("utf8");
+      textChunk[key] = type;
     } else if (type === "zTXt") {
       const z = data.indexOf(0);
-      text[data.subarray(0, z).toString("latin1")] = zlib.inflateSync(data.subarray(z + 2)).toString("latin1");
+      const key = data.subarray(0, z).toString("latin1");
+      text[key] = zlib.inflateSync(data.subarray(z + 2)).toString("latin1");
+      textChunk[key] = type;
     }
     off += 12 + len;
     if (type === "IEND") break;
   }
   if (!ihdr) throw new AssertionError("PNG without IHDR");
-  return { ...ihdr, chunks, text, idat: Buffer.concat(idat) };
+  return { ...ihdr, chunks, text, textChunk, idat: Buffer.concat(idat) };
 }
 
 /** Decodes an 8-bit non-interlaced grey/RGB/RGBA PNG into RGBA bytes. */
@@ -209,6 +240,26 @@ export function decodePng(bytes) {
     prev = line;
   }
   return { ...png, rgba: out };
+}
+
+/** Encodes 8-bit RGB bytes (row-major) as a PNG (filter 0, one IDAT), for test inputs. */
+export function encodePng(width, height, rgb) {
+  const chunk = (type, data) => {
+    const head = Buffer.alloc(8);
+    head.writeUInt32BE(data.length, 0);
+    head.write(type, 4, "latin1");
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(Buffer.concat([head.subarray(4), data])), 0);
+    return Buffer.concat([head, data, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  const raw = Buffer.alloc(height * (width * 3 + 1));
+  for (let y = 0; y < height; y++) Buffer.from(rgb.subarray(y * width * 3, (y + 1) * width * 3)).copy(raw, y * (width * 3 + 1) + 1);
+  return Buffer.concat([PNG_SIG, chunk("IHDR", ihdr), chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,12 @@
 //   adapter_info                 WebGPU present; StableDiffusion.adapterInfo()
 //   api_generate_matches_golden  load (variant null, f32) + txt2img_ddim vs diffusers golden
 //   cancel_then_generate         AbortController at step 3 -> AbortError; then golden again
+//   unicode_prompt_png           prompt with ’ “ ” — 東京 🙂: PNG "parameters" is iTXt (UTF-8), Latin-1 is tEXt
+//   api_option_errors            TypeErrors for batchPos outside 1..batch, resizeMode, vaeDtype
+//   batch2_matches_diffusers     v2 real-config model at /model-real/: batch 2 vs diffusers' batch,
+//                                batchPos / "Batch pos" in the PNGs, batchPos 2 alone, GPU memory returned
+//   long_prompt_warning          84-token prompt: droppedTokens.prompt 9 + warning (API), #warnings (page)
+//   ui_img2img_any_size          the page: a 100x70 start image -> 128x64 inputs, "Resize and fill"
 //   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots
 //   resume_after_server_kill     server killed at 40 % of the UNet; resume with Range; cache sha256
 //   reload_fetches_nothing       same profile, page reload: zero requests under /model/
@@ -29,8 +35,8 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { TestServer } from "./server.mjs";
 import {
-  ROOT, DIST, MODEL, PAGES, OUT, WEBGPU_ARGS, sleep, assert, AssertionError, fmtBytes,
-  golden, compareImage, fmtCompare, decodePng, sha256File, launch, closeQuietly, tmpProfile,
+  ROOT, DIST, MODEL, MODEL_REAL, FIXTURE_REAL, PAGES, OUT, WEBGPU_ARGS, sleep, assert, AssertionError, fmtBytes,
+  golden, compareImage, fmtCompare, decodePng, encodePng, sha256File, launch, closeQuietly, tmpProfile,
   waitFor, openHarness, evaluate, removeProfiles,
 } from "./lib.mjs";
 
@@ -39,7 +45,7 @@ const API_TOL = 4e-3; // f32 storage + 8-bit rounding
 const UI_TOL = 2e-2; // f16 weights
 
 const server = new TestServer({
-  mounts: { "/": DIST, "/model/": MODEL, "/__e2e__/": PAGES },
+  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/__e2e__/": PAGES },
   port: Number(process.env.E2E_PORT || 0),
 });
 const base = () => server.url;
@@ -51,7 +57,7 @@ const tests = [];
 const test = (name, fn, { timeoutMs = 10 * MIN } = {}) => tests.push({ name, fn, timeoutMs });
 
 // Browsers handed from one test to the next (a test that fails closes what it launched).
-const shared = { api: null, profile: null };
+const shared = { api: null, profile: null, real: null };
 
 function makeCtx(name) {
   const browsers = [];
@@ -93,6 +99,9 @@ function withTimeout(promise, ms, name) {
 // helpers shared by the browser tests
 
 const G = () => golden("txt2img_ddim");
+// The v2 fixture: the tiny SD-1.5 with the real stable-diffusion-v1-5 scheduler and tokenizer files.
+const REAL = "/model-real/";
+const GR = (name) => golden(name, FIXTURE_REAL);
 
 function logLoad(t, load) {
   const p = load.progress || {};
@@ -370,7 +379,234 @@ test("cancel_then_generate", async (t) => {
   assert(cancelled.steps.length >= 3 && cancelled.steps.length < g.case.steps, `onStep called ${cancelled.steps.length} times`);
   const gen = await apiGenerate(t, b.page, { ...g.options, preview: true });
   checkGolden(t, gen, g, API_TOL);
+  shared.api = t.keep(b);
 });
+
+test("unicode_prompt_png", async (t) => {
+  // A1111's "parameters" chunk must keep a non-Latin-1 prompt intact: iTXt (UTF-8), while a
+  // Latin-1 prompt stays in tEXt (what most PNG readers show).
+  const b = await loadedApiPage(t);
+  const prompt = "a cat’s “dream” — 東京 🙂";
+  const opts = { prompt, negativePrompt: "blurry", steps: 2, guidanceScale: 7.5, seed: 42, width: 64, height: 64, sampler: "ddim", batch: 1, preview: false };
+  const gen = await apiGenerate(t, b.page, opts);
+  assert(gen.ok, () => `generate rejected: ${gen.error.name}: ${gen.error.message}`);
+  t.log(`generate (${opts.steps} steps): ${gen.seconds.toFixed(1)} s; warnings ${JSON.stringify(gen.warnings)}, droppedTokens ${JSON.stringify(gen.droppedTokens)}`);
+  assert(gen.images.length === 1, `expected 1 image, got ${gen.images.length}`);
+  const img = gen.images[0];
+  assert(img.width === 64 && img.height === 64, `image is ${img.width}x${img.height}`);
+  assert(img.batchPos === 1, `batchPos ${img.batchPos}, expected 1`);
+  assert(gen.droppedTokens && gen.droppedTokens.prompt === 0 && gen.droppedTokens.negativePrompt === 0, `droppedTokens ${JSON.stringify(gen.droppedTokens)}`);
+  const png = decodePng(img.png);
+  t.log(`PNG: ${img.pngSize} bytes, chunks ${png.chunks.join(" ")}; parameters in ${png.textChunk.parameters}: ${JSON.stringify(png.text.parameters)}`);
+  assert(png.textChunk.parameters === "iTXt", `the "parameters" chunk is ${png.textChunk.parameters}, expected iTXt for a non-Latin-1 prompt`);
+  assert(png.text.parameters.startsWith(prompt + "\n"), `the PNG's parameters do not start with the prompt: ${JSON.stringify(png.text.parameters)}`);
+  assert(png.text.parameters === img.parameters, `PNG parameters differ from .parameters:\n${png.text.parameters}\nvs\n${img.parameters}`);
+  let diff = 0;
+  for (let i = 0; i < png.rgba.length; i++) if (i % 4 !== 3 && png.rgba[i] !== img.pixels[i]) diff++;
+  assert(diff === 0, `PNG pixels differ from imageData in ${diff} channel values`);
+
+  const latin = "café crème, 50 × 50 °C";
+  const gen2 = await apiGenerate(t, b.page, { ...opts, prompt: latin, steps: 1 });
+  assert(gen2.ok, () => `generate rejected: ${gen2.error.name}: ${gen2.error.message}`);
+  const png2 = decodePng(gen2.images[0].png);
+  t.log(`Latin-1 prompt: parameters in ${png2.textChunk.parameters}: ${JSON.stringify(png2.text.parameters)} (${gen2.seconds.toFixed(1)} s)`);
+  assert(png2.textChunk.parameters === "tEXt", `the "parameters" chunk is ${png2.textChunk.parameters} for a Latin-1 prompt, expected tEXt`);
+  assert(png2.text.parameters === gen2.images[0].parameters && png2.text.parameters.startsWith(latin + "\n"), `Latin-1 parameters: ${JSON.stringify(png2.text.parameters)}`);
+  shared.api = t.keep(b);
+});
+
+test("api_option_errors", async (t) => {
+  // Malformed options reject with a TypeError before anything reaches the worker.
+  const b = await loadedApiPage(t);
+  const r = await evaluate(b.page, async () => {
+    const sd = window.e2e.sd;
+    const attempt = async (f) => {
+      try {
+        await f();
+        return { rejected: false };
+      } catch (e) {
+        return { rejected: true, typeError: e instanceof TypeError, name: e.name, message: e.message };
+      }
+    };
+    const base = { prompt: "x", steps: 1, width: 64, height: 64 };
+    return {
+      "batchPos 0": await attempt(() => sd.generate({ ...base, batch: 2, batchPos: 0 })),
+      "batchPos 3 of 2": await attempt(() => sd.generate({ ...base, batch: 2, batchPos: 3 })),
+      "batchPos 1.5": await attempt(() => sd.generate({ ...base, batch: 2, batchPos: 1.5 })),
+      "batchPos 2, batch default": await attempt(() => sd.generate({ ...base, batchPos: 2 })),
+      "batchPos string": await attempt(() => sd.generate({ ...base, batch: 2, batchPos: "2" })),
+      "resizeMode zoom": await attempt(() => sd.generate({ ...base, resizeMode: "zoom" })),
+      "vaeDtype f8": await attempt(() => window.StableDiffusion.load({ model: "/model/", vaeDtype: "f8" })),
+      "dtype bf16": await attempt(() => window.StableDiffusion.load({ model: "/model/", dtype: "bf16" })),
+    };
+  }, null, MIN, "invalid options");
+  for (const [what, x] of Object.entries(r)) {
+    t.log(`${what}: ${x.rejected ? `${x.name}: ${x.message}` : "resolved"}`);
+    assert(x.rejected && x.typeError, `${what}: ${x.rejected ? `rejected with ${x.name}, not a TypeError` : "did not reject"}`);
+  }
+  shared.api = t.keep(b);
+}, { timeoutMs: 3 * MIN });
+
+/** A browser with the v2 real-config model loaded through the API (f32, full-precision files). */
+async function realApiPage(t) {
+  if (shared.real) {
+    const b = t.adopt(shared.real);
+    shared.real = null;
+    return b;
+  }
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  await apiLoad(t, b.page, { model: REAL, variant: null, dtype: "f32" });
+  return b;
+}
+
+const apiStats = (page) => evaluate(page, () => window.e2e.sd.stats(), null, MIN, "stats");
+
+/** GPU memory after a generation is what it was before it: the weights' buffers alone. */
+function checkMemoryReturned(t, before, after, what) {
+  t.log(`stats ${what}: ${JSON.stringify(after)} (before: live ${before.gpuLiveBytes}, total ${before.gpuTotalBytes})`);
+  // weightsBytes counts the tensors' bytes; the pool rounds each buffer up to 256 bytes.
+  const padding = after.gpuLiveBytes - after.weightsBytes;
+  t.log(`${what}: live - weights = ${padding} B (256-byte rounding of the weight buffers), peak ${fmtBytes(after.gpuPeakBytes)}`);
+  assert(Math.abs(after.gpuLiveBytes - before.gpuLiveBytes) <= 1024, `${what}: gpuLiveBytes ${after.gpuLiveBytes} != ${before.gpuLiveBytes} before the generation (± 1 KiB): memory was not returned`);
+  assert(Math.abs(after.gpuTotalBytes - after.gpuLiveBytes) <= 1024, `${what}: the pool still owns ${after.gpuTotalBytes - after.gpuLiveBytes} bytes of free buffers (gpuTotalBytes ${after.gpuTotalBytes}, live ${after.gpuLiveBytes})`);
+  assert(padding >= 0 && padding <= 0.01 * after.weightsBytes, `${what}: gpuLiveBytes ${after.gpuLiveBytes} is not the weights (${after.weightsBytes} B + buffer rounding)`);
+  assert(after.gpuPeakBytes > after.weightsBytes, `${what}: gpuPeakBytes ${after.gpuPeakBytes} <= weightsBytes ${after.weightsBytes}`);
+}
+
+test("batch2_matches_diffusers", async (t) => {
+  const g = GR("txt2img_batch2");
+  const b = await realApiPage(t);
+  const st0 = await apiStats(b.page);
+  const gen = await apiGenerate(t, b.page, { ...g.options, preview: true }, {}, 15 * MIN);
+  assert(gen.ok, () => `generate rejected: ${gen.error.name}: ${gen.error.message}`);
+  t.log(`batch ${g.batch}, ${g.case.steps} steps ${g.case.sampler}: ${gen.seconds.toFixed(1)} s, ${gen.steps.length} onStep calls; warnings ${JSON.stringify(gen.warnings)}`);
+  assert(gen.images.length === g.batch, `expected ${g.batch} images, got ${gen.images.length}`);
+  assert(gen.steps.length === g.case.steps, `onStep was called ${gen.steps.length} times, expected ${g.case.steps}`);
+  gen.images.forEach((img, i) => {
+    assert(img.width === g.width && img.height === g.height, `image ${i + 1} is ${img.width}x${img.height}`);
+    const cmp = compareImage(img.pixels, g, i);
+    t.log(`image ${i + 1} vs diffusers' batch image ${i + 1}: ${fmtCompare(cmp)} (tolerance ${API_TOL})`);
+    assert(cmp.mean <= API_TOL, `image ${i + 1}: mean error ${cmp.mean.toExponential(3)} > ${API_TOL}`);
+    assert(img.batchPos === i + 1, `images[${i}].batchPos is ${img.batchPos}, expected ${i + 1}`);
+    assert(img.seed === g.case.seed, `images[${i}].seed is ${img.seed}, expected ${g.case.seed}`);
+    const png = decodePng(img.png);
+    assert(png.text.parameters === img.parameters, `image ${i + 1}: PNG parameters differ from .parameters`);
+    assert(png.text.parameters.includes(`Batch size: ${g.batch}, Batch pos: ${i}`), `image ${i + 1}: parameters lack "Batch size: ${g.batch}, Batch pos: ${i}": ${JSON.stringify(png.text.parameters)}`);
+  });
+  const cross = compareImage(gen.images[0].pixels, g, 1);
+  t.log(`image 1 vs golden image 2 (must differ): mean ${cross.mean.toExponential(3)}`);
+  assert(cross.mean > 0.05, `the two images of the batch are (nearly) the same: ${cross.mean}`);
+  const st = await apiStats(b.page);
+  checkMemoryReturned(t, st0, st, "after the batch");
+
+  // Image 2 alone, as it comes out of the batch.
+  const one = await apiGenerate(t, b.page, { ...g.options, batchPos: 2, preview: false }, {}, 10 * MIN);
+  assert(one.ok, () => `generate (batchPos 2) rejected: ${one.error.name}: ${one.error.message}`);
+  assert(one.images.length === 1, `batchPos 2: expected 1 image, got ${one.images.length}`);
+  const img = one.images[0];
+  const cmp = compareImage(img.pixels, g, 1);
+  let same = 0;
+  for (let i = 0; i < img.pixels.length; i++) if (i % 4 !== 3) same = Math.max(same, Math.abs(img.pixels[i] - gen.images[1].pixels[i]));
+  t.log(`batchPos 2 alone: ${one.seconds.toFixed(1)} s; vs diffusers' image 2: ${fmtCompare(cmp)}; max |diff| vs the batch's image 2: ${same}/255`);
+  assert(cmp.mean <= API_TOL, `batchPos 2: mean error ${cmp.mean.toExponential(3)} > ${API_TOL}`);
+  assert(img.batchPos === 2, `batchPos 2: .batchPos is ${img.batchPos}`);
+  assert(img.parameters.includes(`Batch size: ${g.batch}, Batch pos: 1`), `batchPos 2: parameters lack "Batch pos: 1": ${JSON.stringify(img.parameters)}`);
+  const st2 = await apiStats(b.page);
+  checkMemoryReturned(t, st0, st2, "after batchPos 2");
+  assert(st2.gpuPeakBytes <= st.gpuPeakBytes, `batchPos 2 alone peaked at ${st2.gpuPeakBytes} B, above the whole batch's ${st.gpuPeakBytes} B`);
+  shared.real = t.keep(b);
+}, { timeoutMs: 25 * MIN });
+
+test("long_prompt_warning", async (t) => {
+  // 84 CLIP tokens: the end is cut at 77 (start + 75 + end), as diffusers does, and said so.
+  const g = GR("txt2img_long_prompt");
+  const b = await realApiPage(t);
+  const steps = 2;
+  const gen = await apiGenerate(t, b.page, { ...g.options, steps, preview: false });
+  assert(gen.ok, () => `generate rejected: ${gen.error.name}: ${gen.error.message}`);
+  t.log(`API (${steps} steps): ${gen.seconds.toFixed(1)} s; droppedTokens ${JSON.stringify(gen.droppedTokens)}; warnings ${JSON.stringify(gen.warnings)}`);
+  assert(gen.droppedTokens.prompt === 9, `droppedTokens.prompt is ${gen.droppedTokens.prompt}, expected 9`);
+  assert(gen.droppedTokens.negativePrompt === 0, `droppedTokens.negativePrompt is ${gen.droppedTokens.negativePrompt}, expected 0`);
+  assert(gen.warnings.some((w) => /\b9 token/.test(w)), `no warning mentions 9 tokens: ${JSON.stringify(gen.warnings)}`);
+
+  // The page, in the same profile (weights from the cache), with f16 weights and an f32 VAE.
+  const page = await b.context.newPage();
+  try {
+    await page.goto(`${base()}/index.html?model=${REAL}&variant=none&dtype=f16&vaeDtype=f32&autoload=1`);
+    const state = await waitForState(page, ["ready", "error"], 5 * MIN);
+    assert(state === "ready", `page state "${state}": ${await page.textContent("#message")}`);
+    const sel = await page.evaluate(() => ({ dtype: document.querySelector("#dtype").value, vae: document.querySelector("#vae-dtype").value }));
+    assert(sel.dtype === "f16" && sel.vae === "f32", `the page's selects read ${JSON.stringify(sel)} for ?dtype=f16&vaeDtype=f32`);
+    await page.fill("#prompt", g.case.prompt);
+    await page.fill("#negative", "");
+    await setValue(page, "#steps", String(steps));
+    await page.setChecked("#random-seed", false);
+    await setValue(page, "#seed", String(g.case.seed));
+    await setValue(page, "#width", "64");
+    await setValue(page, "#height", "64");
+    await setValue(page, "#batch", "1");
+    await page.selectOption("#sampler", g.case.sampler);
+    const t0 = Date.now();
+    await page.click("#generate");
+    await page.waitForSelector("#gallery figure.result img", { timeout: 5 * MIN });
+    const end = await waitForState(page, ["ready", "error"], 2 * MIN);
+    const shown = await page.evaluate(() => ({ warnings: document.querySelector("#warnings")?.textContent ?? null, message: document.querySelector("#message").textContent }));
+    const visible = await page.isVisible("#warnings");
+    t.log(`page: generated in ${((Date.now() - t0) / 1000).toFixed(1)} s, state "${end}"; #message ${JSON.stringify(shown.message)}; #warnings (visible ${visible}) ${JSON.stringify(shown.warnings)}`);
+    assert(end === "ready", `state after generation: "${end}": ${shown.message}`);
+    assert(visible && /\b9 token/.test(shown.warnings || ""), `the page does not show the dropped-token warning: #warnings ${JSON.stringify(shown.warnings)} (visible ${visible})`);
+    await page.setViewportSize({ width: 390, height: 844 });
+    fs.mkdirSync(OUT, { recursive: true });
+    await page.screenshot({ path: path.join(OUT, "ui-warning-phone.png"), fullPage: true });
+    const sw = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth }));
+    assert(sw.scrollWidth <= sw.innerWidth, `horizontal scroll at 390 px: scrollWidth ${sw.scrollWidth} > ${sw.innerWidth}`);
+  } finally {
+    await page.close().catch(() => {});
+  }
+  shared.real = t.keep(b);
+});
+
+test("ui_img2img_any_size", async (t) => {
+  // A start image of a size that is no multiple of 64: the page proposes its size rounded to
+  // 64, and the library fits it with the chosen resize mode.
+  const b = await realApiPage(t);
+  const page = await b.context.newPage();
+  try {
+    await page.goto(`${base()}/index.html?model=${REAL}&variant=none&dtype=f32&autoload=1`);
+    const state = await waitForState(page, ["ready", "error"], 5 * MIN);
+    assert(state === "ready", `page state "${state}": ${await page.textContent("#message")}`);
+    const [w, h] = [100, 70];
+    const rgb = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) rgb.set([(x * 255) / (w - 1), (y * 255) / (h - 1), 128], (y * w + x) * 3);
+    await page.setInputFiles("#init-image", { name: "photo-100x70.png", mimeType: "image/png", buffer: encodePng(w, h, rgb) });
+    await page.waitForFunction(() => document.querySelector("#width").value === "128" && document.querySelector("#height").value === "64", null, { timeout: 30_000 })
+      .catch(async () => { throw new AssertionError(`width/height are ${await page.inputValue("#width")}x${await page.inputValue("#height")} after a 100x70 start image, expected 128x64`); });
+    await page.selectOption("#resize-mode", "fit");
+    await page.fill("#prompt", "a watercolour landscape");
+    await setValue(page, "#steps", "4");
+    await setValue(page, "#strength", "0.5");
+    await page.setChecked("#random-seed", false);
+    await setValue(page, "#seed", "5");
+    await setValue(page, "#batch", "1");
+    const t0 = Date.now();
+    await page.click("#generate");
+    await page.waitForSelector("#gallery figure.result img", { timeout: 5 * MIN });
+    const end = await waitForState(page, ["ready", "error"], 2 * MIN);
+    const res = await page.evaluate(async () => {
+      const img = document.querySelector("#gallery figure.result img");
+      await img.decode();
+      return { w: img.naturalWidth, h: img.naturalHeight, title: img.title, caption: document.querySelector("#gallery figure.result figcaption").textContent, size: document.querySelector("#init-size").textContent };
+    });
+    t.log(`img2img through the page: ${((Date.now() - t0) / 1000).toFixed(1)} s, state "${end}"; ${res.w}x${res.h}; #init-size ${JSON.stringify(res.size)}; parameters ${JSON.stringify(res.title)}`);
+    assert(end === "ready", `state after generation: "${end}": ${await page.textContent("#message")}`);
+    assert(res.w === 128 && res.h === 64, `output is ${res.w}x${res.h}, expected 128x64`);
+    assert(res.title.includes("Denoising strength: 0.5") && res.title.includes("Resize mode: Resize and fill"), `parameters lack the img2img strength / resize mode: ${JSON.stringify(res.title)}`);
+  } finally {
+    await page.close().catch(() => {});
+  }
+  shared.real = t.keep(b);
+}, { timeoutMs: 8 * MIN });
 
 test("ui_generate", async (t) => {
   const g = G();
@@ -778,6 +1014,7 @@ async function main() {
       if (ok && t.kept.has(b)) continue;
       if (shared.api === b) shared.api = null;
       if (shared.profile === b) shared.profile = null;
+      if (shared.real === b) shared.real = null;
       await closeQuietly(b);
     }
     if (ok) {
@@ -787,6 +1024,7 @@ async function main() {
   }
   await closeQuietly(shared.api);
   await closeQuietly(shared.profile);
+  await closeQuietly(shared.real);
   await server.kill();
   removeProfiles();
   const ran = passed + failed;

@@ -177,12 +177,21 @@ const e2e = {
         pixels: Array.from(img.imageData.data),
         seed: img.seed,
         parameters: img.parameters,
+        batchPos: img.batchPos,
         blobType: img.blob.type,
         pngSize: png.length,
         png: Array.from(png),
       });
     }
-    return { ok: true, images, steps, seconds: (performance.now() - t0) / 1000 };
+    return {
+      ok: true,
+      images,
+      warnings: res.warnings,
+      droppedTokens: res.droppedTokens,
+      vaeUpcast: res.vaeUpcast,
+      steps,
+      seconds: (performance.now() - t0) / 1000,
+    };
   },
 };
 

@@ -15,15 +15,19 @@ export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 
 LOG=$(mktemp)
 echo "=== native: cargo test (wgpu on $(ls /usr/share/vulkan/icd.d/ 2>/dev/null | tr '\n' ' '))"
-cargo test --release 2>&1 | tee "$LOG"
+# --nocapture: every test's figures (kernel errors, PARITY lines) are in the log.
+cargo test --release -- --nocapture 2>&1 | tee "$LOG"
+echo "=== native done at ${SECONDS} s"
 
 echo "=== browser: wasm-pack test --headless --chrome (Chromium, WebGPU on SwiftShader)"
 # wasm-pack test runs the integration tests in tests/ under wasm-bindgen-test in the browser.
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-3600}" \
-  wasm-pack test --headless --chrome --release 2>&1 | tee -a "$LOG"
+  wasm-pack test --headless --chrome --release -- --nocapture 2>&1 | tee -a "$LOG"
+echo "=== browser done at ${SECONDS} s"
 
 echo "=== end-to-end: the app and the ES module in Chromium (tests/e2e, playwright-core)"
 bash scripts/e2e.sh 2>&1 | tee -a "$LOG"
+echo "=== end-to-end done at ${SECONDS} s"
 
 echo "=== end-to-end: synthetic full-size SD-1.5 weights streamed through the module"
 SYNTH=$(mktemp -d)
@@ -31,7 +35,11 @@ trap 'rm -rf "$SYNTH"' EXIT
 cargo run --release --quiet -- synth --out "$SYNTH/sd15" 2>&1 | tail -1
 SKIP_WEB_BUILD=1 bash scripts/e2e.sh --full-size "$SYNTH/sd15" 2>&1 | tee -a "$LOG"
 
+# The pipeline parity table (native first, then the browser's runs).
+echo "=== pipeline parity vs diffusers (case | storage | runner | final latents max err / max|ref| | image mean | image max)"
+grep -aoE 'PARITY\|[^ ]+\|[a-z0-9]+\|.*' "$LOG" || true
+
 # One closing line for all runners (each runner's own summary is above).
 passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
 e2e=$(grep -oE '^e2e: [0-9]+ passed' "$LOG" | awk '{s+=$2} END {print s+0}')
-echo "all runners: $((passed + e2e)) passed, 0 failed ($passed cargo/wasm-pack, $e2e end-to-end + full-size load)"
+echo "all runners: $((passed + e2e)) passed, 0 failed in ${SECONDS} s ($passed cargo/wasm-pack, $e2e end-to-end + full-size load)"

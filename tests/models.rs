@@ -198,7 +198,9 @@ async fn tiled_vae() {
     let full = gpu.read(&full).await.unwrap();
     // (tile, overlap, bound on mean, bound on max) — tiles see their own group-norm statistics
     // and attention context, so they differ from the whole-image decode; the ramps hide seams.
-    for (tile, overlap, mean_bound, max_bound) in [(8usize, 4usize, 0.05, 0.35), (12, 4, 0.03, 0.2), (16, 4, 1e-6, 1e-5)] {
+    // (SwiftShader takes minutes per 128×128 decode: the browser runs the first row.)
+    let rows = [(12usize, 4usize, 0.03, 0.2), (8, 4, 0.05, 0.35), (16, 4, 1e-6, 1e-5)];
+    for (tile, overlap, mean_bound, max_bound) in rows.into_iter().take(if cfg!(target_arch = "wasm32") { 1 } else { 3 }) {
         let tiled = sd.vae.decode_tiled(&c, &z, tile, overlap).unwrap();
         let tiled = gpu.read(&sd_webgpu::ops::to_image(&gpu, &tiled).unwrap()).await.unwrap();
         let (mut max, mut sum) = (0f64, 0f64);

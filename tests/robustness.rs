@@ -3,6 +3,9 @@
 //! that overflows (re-run in f32, said so, never a silent black image), and GPU memory that
 //! returns to the weights after every generation, whatever its size or batch, with the peak
 //! equal to the planner's.
+//!
+//! Few steps (the signal is in the resizing, the tiling, the retry and the pool, not in the
+//! denoising); the browser (SwiftShader, minutes per generation) runs a part of each table.
 mod common;
 
 #[cfg(target_arch = "wasm32")]
@@ -15,6 +18,9 @@ use sd_webgpu::image::{resize_to, ResizeMode, Rgb};
 use sd_webgpu::model::Dtypes;
 use sd_webgpu::pipeline::{self, Params};
 
+/// SwiftShader: the browser runs the first rows of the tables below.
+const BROWSER: bool = cfg!(target_arch = "wasm32");
+
 fn src_60x44() -> Rgb {
     let g = fixtures::file("extra/golden.safetensors");
     let (v, s) = golden(&g, "resize_src_crop60x44");
@@ -22,7 +28,7 @@ fn src_60x44() -> Rgb {
 }
 
 fn img2img(init: Rgb, w: usize, h: usize, mode: ResizeMode) -> Params {
-    Params { prompt: "a red house".into(), steps: 4, sampler: "ddim".into(), seed: 5, width: w, height: h, init_image: Some(init), strength: 0.75, resize_mode: mode, ..Default::default() }
+    Params { prompt: "a red house".into(), steps: 2, sampler: "ddim".into(), seed: 5, width: w, height: h, init_image: Some(init), strength: 0.5, resize_mode: mode, ..Default::default() }
 }
 
 /// A 60×44 photo: the default size is its size rounded to 64 (64×64); any size and mode
@@ -33,7 +39,8 @@ async fn img2img_any_photo() {
     let tok = tokenizer();
     let src = src_60x44();
     assert_eq!(pipeline::default_size(&sd, Some(&src)), (64, 64));
-    for (w, h, mode) in [(64, 64, ResizeMode::Crop), (128, 64, ResizeMode::Fit), (64, 128, ResizeMode::Stretch)] {
+    let modes = [(128, 64, ResizeMode::Fit), (64, 64, ResizeMode::Crop), (64, 128, ResizeMode::Stretch)];
+    for (w, h, mode) in modes.into_iter().take(if BROWSER { 1 } else { 3 }) {
         let out = pipeline::generate(&gpu, &sd, &tok, None, &img2img(src.clone(), w, h, mode), &mut |_| true).await.unwrap_or_else(|e| panic!("{w}×{h} {mode:?}: {e}"));
         assert_eq!((out.images[0].width, out.images[0].height), (w, h));
         let fitted = resize_to(&src, w, h, mode);
@@ -42,7 +49,7 @@ async fn img2img_any_photo() {
         log!("img2img 60×44 → {w}×{h} ({mode:?}): ok, latents mean |x| {:.3}", out.latents.iter().map(|v| v.abs() as f64).sum::<f64>() / out.latents.len() as f64);
     }
     let text = pipeline::a1111_parameters(&img2img(src.clone(), 128, 64, ResizeMode::Fit), 5, "tiny", 0);
-    assert!(text.contains("Size: 128x64") && text.contains("Denoising strength: 0.75") && text.contains("Resize mode: Resize and fill"), "{text}");
+    assert!(text.contains("Size: 128x64") && text.contains("Denoising strength: 0.5") && text.contains("Resize mode: Resize and fill"), "{text}");
     // Sizes the model cannot take are a message, not a panic.
     let e = pipeline::generate(&gpu, &sd, &tok, None, &img2img(src, 100, 64, ResizeMode::Crop), &mut |_| true).await.err().expect("100 wide").to_string();
     assert!(e.contains("multiples of 64"), "{e}");
@@ -74,7 +81,8 @@ async fn tiled_encode() {
     // group-norm statistics and attention context, so they differ from the whole-image
     // encode; one tile covering the image is the untiled encode.
     let mut fails = Vec::new();
-    for (tile, overlap, bound) in [(8usize, 4usize, 0.1), (12, 4, 0.07), (16, 4, 1e-6)] {
+    let tiles = [(12usize, 4usize, 0.07), (8, 4, 0.1), (16, 4, 1e-6)];
+    for (tile, overlap, bound) in tiles.into_iter().take(if BROWSER { 1 } else { 3 }) {
         let (m, l) = sd.vae.encode_tiled(&c, &x, tile, overlap).unwrap();
         let (m, l) = (gpu.read(&m).await.unwrap(), gpu.read(&l).await.unwrap());
         let err = |a: &[f32], b: &[f32]| {
@@ -91,11 +99,13 @@ async fn tiled_encode() {
     }
     assert!(fails.is_empty(), "{fails:?}");
     // encode_auto tiles only when the binding limit asks for it.
-    let need = sd.vae.encode_largest_buffer(1, 128, 128, DType::F32);
-    let (m1, _) = sd.vae.encode_auto(&c, &x, need).unwrap();
-    assert!(gpu.read(&m1).await.unwrap() == m0, "untiled when it fits");
-    let (m2, _) = sd.vae.encode_auto(&c, &x, need / 2).unwrap();
-    assert!(gpu.read(&m2).await.unwrap() != m0, "tiled when it does not");
+    if !BROWSER {
+        let need = sd.vae.encode_largest_buffer(1, 128, 128, DType::F32);
+        let (m1, _) = sd.vae.encode_auto(&c, &x, need).unwrap();
+        assert!(gpu.read(&m1).await.unwrap() == m0, "untiled when it fits");
+        let (m2, _) = sd.vae.encode_auto(&c, &x, need / 2).unwrap();
+        assert!(gpu.read(&m2).await.unwrap() != m0, "tiled when it does not");
+    }
 }
 gpu_test!(tiled_vae_encode_matches_untiled, tiled_encode());
 
@@ -113,7 +123,7 @@ async fn scale_weight(gpu: &sd_webgpu::gpu::Gpu, sd: &mut sd_webgpu::model::Stab
 async fn f16_vae_overflow() {
     let gpu = common::gpu(true).await;
     let tok = tokenizer();
-    let p = Params { prompt: "a lighthouse".into(), steps: 4, sampler: "euler".into(), seed: 9, width: 64, height: 64, ..Default::default() };
+    let p = Params { prompt: "a lighthouse".into(), steps: 2, sampler: "euler".into(), seed: 9, width: 64, height: 64, ..Default::default() };
     let w = "vae/post_quant_conv.weight";
     let run = |vae: DType, scale: f32| {
         let gpu = gpu.clone();
@@ -129,8 +139,10 @@ async fn f16_vae_overflow() {
             pipeline::generate(&gpu, &sd, tok, None, &p, &mut |_| true).await
         }
     };
-    let plain = run(DType::F16, 0.0).await.unwrap();
-    assert!(!plain.vae_upcast && plain.warnings.is_empty());
+    if !BROWSER {
+        let plain = run(DType::F16, 0.0).await.unwrap();
+        assert!(!plain.vae_upcast && plain.warnings.is_empty());
+    }
     // max |w| = 3e4 fits f16; its outputs (latents/0.18215 ≈ ±100 times 3e4) do not.
     let retried = run(DType::F16, 3e4).await.unwrap();
     let reference = run(DType::F32, 3e4).await.unwrap();
@@ -142,6 +154,9 @@ async fn f16_vae_overflow() {
     let black = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
     log!("f16 VAE overflow: decoded again in f32; vs the f32 VAE: mean |Δ| {mean:.2e}; exact zeros {:.1} %; warning: {:?}", 100.0 * black, retried.warnings);
     assert!(mean < 2e-2, "{mean}");
+    if BROWSER {
+        return;
+    }
     let e = run(DType::F32, 3e38).await.err().expect("non-finite in f32 too").to_string();
     log!("f32 VAE overflow: {e}");
     assert!(e.contains("non-finite") && e.contains("f32"), "{e}");
@@ -157,14 +172,14 @@ async fn memory_returns() {
     let weights = gpu.pool_stats().total_bytes;
     let init = src_60x44();
     let runs = [
-        Params { prompt: "a".into(), steps: 3, width: 64, height: 64, ..Default::default() },
-        Params { prompt: "b".into(), steps: 3, width: 128, height: 64, batch: 2, ..Default::default() },
+        Params { prompt: "a".into(), steps: 2, width: 64, height: 64, ..Default::default() },
+        Params { prompt: "b".into(), steps: 2, width: 128, height: 64, batch: 2, ..Default::default() },
+        Params { prompt: "a".into(), steps: 2, width: 64, height: 64, ..Default::default() },
         Params { prompt: "c".into(), steps: 3, width: 64, height: 128, sampler: "pndm".into(), ..Default::default() },
         Params { prompt: "d".into(), steps: 4, width: 64, height: 64, init_image: Some(init), sampler: "dpmpp_2m_karras".into(), ..Default::default() },
-        Params { prompt: "e".into(), steps: 3, width: 128, height: 128, guidance_scale: 1.0, ..Default::default() },
-        Params { prompt: "a".into(), steps: 3, width: 64, height: 64, ..Default::default() },
+        Params { prompt: "e".into(), steps: 2, width: 128, height: 128, guidance_scale: 1.0, ..Default::default() },
     ];
-    for p in &runs {
+    for p in runs.iter().take(if BROWSER { 2 } else { runs.len() }) {
         pipeline::generate(&gpu, &sd, &tok, None, p, &mut |_| true).await.unwrap();
         let s = gpu.pool_stats();
         let plan = sd_webgpu::plan::plan_generation(&configs(), DType::F32, p, Some(gpu.max_binding())).await.unwrap();

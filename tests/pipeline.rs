@@ -1,8 +1,8 @@
 //! The whole pipeline against diffusers, reproduced from each case's seed and parameters
-//! alone: every txt2img_* / img2img_* case of tiny-sd15's golden.json (both runners, f32 and
-//! f16 storage), and every pipeline case of the v2 `sd15-realconfig` bundle (the real SD-1.5
-//! scheduler file verbatim, batch 2, a non-Latin-1 prompt, a >77-token prompt, non-square;
-//! natively in both storage types, in the browser the default sampler: see `real_case!`).
+//! alone: every txt2img_* / img2img_* case of tiny-sd15's golden.json, and every pipeline
+//! case of the v2 `sd15-realconfig` bundle (the real SD-1.5 scheduler file verbatim, batch 2,
+//! a non-Latin-1 prompt, a >77-token prompt, non-square). Natively all of them; in the
+//! browser the cases marked so in `golden_case!` / `real_case!` (SwiftShader is slow).
 //!
 //! Asserted where the signal is: the final latents (before the VAE; the tiny random VAE
 //! squeezes latent differences ~200×), max |ours − diffusers| ≤ 1e-4·max|ref| with f32
@@ -222,40 +222,58 @@ async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
     }
 }
 
+/// The tiny-sd15 table: f32 and f16 storage natively; in the browser (SwiftShader: ~13 s
+/// per CFG step of the tiny UNet, ~2.5 min per generation, so the whole table would take
+/// ~45 min there) the cases marked `browser_f32` / `browser_f16` run in that storage type:
+/// img2img (VAE encode, DDPM noise) in f32 and a multistep sampler in packed f16 (no
+/// shader-f16). The samplers and the loop are the same Rust in both runners; the kernels run
+/// in the browser in tests/kernels.rs and tests/models.rs (f32 and packed f16).
 macro_rules! golden_case {
     ($f32:ident, $f16:ident, $bundle:expr, $name:literal) => {
+        native_test!($f32, run_case($bundle, $name, DType::F32));
+        native_test!($f16, run_case($bundle, $name, DType::F16));
+    };
+    ($f32:ident, $f16:ident, $bundle:expr, $name:literal, browser_f32) => {
         gpu_test!($f32, run_case($bundle, $name, DType::F32));
+        native_test!($f16, run_case($bundle, $name, DType::F16));
+    };
+    ($f32:ident, $f16:ident, $bundle:expr, $name:literal, browser_f16) => {
+        native_test!($f32, run_case($bundle, $name, DType::F32));
         gpu_test!($f16, run_case($bundle, $name, DType::F16));
     };
 }
 
-/// A test in the native runner only.
-macro_rules! native_test {
-    ($name:ident, $body:expr) => {
-        #[cfg(not(target_arch = "wasm32"))]
-        #[test]
-        fn $name() {
-            pollster::block_on($body);
-        }
-    };
-}
 
-/// The real-config table: f32 and f16 storage natively (lavapipe, shader-f16); in the
-/// browser only the cases marked `browser` (f32). SwiftShader takes ~2.5 min per generation
-/// and the real-config model is tiny-sd15's (same weights, same shapes: the same kernels
-/// at the same sizes as the tiny-sd15 table, which runs there whole in both storage types);
-/// what differs is CPU code (scheduler config, tokenizer files) that the browser runs in
-/// the default sampler's case, in the text-encoder tests (Unicode, long prompt) of
-/// tests/models.rs and, through the module, in the e2e tests (batch 2 against diffusers,
-/// the Unicode prompt's PNG, the long prompt's dropped tokens).
+/// The real-config table (the tiny-sd15 weights with the real SD-1.5 scheduler and
+/// tokenizer files; the same kernels at the same sizes as the tiny-sd15 table, which runs
+/// whole in both runners and both storage types). Natively: f32 for every case, f16 for
+/// the cases marked `f16` (the batch and the Unicode prompt); the other f16 twins are
+/// `#[ignore]`d with their reason (`cargo test --release --test pipeline -- --ignored`
+/// runs them: ~35 s each on lavapipe). In the browser (SwiftShader: ~2.5 min per
+/// generation) the case marked `browser`: the default sampler, on the real config's grid.
+/// The e2e tests run the real-config batch, Unicode and long prompts through the module.
 macro_rules! real_case {
     ($f32:ident, $f16:ident, $name:literal) => {
+        native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        #[ignore = "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored"]
+        fn $f16() {
+            pollster::block_on(run_case(Bundle::Real, $name, DType::F16));
+        }
+    };
+    ($f32:ident, $f16:ident, $name:literal, f16) => {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
         native_test!($f16, run_case(Bundle::Real, $name, DType::F16));
     };
     ($f32:ident, $f16:ident, $name:literal, browser) => {
         gpu_test!($f32, run_case(Bundle::Real, $name, DType::F32));
-        native_test!($f16, run_case(Bundle::Real, $name, DType::F16));
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        #[ignore = "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored"]
+        fn $f16() {
+            pollster::block_on(run_case(Bundle::Real, $name, DType::F16));
+        }
     };
 }
 
@@ -264,9 +282,9 @@ golden_case!(txt2img_ddim_f32, txt2img_ddim_f16, Bundle::Tiny, "txt2img_ddim");
 golden_case!(txt2img_pndm_f32, txt2img_pndm_f16, Bundle::Tiny, "txt2img_pndm");
 golden_case!(txt2img_euler_f32, txt2img_euler_f16, Bundle::Tiny, "txt2img_euler");
 golden_case!(txt2img_euler_a_f32, txt2img_euler_a_f16, Bundle::Tiny, "txt2img_euler_a");
-golden_case!(txt2img_dpmpp_2m_karras_f32, txt2img_dpmpp_2m_karras_f16, Bundle::Tiny, "txt2img_dpmpp_2m_karras");
+golden_case!(txt2img_dpmpp_2m_karras_f32, txt2img_dpmpp_2m_karras_f16, Bundle::Tiny, "txt2img_dpmpp_2m_karras", browser_f16);
 golden_case!(txt2img_ddim_nocfg_wide_f32, txt2img_ddim_nocfg_wide_f16, Bundle::Tiny, "txt2img_ddim_nocfg_wide");
-golden_case!(img2img_ddpm_f32, img2img_ddpm_f16, Bundle::Tiny, "img2img_ddpm");
+golden_case!(img2img_ddpm_f32, img2img_ddpm_f16, Bundle::Tiny, "img2img_ddpm", browser_f32);
 
 real_case!(real_ddpm_f32, real_ddpm_f16, "txt2img_ddpm");
 real_case!(real_ddim_f32, real_ddim_f16, "txt2img_ddim");
@@ -274,8 +292,8 @@ real_case!(real_pndm_f32, real_pndm_f16, "txt2img_pndm");
 real_case!(real_euler_f32, real_euler_f16, "txt2img_euler");
 real_case!(real_euler_a_f32, real_euler_a_f16, "txt2img_euler_a", browser);
 real_case!(real_dpmpp_2m_karras_f32, real_dpmpp_2m_karras_f16, "txt2img_dpmpp_2m_karras");
-real_case!(real_batch2_f32, real_batch2_f16, "txt2img_batch2");
-real_case!(real_unicode_f32, real_unicode_f16, "txt2img_unicode");
+real_case!(real_batch2_f32, real_batch2_f16, "txt2img_batch2", f16);
+real_case!(real_unicode_f32, real_unicode_f16, "txt2img_unicode", f16);
 real_case!(real_long_prompt_f32, real_long_prompt_f16, "txt2img_long_prompt");
 real_case!(real_nonsquare_f32, real_nonsquare_f16, "txt2img_nonsquare");
 
@@ -287,7 +305,7 @@ fn every_golden_pipeline_case_is_tested() {
     let src = include_str!("pipeline.rs");
     for (name, _) in g["cases"].as_object().unwrap() {
         if name.starts_with("txt2img_") || name.starts_with("img2img_") {
-            assert!(src.contains(&format!("Bundle::Tiny, \"{name}\")")), "tiny-sd15 golden case {name} has no test");
+            assert!(src.contains(&format!("Bundle::Tiny, \"{name}\"")), "tiny-sd15 golden case {name} has no test");
         }
     }
     for c in real_cases() {
@@ -300,6 +318,7 @@ fn every_golden_pipeline_case_is_tested() {
 
 /// After the first steps the denoising loop allocates nothing: no tensor buffer, no
 /// uniform buffer (one command buffer per step; buffers come from the pool).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 async fn no_allocation_in_the_loop() {
     let gpu = common::gpu(true).await;
     let sd = load_bytes(&gpu, DType::F32, &fp32_files());
@@ -319,4 +338,6 @@ async fn no_allocation_in_the_loop() {
         assert!(seen[5..].iter().all(|s| *s == seen[5]), "{sampler}: allocations inside the loop: {seen:?}");
     }
 }
-gpu_test!(denoising_loop_allocates_nothing_after_warmup, no_allocation_in_the_loop());
+// Natively (the loop's allocations are the same Rust in both runners; SwiftShader would
+// take ~6 min for these 24 steps).
+native_test!(denoising_loop_allocates_nothing_after_warmup, no_allocation_in_the_loop());

@@ -33,6 +33,19 @@ macro_rules! gpu_test {
     };
 }
 
+/// Declare an async test for the native runner only (what SwiftShader would take too long
+/// for, said at each use): `native_test!(name, async_fn_path(args));`
+#[macro_export]
+macro_rules! native_test {
+    ($name:ident, $body:expr) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        fn $name() {
+            pollster::block_on($body);
+        }
+    };
+}
+
 /// Declare a CPU-only test for both runners: `cpu_test!(name, || body);`
 #[macro_export]
 macro_rules! cpu_test {

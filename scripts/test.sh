@@ -22,7 +22,7 @@ echo "=== native done at ${SECONDS} s"
 echo "=== browser: wasm-pack test --headless --chrome (Chromium, WebGPU on SwiftShader)"
 # wasm-pack test runs the integration tests in tests/ under wasm-bindgen-test in the browser.
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-3600}" \
-  wasm-pack test --headless --chrome --release 2>  wasm-pack test --headless --chrome --release -- --nocapture 2>&1 | tee -a "$LOG"1 | tee -a "$LOG"
+  wasm-pack test --headless --chrome --release 2>&1 | tee -a "$LOG"
 echo "=== browser done at ${SECONDS} s"
 
 echo "=== end-to-end: the app and the ES module in Chromium (tests/e2e, playwright-core)"

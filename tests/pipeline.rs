@@ -235,12 +235,7 @@ async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
 macro_rules! golden_case {
     ($f32:ident, $f16:ident, $bundle:expr, $name:literal) => {
         native_test!($f32, run_case($bundle, $name, DType::F32));
-        #[cfg(not(target_arch = "wasm32"))]
-        #[test]
-        #[ignore = "f16 twin repeating the f16 path of the cases that run f16; run with --ignored"]
-        fn $f16() {
-            pollster::block_on(run_case($bundle, $name, DType::F16));
-        }
+        ignored_test!($f16, "f16 twin repeating the f16 path of the cases that run f16; run with --ignored", run_case($bundle, $name, DType::F16));
     };
     ($f32:ident, $f16:ident, $bundle:expr, $name:literal, f16) => {
         native_test!($f32, run_case($bundle, $name, DType::F32));
@@ -253,8 +248,8 @@ macro_rules! golden_case {
 }
 
 /// The real-config table (the tiny-sd15 weights with the real SD-1.5 scheduler and
-/// tokenizer files; the same kernels at the same sizes as the tiny-sd15 table, which runs
-/// whole in both runners and both storage types). Natively: f32 for every case, f16 for
+/// tokenizer files; the same kernels at the same sizes as the tiny-sd15 table above).
+/// Natively: f32 for every case, f16 for
 /// the cases marked `f16` (the batch and the Unicode prompt); the other f16 twins are
 /// `#[ignore]`d with their reason (`cargo test --release --test pipeline -- --ignored`
 /// runs them: ~35 s each on lavapipe). In the browser (SwiftShader: ~2.5 min per
@@ -263,12 +258,7 @@ macro_rules! golden_case {
 macro_rules! real_case {
     ($f32:ident, $f16:ident, $name:literal) => {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
-        #[cfg(not(target_arch = "wasm32"))]
-        #[test]
-        #[ignore = "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored"]
-        fn $f16() {
-            pollster::block_on(run_case(Bundle::Real, $name, DType::F16));
-        }
+        ignored_test!($f16, "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored", run_case(Bundle::Real, $name, DType::F16));
     };
     ($f32:ident, $f16:ident, $name:literal, f16) => {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
@@ -276,12 +266,7 @@ macro_rules! real_case {
     };
     ($f32:ident, $f16:ident, $name:literal, browser) => {
         gpu_test!($f32, run_case(Bundle::Real, $name, DType::F32));
-        #[cfg(not(target_arch = "wasm32"))]
-        #[test]
-        #[ignore = "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored"]
-        fn $f16() {
-            pollster::block_on(run_case(Bundle::Real, $name, DType::F16));
-        }
+        ignored_test!($f16, "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored", run_case(Bundle::Real, $name, DType::F16));
     };
 }
 

@@ -46,6 +46,19 @@ macro_rules! native_test {
     };
 }
 
+/// A native test that CI skips, with its reason (run with `-- --ignored`).
+#[macro_export]
+macro_rules! ignored_test {
+    ($name:ident, $reason:literal, $body:expr) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        #[ignore = $reason]
+        fn $name() {
+            pollster::block_on($body);
+        }
+    };
+}
+
 /// Declare a CPU-only test for both runners: `cpu_test!(name, || body);`
 #[macro_export]
 macro_rules! cpu_test {

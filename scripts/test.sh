@@ -42,4 +42,5 @@ grep -aoE 'PARITY\|[^ ]+\|[a-z0-9]+\|.*' "$LOG" || true
 # One closing line for all runners (each runner's own summary is above).
 passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
 e2e=$(grep -oE '^e2e: [0-9]+ passed' "$LOG" | awk '{s+=$2} END {print s+0}')
-echo "all runners: $((passed + e2e)) passed, 0 failed in ${SECONDS} s ($passed cargo/wasm-pack, $e2e end-to-end + full-size load)"
+ignored=$({ grep -oE 'test result: ok\..* [0-9]+ ignored' "$LOG" || true; } | { grep -oE '[0-9]+ ignored' || true; } | awk '{s+=$1} END {print s+0}')
+echo "all runners: $((passed + e2e)) passed, 0 failed, $ignored ignored with their reason (README: What runs where) in ${SECONDS} s ($passed cargo/wasm-pack, $e2e end-to-end + full-size load)"

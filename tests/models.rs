@@ -188,7 +188,6 @@ gpu_test!(plan_allocates_exactly_like_a_real_run, plan_equals_real());
 
 /// Tiled VAE decode (latent tiles overlapping, blended with linear ramps) against the
 /// untiled decode of the same latents: the bound below is what the tiny model holds.
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 async fn tiled_vae() {
     let gpu = common::gpu(true).await;
     let sd = load_bytes(&gpu, DType::F32, &fp32_files());

@@ -187,7 +187,7 @@ async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
     assert_eq!(out.images.len(), s.params.batch, "{name}: images");
     assert!(out.warnings.is_empty(), "{name}: {:?}", out.warnings);
     let label = format!("{bundle:?}/{name}");
-    let mut fails = check(&label, dtype, &s, &out, 0);
+    let fails = check(&label, dtype, &s, &out, 0);
     if bundle == Bundle::Real {
         let c = real_case(name);
         // The tokens diffusers gave the UNet (the long prompt is cut to BOS + 75 + EOS).
@@ -209,18 +209,24 @@ async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
         assert_eq!(chunk, if sd_webgpu::image::is_latin1(&text) { "tEXt" } else { "iTXt" }, "{name}");
     }
     assert!(fails.is_empty(), "{}", fails.join("\n"));
-    // The batch's last image alone (batch_pos): it equals its place in the batch (f32; the
-    // e2e test does the same through the module in the browser).
-    if s.params.batch > 1 && dtype == DType::F32 {
-        for pos in [s.params.batch] {
-            let p = Params { batch_pos: Some(pos), ..s.params.clone() };
-            let one = pipeline::generate(&gpu, &sd, &tok, Some(&s.scheduler), &p, &mut |_| true).await.unwrap();
-            assert_eq!((one.images.len(), one.batch_positions.clone()), (1, vec![pos - 1]));
-            fails.extend(check(&format!("{label}@batch_pos={pos}"), dtype, &s, &one, pos - 1));
-        }
-        assert!(fails.is_empty(), "{}", fails.join("\n"));
-    }
 }
+
+/// Item 4: the batch's image `pos` (1-based, as the CLI's `--batch-pos` and the PNG's
+/// parameters give it) generated alone equals its place in diffusers' batch, and nothing
+/// else is produced.
+async fn run_batch_pos(name: &'static str, pos: usize, dtype: DType) {
+    let s = setup(Bundle::Real, name);
+    assert!(s.params.batch >= pos && pos >= 1, "{name}: batch {} has no position {pos}", s.params.batch);
+    let gpu = common::gpu(true).await;
+    let (sd, tok) = load(&gpu, Bundle::Real, dtype);
+    let p = Params { batch_pos: Some(pos), ..s.params.clone() };
+    let one = pipeline::generate(&gpu, &sd, &tok, Some(&s.scheduler), &p, &mut |_| true).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!((one.images.len(), one.batch_positions.clone()), (1, vec![pos - 1]), "{name}: batch_pos {pos}");
+    let fails = check(&format!("Real/{name}@batch_pos={pos}"), dtype, &s, &one, pos - 1);
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+}
+// The last image of the real-config batch of 2, alone (f32), in both runners.
+gpu_test!(real_batch2_pos2_alone_f32, run_batch_pos("txt2img_batch2", 2, DType::F32));
 
 /// The tiny-sd15 table. f32 storage natively for every case; f16 natively for the cases
 /// marked `f16` / `browser_f16` (img2img, the non-square case without CFG, DPM++ 2M Karras;
@@ -229,13 +235,13 @@ async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
 /// latents whatever the storage) and are `#[ignore]`d with that reason to keep the suite
 /// inside CI's time: `cargo test --release --test pipeline -- --ignored` runs them (~40 s
 /// each on lavapipe). In the browser (SwiftShader: ~13 s per CFG step of the tiny UNet,
-/// ~2.5 min per generation) the `browser_f16` case runs in packed f16 (no shader-f16); the
-/// samplers and the loop are the same Rust in both runners, and the kernels run in the
-/// browser in tests/kernels.rs and tests/models.rs (f32 and packed f16).
+/// ~2.5 min per generation) CI runs the `browser_f16` case in packed f16 (no shader-f16);
+/// every other case is `#[ignore]`d there with its reason and the whole table runs on
+/// demand: `wasm-pack test --headless --chrome --release --test pipeline -- --include-ignored`.
 macro_rules! golden_case {
     ($f32:ident, $f16:ident, $bundle:expr, $name:literal) => {
         native_test!($f32, run_case($bundle, $name, DType::F32));
-        ignored_test!($f16, "f16 twin repeating the f16 path of the cases that run f16; run with --ignored", run_case($bundle, $name, DType::F16));
+        ignored_test!($f16, "f16 twin repeating the f16 path of the cases that run f16; run with --ignored (native) / --include-ignored (browser)", run_case($bundle, $name, DType::F16));
     };
     ($f32:ident, $f16:ident, $bundle:expr, $name:literal, f16) => {
         native_test!($f32, run_case($bundle, $name, DType::F32));
@@ -253,12 +259,14 @@ macro_rules! golden_case {
 /// the cases marked `f16` (the batch and the Unicode prompt); the other f16 twins are
 /// `#[ignore]`d with their reason (`cargo test --release --test pipeline -- --ignored`
 /// runs them: ~35 s each on lavapipe). In the browser (SwiftShader: ~2.5 min per
-/// generation) the case marked `browser`: the default sampler, on the real config's grid.
-/// The e2e tests run the real-config batch, Unicode and long prompts through the module.
+/// generation) CI runs the case marked `browser` (the default sampler, on the real
+/// config's grid) and the batch's second image alone; the rest is `#[ignore]`d there and
+/// runs with `-- --include-ignored` as above. The e2e tests run the real-config batch,
+/// Unicode and long prompts through the module.
 macro_rules! real_case {
     ($f32:ident, $f16:ident, $name:literal) => {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
-        ignored_test!($f16, "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored", run_case(Bundle::Real, $name, DType::F16));
+        ignored_test!($f16, "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored (native) / --include-ignored (browser)", run_case(Bundle::Real, $name, DType::F16));
     };
     ($f32:ident, $f16:ident, $name:literal, f16) => {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
@@ -266,7 +274,7 @@ macro_rules! real_case {
     };
     ($f32:ident, $f16:ident, $name:literal, browser) => {
         gpu_test!($f32, run_case(Bundle::Real, $name, DType::F32));
-        ignored_test!($f16, "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored", run_case(Bundle::Real, $name, DType::F16));
+        ignored_test!($f16, "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored (native) / --include-ignored (browser)", run_case(Bundle::Real, $name, DType::F16));
     };
 }
 
@@ -311,7 +319,6 @@ fn every_golden_pipeline_case_is_tested() {
 
 /// After the first steps the denoising loop allocates nothing: no tensor buffer, no
 /// uniform buffer (one command buffer per step; buffers come from the pool).
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 async fn no_allocation_in_the_loop() {
     let gpu = common::gpu(true).await;
     let sd = load_bytes(&gpu, DType::F32, &fp32_files());

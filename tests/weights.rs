@@ -139,6 +139,21 @@ async fn bad_inputs() {
     // Overlapping tensors.
     let h = br#"{"a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b.bias":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#;
     expect_err(load(&gpu, DType::F32, &raw(h, &[0u8; 24]), 64, None), &[FILE, "overlap"]);
+    // The format's rules (as the safetensors crate's validate()): a gap before a tensor,
+    // a name listed twice, bytes after the last tensor (length known or not), offsets near
+    // u64::MAX, metadata that is not strings.
+    let h = br#"{"a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"b.bias":{"dtype":"F32","shape":[4],"data_offsets":[28,44]}}"#;
+    expect_err(load(&gpu, DType::F32, &raw(h, &[0u8; 44]), 64, None), &[FILE, "24..28 belong to no tensor", "b.bias"]);
+    let h = br#"{"a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[24,48]}}"#;
+    expect_err(load(&gpu, DType::F32, &raw(h, &[0u8; 48]), 64, None), &[FILE, "a.weight", "twice"]);
+    let mut long = full.clone();
+    long.extend_from_slice(&[0u8; 3]);
+    expect_err(load(&gpu, DType::F32, &long, 64, Some(long.len() as u64)), &[FILE, "3 bytes after its last tensor"]);
+    expect_err(load(&gpu, DType::F32, &long, 5, None), &[FILE, "after its last tensor"]);
+    let h = br#"{"a.weight":{"dtype":"F32","shape":[0],"data_offsets":[18446744073709551615,18446744073709551615]}}"#;
+    expect_err(load(&gpu, DType::F32, &raw(h, &[]), 64, None), &[FILE, "a.weight"]);
+    let h = br#"{"__metadata__":{"format":7},"a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#;
+    expect_err(load(&gpu, DType::F32, &raw(h, &[0u8; 24]), 64, None), &[FILE, "__metadata__"]);
     // A safetensors file that is not a Stable Diffusion model.
     let other = st(&[("classifier.fc.weight", "F32", vec![2], f32s(&[1.0, 2.0]))]);
     expect_err(load(&gpu, DType::F32, &other, 64, None), &[FILE, "not a Stable Diffusion", "classifier.fc.weight"]);
@@ -159,6 +174,29 @@ async fn extras() {
     assert!(warn[0].contains("decoder.extra_head.weight") && warn[0].contains(FILE), "{warn:?}");
 }
 gpu_test!(unexpected_tensors_warn_harmless_extras_do_not, extras());
+
+/// The chunk that ends the header may already carry part of a tensor the loader then
+/// skips (an extra placed first): that part must not end up in the next tensor (found by
+/// tests/hostile.rs: "data for tensor of shape [3] has 28 elements").
+async fn skipped_first_tensor_split_by_a_chunk() {
+    let gpu = common::gpu(true).await;
+    let mut t = good_tensors();
+    t.insert(0, ("embeddings.position_ids", "I64", vec![1, 2], vec![7u8; 16]));
+    let bytes = st(&t);
+    let data_start = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for split in [data_start, data_start + 4, data_start + 15, data_start + 16, data_start + 20] {
+        let mut l = Loader::new(&gpu, DType::F32, specs());
+        l.begin(FILE, Some(bytes.len() as u64), Layout::Component("vae".into()));
+        l.feed(&bytes[..split]).unwrap();
+        l.feed(&bytes[split..]).unwrap();
+        l.end().unwrap();
+        let (w, warn) = l.finish().unwrap();
+        assert!(warn.is_empty(), "{warn:?}");
+        let a = gpu.read(w.get("vae/a.weight").unwrap()).await.unwrap();
+        assert_eq!(a, vec![1.0, -2.0, 3.5, 0.25, 5.0, -6.0], "split at {split}");
+    }
+}
+gpu_test!(skipped_tensor_split_by_the_header_chunk, skipped_first_tensor_split_by_a_chunk());
 
 cpu_test!(pickle_checkpoints_are_refused, || {
     for f in ["v1-5-pruned.ckpt", "pytorch_model.bin", "model.PT", "x.pth"] {

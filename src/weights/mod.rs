@@ -202,6 +202,11 @@ impl Loader {
         Ok(skip)
     }
 
+    /// Bytes the parser of the current file holds (its header or the tensor it is receiving).
+    pub fn buffered_bytes(&self) -> usize {
+        self.parser.as_ref().map_or(0, |(p, _)| p.buffered_capacity())
+    }
+
     /// Feed the next bytes of the current file.
     pub fn feed(&mut self, chunk: &[u8]) -> crate::Result<()> {
         let events = self.parser.as_mut().expect("begin() first").0.feed(chunk)?;

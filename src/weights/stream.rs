@@ -3,12 +3,26 @@
 //! JSON header first, then hands out each tensor as soon as its last byte arrived.
 //! Only one tensor's bytes are buffered at a time (the largest SD-1.5 tensor is 76 MB
 //! in f16: the token embedding).
-use std::collections::{BTreeMap, HashMap};
+//!
+//! Untrusted bytes: the header is checked as the `safetensors` crate's `validate()` does
+//! (typed entries, no duplicate names, dtype × shape = byte length with checked
+//! arithmetic, tensors contiguous from offset 0 and the data ending where the file ends),
+//! every offset is converted to `usize` with a check (wasm32), and memory grows only with
+//! the bytes that actually arrive (a header may promise any size).
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::weights::WeightError;
 
 /// Headers above this are refused (real SD checkpoints have < 1 MB of header).
 pub const MAX_HEADER: u64 = 100 << 20;
+
+/// At most this is reserved ahead for one tensor (the largest SD / SDXL tensors are
+/// < 300 MB); a tensor past it grows as its bytes arrive.
+const RESERVE_LIMIT: usize = 1 << 30;
+
 
 /// Source dtypes of safetensors. Only F32, F16 and BF16 become GPU tensors; the others
 /// are recognised so that harmless extras (e.g. I64 `position_ids`) can be skipped.
@@ -87,8 +101,44 @@ pub struct Header {
 #[derive(serde::Deserialize)]
 struct RawInfo {
     dtype: String,
-    shape: Vec<usize>,
+    shape: Vec<u64>,
     data_offsets: (u64, u64),
+}
+
+/// The header as typed entries in file order; a name given twice is an error.
+struct RawHeader {
+    tensors: Vec<(String, RawInfo)>,
+    metadata: HashMap<String, String>,
+}
+
+impl<'de> serde::Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of tensor entries")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawHeader, A::Error> {
+                let mut out = RawHeader { tensors: Vec::new(), metadata: HashMap::new() };
+                let mut seen: HashSet<String> = HashSet::new();
+                while let Some(name) = m.next_key::<String>()? {
+                    if seen.contains(&name) {
+                        return Err(de::Error::custom(format!("tensor {name} is listed twice")));
+                    }
+                    if name == "__metadata__" {
+                        out.metadata = m.next_value().map_err(|e| de::Error::custom(format!("__metadata__ must map strings to strings: {e}")))?;
+                    } else {
+                        let info: RawInfo = m.next_value().map_err(|e| de::Error::custom(format!("tensor {name}: bad header entry: {e}")))?;
+                        out.tensors.push((name.clone(), info));
+                    }
+                    seen.insert(name);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// What a call to [`StreamParser::feed`] produced.
@@ -115,6 +165,8 @@ pub struct StreamParser {
     /// Index of the next tensor to complete.
     next: usize,
     skip: Vec<bool>,
+    /// Tensor name -> index in the header (for [`StreamParser::skip`]).
+    index: HashMap<String, usize>,
 }
 
 impl StreamParser {
@@ -130,6 +182,7 @@ impl StreamParser {
             header: None,
             next: 0,
             skip: Vec::new(),
+            index: HashMap::new(),
         }
     }
 
@@ -144,13 +197,21 @@ impl StreamParser {
         self.pos
     }
 
-    /// Do not buffer or return this tensor (call after the header event).
+    /// Do not buffer or return this tensor (call after the header event; O(1)). The
+    /// chunk that ended the header may already have delivered the first tensors (as
+    /// events) and part of the current one: that part is dropped here.
     pub fn skip(&mut self, name: &str) {
-        if let Some(h) = &self.header {
-            if let Some(i) = h.tensors.iter().position(|t| t.name == name) {
-                self.skip[i] = true;
+        if let Some(&i) = self.index.get(name) {
+            self.skip[i] = true;
+            if i == self.next {
+                self.buf = Vec::new();
             }
         }
+    }
+
+    /// Bytes the parser holds right now (the header or the tensor being received).
+    pub fn buffered_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     fn err(&self, detail: impl Into<String>) -> WeightError {
@@ -158,24 +219,17 @@ impl StreamParser {
     }
 
     fn parse_header(&self, bytes: &[u8]) -> Result<Header, WeightError> {
-        let raw: BTreeMap<String, serde_json::Value> =
-            serde_json::from_slice(bytes).map_err(|e| self.err(format!("header is not valid JSON: {e}")))?;
-        let mut h = Header { data_start: 8 + bytes.len() as u64, ..Default::default() };
-        for (name, v) in raw {
-            if name == "__metadata__" {
-                if let Some(m) = v.as_object() {
-                    for (k, val) in m {
-                        h.metadata.insert(k.clone(), val.as_str().unwrap_or_default().to_string());
-                    }
-                }
-                continue;
-            }
-            let info: RawInfo = serde_json::from_value(v)
-                .map_err(|e| self.err(format!("tensor {name}: bad header entry: {e}")))?;
+        let raw: RawHeader = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => self.err(format!("bad header: {e}")),
+            _ => self.err(format!("header is not valid JSON: {e}")),
+        })?;
+        let mut h = Header { data_start: 8 + bytes.len() as u64, metadata: raw.metadata, ..Default::default() };
+        let data_len = self.total_len.map(|t| t.saturating_sub(h.data_start));
+        for (name, info) in raw.tensors {
             let dtype = SrcDType::parse(&info.dtype)
                 .ok_or_else(|| WeightError::DType { file: self.file.clone(), tensor: name.clone(), dtype: info.dtype.clone() })?;
             let (start, end) = info.data_offsets;
-            let numel = info.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            let numel = info.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let want = numel.and_then(|n| n.checked_mul(dtype.size()));
             if end < start || want != Some(end - start) {
                 return Err(self.err(format!(
@@ -183,23 +237,42 @@ impl StreamParser {
                     info.shape, info.dtype
                 )));
             }
-            if let Some(total) = self.total_len {
-                if h.data_start + end > total {
-                    return Err(self.err(format!(
-                        "tensor {name}: offsets {start}..{end} lie outside the data ({} bytes)",
-                        total - h.data_start
-                    )));
+            if let Some(len) = data_len {
+                if end > len {
+                    return Err(self.err(format!("tensor {name}: offsets {start}..{end} lie outside the data ({len} bytes)")));
                 }
             }
-            h.tensors.push(TensorInfo { name, dtype, shape: info.shape, start, end });
+            if h.data_start.checked_add(end).is_none() || usize::try_from(end - start).is_err() {
+                return Err(self.err(format!("tensor {name}: offsets {start}..{end} are too large for this platform")));
+            }
+            let shape = info.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<Vec<usize>, _>>()
+                .map_err(|_| self.err(format!("tensor {name}: shape {:?} is too large for this platform", info.shape)))?;
+            h.tensors.push(TensorInfo { name, dtype, shape, start, end });
         }
         h.tensors.sort_by_key(|t| (t.start, t.end));
-        for w in h.tensors.windows(2) {
-            if w[1].start < w[0].end {
-                return Err(self.err(format!("tensors {} and {} overlap", w[0].name, w[1].name)));
+        // Contiguous from offset 0, as the safetensors format requires (and its writers do).
+        let mut at = 0u64;
+        for (i, t) in h.tensors.iter().enumerate() {
+            if t.start < at {
+                let prev = &h.tensors[i - 1].name;
+                return Err(self.err(format!("tensors {prev} and {} overlap", t.name)));
+            }
+            if t.start > at {
+                return Err(self.err(format!("data bytes {at}..{} belong to no tensor (before tensor {})", t.start, t.name)));
+            }
+            at = t.end;
+        }
+        if let Some(len) = data_len {
+            if at != len {
+                return Err(self.err(format!("the data section has {} bytes after its last tensor", len - at)));
             }
         }
         Ok(h)
+    }
+
+    /// Data bytes the header accounts for (the end of the last tensor).
+    fn data_end(h: &Header) -> u64 {
+        h.tensors.last().map_or(0, |t| t.end)
     }
 
     /// Feed the next chunk of the file.
@@ -235,9 +308,11 @@ impl StreamParser {
                         let h = self.parse_header(&self.buf)?;
                         self.buf = Vec::new();
                         self.skip = vec![false; h.tensors.len()];
+                        self.index = h.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
                         self.header = Some(h.clone());
                         self.state = State::Data;
                         events.push(Event::Header(h));
+                        self.complete_empty(&mut events);
                     }
                 }
                 State::Data => {
@@ -250,52 +325,57 @@ impl StreamParser {
     }
 
     fn feed_data(&mut self, mut chunk: &[u8], events: &mut Vec<Event>) -> Result<(), WeightError> {
-        let h = self.header.as_ref().expect("data state has a header");
-        let ds = h.data_start;
         while !chunk.is_empty() {
-            let off = self.pos - ds; // data offset of chunk[0]
+            let h = self.header.as_ref().expect("data state has a header");
+            let off = self.pos - h.data_start; // data offset of chunk[0]
             let Some(t) = h.tensors.get(self.next) else {
-                // Trailing bytes after the last tensor: ignore.
-                self.pos += chunk.len() as u64;
-                return Ok(());
+                let end = h.data_start + Self::data_end(h);
+                return Err(self.err(format!("the data goes on after its last tensor (which ends at file byte {end})")));
             };
-            if off < t.start {
-                let gap = ((t.start - off) as usize).min(chunk.len());
-                chunk = &chunk[gap..];
-                self.pos += gap as u64;
-                continue;
-            }
-            let need = (t.end - off) as usize;
+            // Tensors are contiguous (parse_header), so `off` is inside `t`; the sizes fit
+            // usize (checked there).
+            let need = usize::try_from(t.end - off).expect("checked in parse_header");
             let take = need.min(chunk.len());
             let skip = self.skip[self.next];
+            let done = (take == need).then(|| t.clone());
             if !skip {
-                if self.buf.is_empty() {
-                    self.buf.reserve_exact((t.end - t.start) as usize);
+                if self.buf.is_empty() && self.total_len.is_some() {
+                    // The header was checked against the file's length: the whole tensor
+                    // is coming (one allocation, no regrowth copies: wasm32 has little
+                    // room), up to a bound in case the length lied. Without a known length
+                    // the buffer grows with the bytes that arrive, never with what a
+                    // header claims.
+                    self.buf.reserve_exact(need.min(RESERVE_LIMIT));
                 }
                 self.buf.extend_from_slice(&chunk[..take]);
             }
             chunk = &chunk[take..];
             self.pos += take as u64;
-            if take == need {
+            if let Some(t) = done {
                 if !skip {
                     let data = std::mem::take(&mut self.buf);
-                    events.push(Event::Tensor(t.clone(), data));
+                    events.push(Event::Tensor(t, data));
                 }
                 self.next += 1;
-                // Zero-sized tensors complete at once.
-                while let Some(z) = h.tensors.get(self.next) {
-                    if z.start == z.end && self.pos - ds >= z.start {
-                        if !self.skip[self.next] {
-                            events.push(Event::Tensor(z.clone(), Vec::new()));
-                        }
-                        self.next += 1;
-                    } else {
-                        break;
-                    }
-                }
+                self.complete_empty(events);
             }
         }
         Ok(())
+    }
+
+    /// Emit the zero-sized tensors at the current position.
+    fn complete_empty(&mut self, events: &mut Vec<Event>) {
+        let h = self.header.as_ref().expect("data state has a header");
+        while let Some(z) = h.tensors.get(self.next) {
+            if z.start == z.end && self.pos - h.data_start >= z.start {
+                if !self.skip[self.next] {
+                    events.push(Event::Tensor(z.clone(), Vec::new()));
+                }
+                self.next += 1;
+            } else {
+                break;
+            }
+        }
     }
 
     /// The stream ended: every tensor must have arrived.

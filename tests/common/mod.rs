@@ -33,8 +33,10 @@ macro_rules! gpu_test {
     };
 }
 
-/// Declare an async test for the native runner only (what SwiftShader would take too long
-/// for, said at each use): `native_test!(name, async_fn_path(args));`
+/// Declare an async test that CI runs natively only (what SwiftShader would take too long
+/// for in CI's time, said at each use): `native_test!(name, async_fn_path(args));`. In the
+/// browser it is `#[ignore]`d with that reason, so the whole suite still runs there on
+/// demand: `wasm-pack test --headless --chrome --release --test FILE -- --include-ignored`.
 #[macro_export]
 macro_rules! native_test {
     ($name:ident, $body:expr) => {
@@ -43,18 +45,31 @@ macro_rules! native_test {
         fn $name() {
             pollster::block_on($body);
         }
+        #[cfg(target_arch = "wasm32")]
+        #[wasm_bindgen_test::wasm_bindgen_test]
+        #[ignore = "SwiftShader: too slow for CI's time (run natively in CI); run with -- --include-ignored"]
+        async fn $name() {
+            $body.await;
+        }
     };
 }
 
-/// A native test that CI skips, with its reason (run with `-- --ignored`).
+/// A test that CI skips in both runners, with its reason (natively `-- --ignored`, in the
+/// browser `-- --include-ignored` runs it).
 #[macro_export]
 macro_rules! ignored_test {
-    ($name:ident, $reason:literal, $body:expr) => {
+    ($name:ident, $reason:tt, $body:expr) => {
         #[cfg(not(target_arch = "wasm32"))]
         #[test]
         #[ignore = $reason]
         fn $name() {
             pollster::block_on($body);
+        }
+        #[cfg(target_arch = "wasm32")]
+        #[wasm_bindgen_test::wasm_bindgen_test]
+        #[ignore = $reason]
+        async fn $name() {
+            $body.await;
         }
     };
 }

@@ -17,7 +17,7 @@
 //   api_option_errors            TypeErrors for batchPos outside 1..batch, resizeMode, vaeDtype
 //   batch2_matches_diffusers     v2 real-config model at /model-real/: batch 2 vs diffusers' batch,
 //                                batchPos / "Batch pos" in the PNGs, GPU memory returned (batchPos alone:
-//                                tests/pipeline.rs, natively)
+//                                tests/pipeline.rs real_batch2_pos2_alone_f32, both runners)
 //   long_prompt_warning          84-token prompt: droppedTokens.prompt 9 + warning (API), #warnings (page)
 //   ui_img2img_any_size          the page: a 100x70 start image -> 128x64 inputs, "Resize and fill"
 //   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots

@@ -361,3 +361,70 @@ fn run_one(gpu: &Gpu, bytes: &[u8], total: Option<u64>, chunks: Option<&mut Rng>
     }
 }
 gpu_test!(fuzzed_safetensors_end_in_ok_or_a_clear_error, fuzz());
+
+/// Hostile `config.json` values get a clear error naming the key before anything is built;
+/// every real config in the fixtures (and SD-1.5's defaults) still passes.
+fn hostile_configs() {
+    use sd_webgpu::model::config::{ClipConfig, UnetConfig, VaeConfig};
+    let unet = common::fixtures::text("model/unet/config.json");
+    let vae = common::fixtures::text("model/vae/config.json");
+    let clip = common::fixtures::text("model/text_encoder/config.json");
+    let check = |kind: &str, text: &str| -> Result<(), String> {
+        let r = match kind {
+            "unet" => UnetConfig::from_json("x/unet/config.json", text).map(|_| ()),
+            "vae" => VaeConfig::from_json("x/vae/config.json", text).map(|_| ()),
+            _ => ClipConfig::from_json("x/text_encoder/config.json", text).map(|_| ()),
+        };
+        r.map_err(|e| e.to_string())
+    };
+    let wide = common::fixtures::file_text("extra/wide-heads-unet/config.json");
+    let real_te = common::fixtures::file_text("sd15-realconfig/model/text_encoder/config.json");
+    let legacy_vae = common::fixtures::file_text("sd15-realconfig/vae-legacy-names/config.json");
+    let defaults = [
+        ("unet", serde_json::to_string(&UnetConfig::default()).unwrap()),
+        ("vae", serde_json::to_string(&VaeConfig::default()).unwrap()),
+        ("clip", serde_json::to_string(&ClipConfig::default()).unwrap()),
+    ];
+    for (kind, text) in [("unet", &unet), ("vae", &vae), ("clip", &clip), ("unet", &wide), ("clip", &real_te), ("vae", &legacy_vae)].into_iter().chain(defaults.iter().map(|(k, t)| (*k, t))) {
+        check(kind, text).unwrap_or_else(|e| panic!("a real {kind} config is refused: {e}"));
+    }
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("unet", "layers_per_block", "1000000000", "layers_per_block"),
+        ("unet", "block_out_channels", "[32, 4000000000, 64, 64]", "block_out_channels"),
+        ("unet", "norm_num_groups", "0", "norm_num_groups"),
+        ("unet", "norm_num_groups", "7", "not divisible"),
+        ("unet", "attention_head_dim", "0", "heads"),
+        ("unet", "attention_head_dim", "3", "do not divide"),
+        ("unet", "cross_attention_dim", "0", "cross_attention_dim"),
+        ("unet", "in_channels", "100000", "in_channels"),
+        ("unet", "transformer_layers_per_block", "100000", "transformer_layers_per_block"),
+        ("unet", "norm_eps", "-1", "norm_eps"),
+        ("unet", "sample_size", "4000000000", "sample_size"),
+        ("unet", "block_out_channels", "[]", "non-zero length"),
+        ("unet", "layers_per_block", "-1", "bad config"),
+        ("vae", "latent_channels", "0", "latent_channels"),
+        ("vae", "scaling_factor", "0", "scaling_factor"),
+        ("vae", "layers_per_block", "1000000000", "layers_per_block"),
+        ("vae", "block_out_channels", "[3]", "not divisible"),
+        ("vae", "block_out_channels", "[32, 64, 64, 64, 64, 64, 64, 64, 64]", "number of block_out_channels"),
+        ("clip", "vocab_size", "4000000000", "vocab_size"),
+        ("clip", "hidden_size", "0", "hidden_size"),
+        ("clip", "num_hidden_layers", "100000", "num_hidden_layers"),
+        ("clip", "eos_token_id", "4000000000", "eos_token_id"),
+        ("clip", "max_position_embeddings", "1000000000", "max_position_embeddings"),
+        ("clip", "intermediate_size", "0", "intermediate_size"),
+    ];
+    for (kind, key, value, needle) in cases {
+        let base = match *kind {
+            "unet" => &unet,
+            "vae" => &vae,
+            _ => &clip,
+        };
+        let mut v: serde_json::Value = serde_json::from_str(base).unwrap();
+        v[*key] = serde_json::from_str(value).unwrap();
+        let e = check(kind, &v.to_string()).expect_err(&format!("{kind} {key} = {value} was accepted"));
+        log!("{kind} {key} = {value}: {e}");
+        assert!(e.contains("config.json") && e.contains(needle), "{kind} {key} = {value}: `{e}` does not say `{needle}`");
+    }
+}
+cpu_test!(hostile_configs_are_clear_errors, hostile_configs);

@@ -7,6 +7,42 @@ fn parse<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, Weig
     serde_json::from_str(text).map_err(|e| WeightError::Config { file: file.into(), detail: format!("bad config: {e}") })
 }
 
+/// Bounds a config must meet before anything is built from it (a hostile or broken file
+/// gets a clear error, never an allocation of its numbers). Generous: far above SD 1.x / 2.x
+/// / XL, small enough that every size the kernels index fits in u32.
+const MAX_CHANNELS: usize = 8192;
+const MAX_BLOCKS: usize = 8;
+const MAX_LAYERS: usize = 64;
+
+/// `Err(Config)` with `detail` unless `ok`.
+fn require(file: &str, ok: bool, detail: impl FnOnce() -> String) -> Result<(), WeightError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(WeightError::Config { file: file.into(), detail: detail() })
+    }
+}
+
+/// `value` in 1..=max.
+fn in_range(file: &str, key: &str, value: usize, max: usize) -> Result<(), WeightError> {
+    require(file, (1..=max).contains(&value), || format!("{key} = {value} is out of range (1 to {max})"))
+}
+
+/// Channel counts: each in range and divisible by the group norm's groups.
+fn channels(file: &str, key: &str, list: &[usize], groups: usize) -> Result<(), WeightError> {
+    in_range(file, "norm_num_groups", groups, MAX_CHANNELS)?;
+    in_range(file, &format!("number of {key}"), list.len(), MAX_BLOCKS)?;
+    for &c in list {
+        in_range(file, key, c, MAX_CHANNELS)?;
+        require(file, c % groups == 0, || format!("{key} {c} is not divisible by norm_num_groups {groups}"))?;
+    }
+    Ok(())
+}
+
+fn positive(file: &str, key: &str, v: f32) -> Result<(), WeightError> {
+    require(file, v.is_finite() && v > 0.0, || format!("{key} = {v} must be a positive number"))
+}
+
 /// `attention_head_dim` / `num_attention_heads`: one number or one per block.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
@@ -83,6 +119,21 @@ impl UnetConfig {
         if c.act_fn != "silu" {
             return Err(WeightError::Config { file: file.into(), detail: format!("act_fn {} is not supported (SD 1.x uses silu)", c.act_fn) });
         }
+        channels(file, "block_out_channels", &c.block_out_channels, c.norm_num_groups)?;
+        in_range(file, "in_channels", c.in_channels, 64)?;
+        in_range(file, "out_channels", c.out_channels, 64)?;
+        in_range(file, "layers_per_block", c.layers_per_block, MAX_LAYERS)?;
+        in_range(file, "transformer_layers_per_block", c.transformer_layers_per_block, MAX_LAYERS)?;
+        in_range(file, "cross_attention_dim", c.cross_attention_dim, MAX_CHANNELS)?;
+        in_range(file, "sample_size", c.sample_size, 1024)?;
+        require(file, c.downsample_padding <= 8, || format!("downsample_padding = {} is out of range (0 to 8)", c.downsample_padding))?;
+        positive(file, "norm_eps", c.norm_eps)?;
+        for (i, (&ch, kind)) in c.block_out_channels.iter().zip(&c.down_block_types).enumerate() {
+            let heads = c.heads(i);
+            if kind.contains("CrossAttn") {
+                require(file, heads >= 1 && ch % heads == 0, || format!("block {i}: {heads} attention heads do not divide its {ch} channels"))?;
+            }
+        }
         Ok(c)
     }
     /// Heads per block, as diffusers reads SD 1.x configs (`attention_head_dim` is the head count there).
@@ -133,6 +184,12 @@ impl VaeConfig {
         if c.block_out_channels.is_empty() {
             return Err(WeightError::Config { file: file.into(), detail: "block_out_channels is empty".into() });
         }
+        channels(file, "block_out_channels", &c.block_out_channels, c.norm_num_groups)?;
+        in_range(file, "in_channels", c.in_channels, 64)?;
+        in_range(file, "out_channels", c.out_channels, 64)?;
+        in_range(file, "latent_channels", c.latent_channels, 64)?;
+        in_range(file, "layers_per_block", c.layers_per_block, MAX_LAYERS)?;
+        positive(file, "scaling_factor", c.scaling_factor)?;
         Ok(c)
     }
 }
@@ -180,6 +237,15 @@ impl ClipConfig {
         if !matches!(c.hidden_act.as_str(), "quick_gelu" | "gelu") {
             return Err(WeightError::Config { file: file.into(), detail: format!("hidden_act {} is not supported", c.hidden_act) });
         }
+        in_range(file, "hidden_size", c.hidden_size, MAX_CHANNELS)?;
+        in_range(file, "intermediate_size", c.intermediate_size, 4 * MAX_CHANNELS)?;
+        in_range(file, "num_hidden_layers", c.num_hidden_layers, MAX_LAYERS)?;
+        in_range(file, "max_position_embeddings", c.max_position_embeddings, 4096)?;
+        in_range(file, "vocab_size", c.vocab_size, 1 << 19)?;
+        for (key, id) in [("pad_token_id", c.pad_token_id), ("bos_token_id", c.bos_token_id), ("eos_token_id", c.eos_token_id)] {
+            require(file, (id as usize) < c.vocab_size, || format!("{key} {id} is outside the vocabulary ({})", c.vocab_size))?;
+        }
+        positive(file, "layer_norm_eps", c.layer_norm_eps)?;
         Ok(c)
     }
 }

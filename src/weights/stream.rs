@@ -23,7 +23,6 @@ pub const MAX_HEADER: u64 = 100 << 20;
 /// < 300 MB); a tensor past it grows as its bytes arrive.
 const RESERVE_LIMIT: usize = 1 << 30;
 
-
 /// Source dtypes of safetensors. Only F32, F16 and BF16 become GPU tensors; the others
 /// are recognised so that harmless extras (e.g. I64 `position_ids`) can be skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,7 +336,8 @@ impl StreamParser {
             let need = usize::try_from(t.end - off).expect("checked in parse_header");
             let take = need.min(chunk.len());
             let skip = self.skip[self.next];
-            let done = (take == need).then(|| t.clone());
+            let done = take == need;
+            let info = (done && !skip).then(|| t.clone());
             if !skip {
                 if self.buf.is_empty() && self.total_len.is_some() {
                     // The header was checked against the file's length: the whole tensor
@@ -351,8 +351,8 @@ impl StreamParser {
             }
             chunk = &chunk[take..];
             self.pos += take as u64;
-            if let Some(t) = done {
-                if !skip {
+            if done {
+                if let Some(t) = info {
                     let data = std::mem::take(&mut self.buf);
                     events.push(Event::Tensor(t, data));
                 }

@@ -14,24 +14,34 @@ chmod 700 "$XDG_RUNTIME_DIR"
 export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 
 LOG=$(mktemp)
+# Seconds per phase, printed at the end and also when the run is stopped from outside
+# (CI's time limit), so that a cut-off run still says where its time went.
+PHASES=""
+phase() { PHASES="$PHASES $1 ${SECONDS}s"; echo "=== $1 at ${SECONDS} s"; }
+trap 'echo "=== phases (start times):$PHASES; now ${SECONDS} s"' EXIT
+trap 'exit 143' TERM INT
+phase native
 echo "=== native: cargo test (wgpu on $(ls /usr/share/vulkan/icd.d/ 2>/dev/null | tr '\n' ' '))"
 # --nocapture: every test's figures (kernel errors, PARITY lines) are in the log.
 cargo test --release -- --nocapture 2>&1 | tee "$LOG"
 echo "=== native done at ${SECONDS} s"
 
+phase browser
 echo "=== browser: wasm-pack test --headless --chrome (Chromium, WebGPU on SwiftShader)"
 # wasm-pack test runs the integration tests in tests/ under wasm-bindgen-test in the browser.
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-3600}" \
   wasm-pack test --headless --chrome --release 2>&1 | tee -a "$LOG"
 echo "=== browser done at ${SECONDS} s"
 
+phase e2e
 echo "=== end-to-end: the app and the ES module in Chromium (tests/e2e, playwright-core)"
 bash scripts/e2e.sh 2>&1 | tee -a "$LOG"
 echo "=== end-to-end done at ${SECONDS} s"
 
+phase full-size
 echo "=== end-to-end: synthetic full-size SD-1.5 weights streamed through the module"
 SYNTH=$(mktemp -d)
-trap 'rm -rf "$SYNTH"' EXIT
+trap 'rm -rf "$SYNTH"; echo "=== phases (start times):$PHASES; now ${SECONDS} s"' EXIT
 cargo run --release --quiet -- synth --out "$SYNTH/sd15" 2>&1 | tail -1
 SKIP_WEB_BUILD=1 bash scripts/e2e.sh --full-size "$SYNTH/sd15" 2>&1 | tee -a "$LOG"
 

@@ -20,19 +20,6 @@ const BUDGET_MS: f64 = if cfg!(target_arch = "wasm32") { 30_000.0 } else { 60_00
 /// No single input may take longer (a loop that does not advance would).
 const PER_INPUT_MS: f64 = 2_000.0;
 
-fn now_ms() -> f64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        js_sys::Date::now()
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use std::sync::OnceLock;
-        static T0: OnceLock<std::time::Instant> = OnceLock::new();
-        T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1000.0
-    }
-}
-
 /// One header entry, each field as JSON text so that a mutation can put anything there.
 #[derive(Clone)]
 struct Entry {
@@ -298,18 +285,18 @@ async fn fuzz() {
         let e = load(&gpu, &good[..at], None, None).expect_err("truncated file loaded");
         assert!(e.contains(FILE), "{e}");
     }
-    let t0 = now_ms();
+    let t0 = common::now_ms();
     let (mut tried, mut oks, mut worst) = (0usize, 0usize, (0f64, String::new()));
     let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
-    while tried < INPUTS && now_ms() - t0 < BUDGET_MS {
+    while tried < INPUTS && common::now_ms() - t0 < BUDGET_MS {
         let (label, bytes, expect) = mutate(&mut rng, &base);
         let total = (rng.next_u64() % 2 == 0).then_some(bytes.len() as u64);
         let chunked = rng.next_u64() % 2 == 0;
         let mut crng = Rng::new(rng.next_u64());
         let case = format!("input {tried} ({label}; length {}; {})", if total.is_some() { "known" } else { "unknown" }, if chunked { "random chunks" } else { "whole" });
-        let s = now_ms();
+        let s = common::now_ms();
         let r = run_one(&gpu, &bytes, total, chunked.then_some(&mut crng), &case);
-        let dt = now_ms() - s;
+        let dt = common::now_ms() - s;
         assert!(dt < PER_INPUT_MS, "{case}: took {dt:.0} ms");
         if dt > worst.0 {
             worst = (dt, case.clone());
@@ -331,7 +318,7 @@ async fn fuzz() {
         }
         tried += 1;
     }
-    let secs = (now_ms() - t0) / 1000.0;
+    let secs = (common::now_ms() - t0) / 1000.0;
     log!("fuzz: {tried} mutated inputs in {secs:.1} s ({oks} loaded, {} errors in {} wordings); slowest {:.1} ms: {}", tried - oks, kinds.len(), worst.0, worst.1);
     let mut by_count: Vec<(&String, &usize)> = kinds.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1));

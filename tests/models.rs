@@ -100,7 +100,9 @@ async fn streamed_fp32(dtype: DType) {
     parity(&gpu, &sd, "diffusers fp32 streamed from memory", false).await;
 }
 gpu_test!(streamed_diffusers_fp32_f32_storage, streamed_fp32(DType::F32));
-gpu_test!(streamed_diffusers_fp32_f16_storage, streamed_fp32(DType::F16));
+// f16 storage in the browser (packed, no shader-f16): the f16 pipeline case and the
+// wide-head UNet below cover the same kernels there.
+native_test!(streamed_diffusers_fp32_f16_storage, streamed_fp32(DType::F16));
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {

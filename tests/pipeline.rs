@@ -1,8 +1,9 @@
 //! The whole pipeline against diffusers, reproduced from each case's seed and parameters
 //! alone: every txt2img_* / img2img_* case of tiny-sd15's golden.json, and every pipeline
 //! case of the v2 `sd15-realconfig` bundle (the real SD-1.5 scheduler file verbatim, batch 2,
-//! a non-Latin-1 prompt, a >77-token prompt, non-square). Natively all of them; in the
-//! browser the cases marked so in `golden_case!` / `real_case!` (SwiftShader is slow).
+//! a non-Latin-1 prompt, a >77-token prompt, non-square). CI runs the cases marked so in
+//! `golden_case!` / `real_case!` in each runner (SwiftShader is slow, CI has 90 minutes);
+//! every case runs on demand in both (`-- --ignored` / `-- --include-ignored`).
 //!
 //! Asserted where the signal is: the final latents (before the VAE; the tiny random VAE
 //! squeezes latent differences ~200×), max |ours − diffusers| ≤ 1e-4·max|ref| with f32
@@ -175,6 +176,7 @@ fn check(label: &str, dtype: DType, s: &Setup, out: &Output, first: usize) -> Ve
 async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
     let s = setup(bundle, name);
     let gpu = common::gpu(true).await;
+    let t0 = common::now_ms();
     let (sd, tok) = load(&gpu, bundle, dtype);
     let mut steps_seen = 0;
     let out = pipeline::generate(&gpu, &sd, &tok, Some(&s.scheduler), &s.params, &mut |pr| {
@@ -183,6 +185,7 @@ async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {
     })
     .await
     .unwrap_or_else(|e| panic!("{name}: {e}"));
+    log!("{bundle:?}/{name} ({}): loaded and generated in {:.1} s", dtype.name(), (common::now_ms() - t0) / 1000.0);
     assert!(steps_seen > 0, "{name}: no progress reported");
     assert_eq!(out.images.len(), s.params.batch, "{name}: images");
     assert!(out.warnings.is_empty(), "{name}: {:?}", out.warnings);
@@ -218,9 +221,11 @@ async fn run_batch_pos(name: &'static str, pos: usize, dtype: DType) {
     let s = setup(Bundle::Real, name);
     assert!(s.params.batch >= pos && pos >= 1, "{name}: batch {} has no position {pos}", s.params.batch);
     let gpu = common::gpu(true).await;
+    let t0 = common::now_ms();
     let (sd, tok) = load(&gpu, Bundle::Real, dtype);
     let p = Params { batch_pos: Some(pos), ..s.params.clone() };
     let one = pipeline::generate(&gpu, &sd, &tok, Some(&s.scheduler), &p, &mut |_| true).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+    log!("Real/{name}@batch_pos={pos} ({}): loaded and generated in {:.1} s", dtype.name(), (common::now_ms() - t0) / 1000.0);
     assert_eq!((one.images.len(), one.batch_positions.clone()), (1, vec![pos - 1]), "{name}: batch_pos {pos}");
     let fails = check(&format!("Real/{name}@batch_pos={pos}"), dtype, &s, &one, pos - 1);
     assert!(fails.is_empty(), "{}", fails.join("\n"));
@@ -228,19 +233,19 @@ async fn run_batch_pos(name: &'static str, pos: usize, dtype: DType) {
 // The last image of the real-config batch of 2, alone (f32), in both runners.
 gpu_test!(real_batch2_pos2_alone_f32, run_batch_pos("txt2img_batch2", 2, DType::F32));
 
-/// The tiny-sd15 table. f32 storage natively for every case; f16 natively for the cases
-/// marked `f16` / `browser_f16` (img2img, the non-square case without CFG, DPM++ 2M Karras;
-/// the real-config batch and Unicode cases below run f16 too). The other f16 twins repeat
-/// the same f16 UNet / VAE path with another sampler (the sampler math is f32 on the
-/// latents whatever the storage) and are `#[ignore]`d with that reason to keep the suite
-/// inside CI's time: `cargo test --release --test pipeline -- --ignored` runs them (~40 s
-/// each on lavapipe). In the browser (SwiftShader: ~13 s per CFG step of the tiny UNet,
-/// ~2.5 min per generation) CI runs the `browser_f16` case in packed f16 (no shader-f16);
-/// every other case is `#[ignore]`d there with its reason and the whole table runs on
-/// demand: `wasm-pack test --headless --chrome --release --test pipeline -- --include-ignored`.
+/// The tiny-sd15 table. Natively CI runs f32 and f16 storage of the cases that exercise
+/// something the real-config table below does not: img2img, no CFG at a non-square size,
+/// DPM++ 2M Karras with the tiny folder's explicit scheduler config (`dup` marks the
+/// others: the same sampler on the same weights and kernels as the real-config case CI runs,
+/// and their f16 twins; CI skips them in both runners with that reason to stay inside its
+/// time, `cargo test --release --test pipeline -- --ignored` runs them, ~40 s each on
+/// lavapipe). In the browser (SwiftShader: ~13 s per CFG step of the tiny UNet, ~2.5 min
+/// per generation) CI runs the `browser_f16` case in packed f16 (no shader-f16); every
+/// other case is `#[ignore]`d there with its reason and the whole table runs on demand:
+/// `wasm-pack test --headless --chrome --release --test pipeline -- --include-ignored`.
 macro_rules! golden_case {
-    ($f32:ident, $f16:ident, $bundle:expr, $name:literal) => {
-        native_test!($f32, run_case($bundle, $name, DType::F32));
+    ($f32:ident, $f16:ident, $bundle:expr, $name:literal, dup) => {
+        ignored_test!($f32, "same sampler, weights and kernels as the Real/ case of this sampler that CI runs; run with --ignored (native) / --include-ignored (browser)", run_case($bundle, $name, DType::F32));
         ignored_test!($f16, "f16 twin repeating the f16 path of the cases that run f16; run with --ignored (native) / --include-ignored (browser)", run_case($bundle, $name, DType::F16));
     };
     ($f32:ident, $f16:ident, $bundle:expr, $name:literal, f16) => {
@@ -255,14 +260,13 @@ macro_rules! golden_case {
 
 /// The real-config table (the tiny-sd15 weights with the real SD-1.5 scheduler and
 /// tokenizer files; the same kernels at the same sizes as the tiny-sd15 table above).
-/// Natively: f32 for every case, f16 for
-/// the cases marked `f16` (the batch and the Unicode prompt); the other f16 twins are
-/// `#[ignore]`d with their reason (`cargo test --release --test pipeline -- --ignored`
-/// runs them: ~35 s each on lavapipe). In the browser (SwiftShader: ~2.5 min per
-/// generation) CI runs the case marked `browser` (the default sampler, on the real
-/// config's grid) and the batch's second image alone; the rest is `#[ignore]`d there and
-/// runs with `-- --include-ignored` as above. The e2e tests run the real-config batch,
-/// Unicode and long prompts through the module.
+/// Natively: f32 for every case, f16 for the cases marked `f16` (the batch and the Unicode
+/// prompt); the other f16 twins are `#[ignore]`d with their reason
+/// (`cargo test --release --test pipeline -- --ignored` runs them: ~35 s each on lavapipe).
+/// In the browser CI runs the batch's second image alone (`real_batch2_pos2_alone_f32`
+/// above: Euler a, the default sampler, on the real config's grid, f32); the rest is
+/// `#[ignore]`d there and runs with `-- --include-ignored` as above. The e2e tests run the
+/// real-config batch, Unicode and long prompts through the module.
 macro_rules! real_case {
     ($f32:ident, $f16:ident, $name:literal) => {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
@@ -272,17 +276,13 @@ macro_rules! real_case {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));
         native_test!($f16, run_case(Bundle::Real, $name, DType::F16));
     };
-    ($f32:ident, $f16:ident, $name:literal, browser) => {
-        gpu_test!($f32, run_case(Bundle::Real, $name, DType::F32));
-        ignored_test!($f16, "f16 twin of a tiny-sd15 case (same kernels, sizes and sampler); run with --ignored (native) / --include-ignored (browser)", run_case(Bundle::Real, $name, DType::F16));
-    };
 }
 
-golden_case!(txt2img_ddpm_f32, txt2img_ddpm_f16, Bundle::Tiny, "txt2img_ddpm");
-golden_case!(txt2img_ddim_f32, txt2img_ddim_f16, Bundle::Tiny, "txt2img_ddim");
-golden_case!(txt2img_pndm_f32, txt2img_pndm_f16, Bundle::Tiny, "txt2img_pndm");
-golden_case!(txt2img_euler_f32, txt2img_euler_f16, Bundle::Tiny, "txt2img_euler");
-golden_case!(txt2img_euler_a_f32, txt2img_euler_a_f16, Bundle::Tiny, "txt2img_euler_a");
+golden_case!(txt2img_ddpm_f32, txt2img_ddpm_f16, Bundle::Tiny, "txt2img_ddpm", dup);
+golden_case!(txt2img_ddim_f32, txt2img_ddim_f16, Bundle::Tiny, "txt2img_ddim", dup);
+golden_case!(txt2img_pndm_f32, txt2img_pndm_f16, Bundle::Tiny, "txt2img_pndm", dup);
+golden_case!(txt2img_euler_f32, txt2img_euler_f16, Bundle::Tiny, "txt2img_euler", dup);
+golden_case!(txt2img_euler_a_f32, txt2img_euler_a_f16, Bundle::Tiny, "txt2img_euler_a", dup);
 golden_case!(txt2img_dpmpp_2m_karras_f32, txt2img_dpmpp_2m_karras_f16, Bundle::Tiny, "txt2img_dpmpp_2m_karras", browser_f16);
 golden_case!(txt2img_ddim_nocfg_wide_f32, txt2img_ddim_nocfg_wide_f16, Bundle::Tiny, "txt2img_ddim_nocfg_wide", f16);
 golden_case!(img2img_ddpm_f32, img2img_ddpm_f16, Bundle::Tiny, "img2img_ddpm", f16);
@@ -291,7 +291,7 @@ real_case!(real_ddpm_f32, real_ddpm_f16, "txt2img_ddpm");
 real_case!(real_ddim_f32, real_ddim_f16, "txt2img_ddim");
 real_case!(real_pndm_f32, real_pndm_f16, "txt2img_pndm");
 real_case!(real_euler_f32, real_euler_f16, "txt2img_euler");
-real_case!(real_euler_a_f32, real_euler_a_f16, "txt2img_euler_a", browser);
+real_case!(real_euler_a_f32, real_euler_a_f16, "txt2img_euler_a");
 real_case!(real_dpmpp_2m_karras_f32, real_dpmpp_2m_karras_f16, "txt2img_dpmpp_2m_karras");
 real_case!(real_batch2_f32, real_batch2_f16, "txt2img_batch2", f16);
 real_case!(real_unicode_f32, real_unicode_f16, "txt2img_unicode", f16);

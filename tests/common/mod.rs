@@ -86,6 +86,20 @@ macro_rules! cpu_test {
     };
 }
 
+/// Milliseconds on a monotonic-enough clock in both runners (for the figures the tests print).
+pub fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static T0: OnceLock<std::time::Instant> = OnceLock::new();
+        T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1000.0
+    }
+}
+
 pub async fn gpu(native_f16: bool) -> Gpu {
     match Gpu::new(GpuOptions { native_f16, ..Default::default() }).await {
         Ok(g) => g,

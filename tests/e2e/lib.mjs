@@ -16,6 +16,9 @@ export const MODEL = path.join(FIXTURE, "model");
 // v2 fixtures: the tiny SD-1.5 with the real stable-diffusion-v1-5 scheduler and tokenizer files
 export const FIXTURE_REAL = path.join(ROOT, "tests/fixtures/sd15-realconfig");
 export const MODEL_REAL = path.join(FIXTURE_REAL, "model");
+// The same cases with 3 steps (scripts/make_e2e_goldens.py: diffusers, validated against the
+// bundles' own goldens first): SwiftShader takes ~13 s per CFG step of the tiny UNet.
+export const FIXTURE_SHORT = path.join(ROOT, "tests/fixtures/e2e-short");
 export const PAGES = path.join(E2E_DIR, "pages");
 export const OUT = path.join(ROOT, "target/e2e");
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";

@@ -10,17 +10,20 @@
 // Tests, in order (a test that needs state from an earlier one rebuilds it when that one failed):
 //   server_range_and_kill        the test server alone (Range, If-Range, 416, HEAD, throttle, kill)
 //   adapter_info                 WebGPU present; StableDiffusion.adapterInfo()
-//   api_generate_matches_golden  load (variant null, f32) + txt2img_ddim vs diffusers golden; its
-//                                2-step run kept as the reference of the later loads
-//   cancel_then_generate         AbortController at step 3 -> AbortError; then the 2-step run again
+//   api_generate_matches_golden  load (variant null, f32) + txt2img_ddim_3steps vs diffusers; a
+//                                1-step run kept as the reference of the later loads
+//   cancel_then_generate         AbortController at step 3 -> AbortError; then the 1-step run again
 //   unicode_prompt_png           prompt with ’ “ ” — 東京 🙂: PNG "parameters" is iTXt (UTF-8), Latin-1 is tEXt
 //   api_option_errors            TypeErrors for batchPos outside 1..batch, resizeMode, vaeDtype
-//   batch2_matches_diffusers     v2 real-config model at /model-real/: batch 2 vs diffusers' batch,
+//   batch2_matches_diffusers     v2 real-config model at /model-real/: batch 2 vs diffusers' (3 steps),
 //                                batchPos / "Batch pos" in the PNGs, GPU memory returned (batchPos alone:
 //                                tests/pipeline.rs real_batch2_pos2_alone_f32, both runners)
 //   long_prompt_warning          84-token prompt: droppedTokens.prompt 9 + warning (API), #warnings (page)
 //   ui_img2img_any_size          the page: a 100x70 start image -> 128x64 inputs, "Resize and fill"
-//   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots
+//   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots; vs diffusers
+//
+// Diffusers comparisons: tests/fixtures/e2e-short/ (3-step versions of tiny-sd15 txt2img_ddim and
+// sd15-realconfig txt2img_batch2, scripts/make_e2e_goldens.py) and sd15-realconfig's own cases.
 //   resume_after_server_kill     server killed at 40 % of the UNet; resume with Range; cache sha256
 //   reload_fetches_nothing       same profile, page reload: zero requests under /model/
 //   restart_fetches_nothing      same profile, browser restart: zero requests under /model/
@@ -37,7 +40,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { TestServer } from "./server.mjs";
 import {
-  ROOT, DIST, MODEL, MODEL_REAL, FIXTURE_REAL, PAGES, OUT, WEBGPU_ARGS, sleep, assert, AssertionError, fmtBytes,
+  ROOT, DIST, MODEL, MODEL_REAL, FIXTURE_REAL, FIXTURE_SHORT, PAGES, OUT, WEBGPU_ARGS, sleep, assert, AssertionError, fmtBytes,
   golden, compareImage, fmtCompare, decodePng, encodePng, sha256File, launch, closeQuietly, tmpProfile,
   waitFor, openHarness, evaluate, removeProfiles,
 } from "./lib.mjs";
@@ -104,6 +107,9 @@ const G = () => golden("txt2img_ddim");
 // The v2 fixture: the tiny SD-1.5 with the real stable-diffusion-v1-5 scheduler and tokenizer files.
 const REAL = "/model-real/";
 const GR = (name) => golden(name, FIXTURE_REAL);
+// Short versions (3 steps) of txt2img_ddim (tiny-sd15, served at /model/) and of the real-config
+// batch of 2 (at /model-real/) for the diffusers comparisons through the module and the page.
+const GS = (name) => golden(name, FIXTURE_SHORT);
 
 function logLoad(t, load) {
   const p = load.progress || {};
@@ -173,8 +179,8 @@ function checkGolden(t, gen, g, tol, { previews = true } = {}) {
 // The tests that use the weights again after the first load (cancel, resume, reload, device
 // loss) compare a short run of the golden case with the same short run made right after the
 // first load, which is itself checked against diffusers: same weights, same adapter, same
-// pixels (the 10-step golden takes ~2.5 min per run in SwiftShader).
-const SHORT_STEPS = 2;
+// pixels (the 10-step golden takes ~3 min per run in SwiftShader).
+const SHORT_STEPS = 1;
 
 async function shortReference(t, page) {
   const g = G();
@@ -385,7 +391,7 @@ test("adapter_info", async (t) => {
 }, { timeoutMs: 3 * MIN });
 
 test("api_generate_matches_golden", async (t) => {
-  const g = G();
+  const g = GS("txt2img_ddim_3steps");
   const b = await t.launch();
   await openHarness(b.page, base());
   server.clearLog();
@@ -519,7 +525,7 @@ function checkMemoryReturned(t, before, after, what) {
 }
 
 test("batch2_matches_diffusers", async (t) => {
-  const g = GR("txt2img_batch2");
+  const g = GS("txt2img_batch2_3steps");
   const b = await realApiPage(t);
   const st0 = await apiStats(b.page);
   const gen = await apiGenerate(t, b.page, { ...g.options, preview: true }, {}, 15 * MIN);
@@ -551,7 +557,7 @@ test("long_prompt_warning", async (t) => {
   // 84 CLIP tokens: the end is cut at 77 (start + 75 + end), as diffusers does, and said so.
   const g = GR("txt2img_long_prompt");
   const b = await realApiPage(t);
-  const steps = 2;
+  const steps = 1; // the warning is about the prompt, not the denoising
   const gen = await apiGenerate(t, b.page, { ...g.options, steps, preview: false });
   assert(gen.ok, () => `generate rejected: ${gen.error.name}: ${gen.error.message}`);
   t.log(`API (${steps} steps): ${gen.seconds.toFixed(1)} s; droppedTokens ${JSON.stringify(gen.droppedTokens)}; warnings ${JSON.stringify(gen.warnings)}`);
@@ -638,7 +644,7 @@ test("ui_img2img_any_size", async (t) => {
 }, { timeoutMs: 8 * MIN });
 
 test("ui_generate", async (t) => {
-  const g = G();
+  const g = GS("txt2img_ddim_3steps");
   const b = await t.launch({ viewport: { width: 1280, height: 900 } });
   const page = b.page;
   server.clearLog();

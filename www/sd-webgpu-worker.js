@@ -103,7 +103,7 @@ class Progress {
       phase: p.phase, file: p.file ?? null, loaded: p.loaded ?? 0, total: p.total ?? null,
       overallLoaded: this.overallLoaded, overallTotal: this.overallTotal,
       bytesPerSecond: rate, etaSeconds: rate > 0 && remaining != null ? remaining / rate : null,
-      attempt: p.attempt, error: p.error, wasmMemoryBytes: wasmBytes(),
+      attempt: p.attempt, error: p.error, status: p.status, waitSeconds: p.waitSeconds, wasmMemoryBytes: wasmBytes(),
     });
   }
 }
@@ -156,7 +156,7 @@ class UrlSource {
   }
   async stream(rel, sink, { quiet = false } = {}) {
     const url = this.url(rel);
-    await streamUrl(url, rel, this.cache, sink, quiet ? null : this.progress);
+    await streamUrl(url, rel, this.cache, sink, this.progress, quiet);
   }
 }
 
@@ -204,22 +204,73 @@ function concat(parts) {
   return out;
 }
 
-function httpError(url, r) {
+function httpError(url, r, extra = "") {
   const hint = r.status === 401 || r.status === 403
     ? " (this repository needs a login or accepted terms: download the files and open them with the file picker)"
     : r.status === 404 ? " (not found)" : "";
-  return new LoadError(`${url}: HTTP ${r.status} ${r.statusText}${hint}`);
+  return new LoadError(`${url}: HTTP ${r.status} ${r.statusText}${hint}${extra}`);
 }
 
+// Answers worth another try: rate limits, timeouts and server errors of busy mirrors and CDNs.
+const TRANSIENT = new Set([408, 425, 429, 500, 502, 503, 504]);
+const MAX_RETRY_AFTER_MS = 60_000;
+const backoff = (attempt) => Math.min(1000 * 2 ** (attempt - 1), 15000);
+
+// The wait a Retry-After header asks for (seconds or an HTTP date), at most a minute; null
+// without one (or when CORS hides it: the host must list it in Access-Control-Expose-Headers).
+function retryAfterMs(r) {
+  const v = r.headers.get("retry-after");
+  if (!v) return null;
+  const s = Number(v.trim());
+  const ms = Number.isFinite(s) ? s * 1000 : Date.parse(v) - Date.now();
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS) : null;
+}
+
+// A fetch that fails outright (TypeError) for another origin is either the network or a host
+// that does not allow cross-origin requests. A no-cors HEAD tells them apart at once: it
+// reaches a host that is up whatever its CORS headers (the answer is opaque to us).
+async function corsRefused(url) {
+  if (new URL(url).origin === self.location.origin) return false;
+  try {
+    await fetch(url, { method: "HEAD", mode: "no-cors", cache: "no-store" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function corsError(url) {
+  const host = new URL(url).host;
+  return new LoadError(
+    `${host} does not allow cross-origin requests (CORS), so this page cannot download ${url} from it. ` +
+      "Download the model's files and open them with the folder picker, or serve them from a host that sends Access-Control-Allow-Origin.",
+    "CorsError",
+  );
+}
+
+const networkError = (url, e, kept) =>
+  new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection, then load again: ${kept}.`);
+
+// fetch() for small requests (HEAD, configs): network errors and transient answers (429, 5xx)
+// are retried with backoff, honouring Retry-After; other answers are returned as they are.
 async function fetchRetry(url, init, progress, file) {
   for (let attempt = 1; ; attempt++) {
+    let r;
     try {
-      return await fetch(url, { cache: "no-store", ...init });
+      r = await fetch(url, { cache: "no-store", ...init });
     } catch (e) {
-      if (attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection (and, for another site's URL, that it allows cross-origin requests: CORS), then load again: what was downloaded is kept.`);
-      progress?.send({ phase: "retry", file, attempt, error: String(e.message || e) }, true);
-      await sleep(Math.min(1000 * 2 ** (attempt - 1), 15000));
+      if (await corsRefused(url)) throw corsError(url);
+      if (attempt >= RETRIES) throw networkError(url, e, "what was downloaded is kept");
+      progress?.send({ phase: "retry", file, attempt, error: String(e.message || e), waitSeconds: backoff(attempt) / 1000 }, true);
+      await sleep(backoff(attempt));
+      continue;
     }
+    if (!TRANSIENT.has(r.status)) return r;
+    r.body?.cancel().catch(() => {});
+    if (attempt >= RETRIES) throw httpError(url, r, ` (still after ${RETRIES} attempts)`);
+    const wait = retryAfterMs(r) ?? backoff(attempt);
+    progress?.send({ phase: "retry", file, attempt, error: `HTTP ${r.status}`, status: r.status, waitSeconds: wait / 1000 }, true);
+    await sleep(wait);
   }
 }
 
@@ -240,9 +291,11 @@ async function streamFile(file, rel, sink, progress) {
 }
 
 // Stream `url` into `sink`, through the cache when there is one: a complete entry is read
-// from disk; a partial one is continued with `Range: bytes=N-` (If-Range: its etag); a
-// connection that drops is retried with a Range from the last byte received.
-async function streamUrl(url, rel, dir, sink, progress) {
+// from disk; a partial one is continued with `Range: bytes=N-` when the server still has the
+// file it began with (same ETag and length); a connection that drops is retried with a Range
+// from the last byte received; 429 / 5xx answers are retried, honouring Retry-After.
+// `quiet` (configs, tokenizer files): only "retry" events are reported, no byte counts.
+async function streamUrl(url, rel, dir, sink, progress, quiet = false) {
   const key = dir ? await keyOf(url) : null;
   let meta = dir ? await readMeta(dir, key) : null;
   if (meta?.missing) meta = null;
@@ -251,11 +304,13 @@ async function streamUrl(url, rel, dir, sink, progress) {
   let pos = 0; // bytes given to the sink
   let total = meta?.total ?? null;
   let etag = meta?.etag ?? null;
-  const report = (phase, extra = {}) => progress?.send({ phase, file: rel, loaded: pos, total, ...extra });
+  const report = (phase, extra = {}) => {
+    if (!quiet || phase === "retry") progress?.send({ phase, file: rel, loaded: pos, total, ...extra }, phase === "retry");
+  };
   const give = (chunk, phase) => {
     sink(chunk);
     pos += chunk.length;
-    if (progress) {
+    if (progress && !quiet) {
       progress.overallLoaded += chunk.length;
       if (phase === "download") progress.network(chunk.length);
     }
@@ -288,23 +343,74 @@ async function streamUrl(url, rel, dir, sink, progress) {
       }
       if (handle && !meta) handle.truncate(0);
     }
-    const cached = handle ? handle.getSize() : 0;
+    let cached = handle ? handle.getSize() : 0;
     let attempt = 0;
     let prefixFed = false;
+    // Resuming from the cache: give the stored prefix first.
+    const feedPrefix = () => {
+      const f = new Uint8Array(Math.max(1, Math.min(cached, 8 << 20)));
+      for (let at = 0; at < cached; ) {
+        const n = handle.read(f.subarray(0, Math.min(f.length, cached - at)), { at });
+        give(f.slice(0, n), "cache");
+        at += n;
+      }
+      prefixFed = true;
+    };
+    // The cached prefix belongs to the file with the stored ETag and length. Each answer is
+    // checked against them here rather than with If-Range, which is no CORS-safelisted
+    // header and would cost a preflight per request on another origin.
+    const changedOnServer = (r, size) => {
+      const e = r.headers.get("etag");
+      return !!((etag && e && e !== etag) || (total != null && size != null && size !== total));
+    };
+    const startOver = async (why) => {
+      if (prefixFed) {
+        // Bytes of the old file are already in the model: this load cannot continue.
+        handle?.truncate(0);
+        if (dir) await removeEntry(dir, key);
+        throw new LoadError(`${url} changed on the server during the download (${why}); load the model again.`);
+      }
+      handle?.truncate(0);
+      cached = 0;
+      meta = null;
+      etag = null;
+      total = null;
+      report("retry", { attempt, error: `the file on the server is not the one in the cache (${why}): downloading it again` });
+    };
     for (;;) {
       const start = prefixFed ? pos : cached;
-      const headers = {};
-      if (start > 0) {
-        headers.Range = `bytes=${start}-`;
-        if (etag) headers["If-Range"] = etag;
-      }
+      const headers = start > 0 ? { Range: `bytes=${start}-` } : {};
       let r;
       try {
         r = await fetch(url, { cache: "no-store", headers });
       } catch (e) {
-        if (++attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection (and, for another site's URL, that it allows cross-origin requests: CORS), then load again: the ${mb(pos)} downloaded are kept.`);
-        report("retry", { attempt, error: String(e.message || e) });
-        await sleep(Math.min(1000 * 2 ** (attempt - 1), 15000));
+        if (await corsRefused(url)) throw corsError(url);
+        if (++attempt >= RETRIES) throw networkError(url, e, `the ${mb(pos)} downloaded are kept`);
+        report("retry", { attempt, error: String(e.message || e), waitSeconds: backoff(attempt) / 1000 });
+        await sleep(backoff(attempt));
+        continue;
+      }
+      if (TRANSIENT.has(r.status)) {
+        r.body?.cancel().catch(() => {});
+        if (++attempt >= RETRIES) throw httpError(url, r, ` (still after ${RETRIES} attempts; the ${mb(pos)} downloaded are kept)`);
+        const wait = retryAfterMs(r) ?? backoff(attempt);
+        report("retry", { attempt, error: `HTTP ${r.status}`, status: r.status, waitSeconds: wait / 1000 });
+        await sleep(wait);
+        continue;
+      }
+      if (r.status === 416 && start > 0) {
+        // Asked from the end of the file: the cache holds every byte but was never marked
+        // complete (the tab closed at the last moment). Complete if the length is the file's.
+        r.body?.cancel().catch(() => {});
+        const m = /bytes \*\/(\d+)/.exec(r.headers.get("content-range") || "");
+        const size = m ? Number(m[1]) : null;
+        if (!prefixFed && handle && !changedOnServer(r, size) && (size ?? total) === start) {
+          total = start;
+          feedPrefix();
+          report("cache");
+          break;
+        }
+        await startOver(`416 for bytes=${start}-, file length ${size ?? "not given"}`);
         continue;
       }
       if (!r.ok) throw httpError(url, r);
@@ -315,15 +421,24 @@ async function streamUrl(url, rel, dir, sink, progress) {
         const cr = r.headers.get("content-range");
         const m = /bytes (\d+)-\d+\/(\d+|\*)/.exec(cr || "");
         if (cr && (!m || Number(m[1]) !== start)) throw new LoadError(`${url}: the server answered a range request with the wrong range (${cr})`);
-        if (m && m[2] !== "*") total = Number(m[2]);
+        const size = m && m[2] !== "*" ? Number(m[2]) : null;
+        if (changedOnServer(r, size)) {
+          r.body?.cancel().catch(() => {});
+          await startOver(`ETag ${r.headers.get("etag") ?? "?"} vs ${etag ?? "?"}, length ${size ?? "?"} vs ${total ?? "?"}`);
+          continue;
+        }
+        if (size != null) total = size;
       } else {
-        // A full response: the server ignored the range, or the file changed (If-Range).
+        // A full response: no range asked, or the server ignored it.
         const newTotal = Number(r.headers.get("content-length")) || null;
-        const changed = etag && r.headers.get("etag") && r.headers.get("etag") !== etag;
-        if (prefixFed && pos > 0 && changed) throw new LoadError(`${url} changed on the server during the download; load the model again.`);
+        if (prefixFed && pos > 0 && changedOnServer(r, newTotal)) {
+          r.body?.cancel().catch(() => {});
+          await startOver(`ETag ${r.headers.get("etag") ?? "?"} vs ${etag ?? "?"}`);
+        }
         if (!prefixFed) {
           // Nothing given yet: drop the cached prefix and take the whole response.
           if (handle) handle.truncate(0);
+          cached = 0;
           prefixFed = true;
         } else {
           skip = pos; // the same file from the start: skip what we already have
@@ -340,16 +455,7 @@ async function streamUrl(url, rel, dir, sink, progress) {
         }
         await writeMeta(dir, key, meta);
       }
-      if (!prefixFed) {
-        // Resuming from the cache: give the stored prefix first.
-        const f = new Uint8Array(Math.min(cached, 8 << 20));
-        for (let at = 0; at < cached; ) {
-          const n = handle.read(f.subarray(0, Math.min(f.length, cached - at)), { at });
-          give(f.slice(0, n), "cache");
-          at += n;
-        }
-        prefixFed = true;
-      }
+      if (!prefixFed) feedPrefix();
       const reader = r.body.getReader();
       try {
         for (;;) {
@@ -375,16 +481,16 @@ async function streamUrl(url, rel, dir, sink, progress) {
         }
       } catch (e) {
         if (e instanceof LoadError) throw e;
-        if (++attempt >= RETRIES) throw new LoadError(`${url}: the download failed after ${RETRIES} attempts (${e.message}). Check the connection (and, for another site's URL, that it allows cross-origin requests: CORS), then load again: the ${mb(pos)} downloaded are kept.`);
+        if (++attempt >= RETRIES) throw networkError(url, e, `the ${mb(pos)} downloaded are kept`);
         handle?.flush();
-        report("retry", { attempt, error: String(e.message || e) });
-        await sleep(Math.min(1000 * 2 ** (attempt - 1), 15000));
+        report("retry", { attempt, error: String(e.message || e), waitSeconds: backoff(attempt) / 1000 });
+        await sleep(backoff(attempt));
         continue;
       }
       if (total != null && pos !== total) {
         if (++attempt >= RETRIES) throw new LoadError(`${url}: the server sent ${pos} of ${total} bytes`);
-        report("retry", { attempt, error: "the connection closed early" });
-        await sleep(Math.min(1000 * 2 ** (attempt - 1), 15000));
+        report("retry", { attempt, error: "the connection closed early", waitSeconds: backoff(attempt) / 1000 });
+        await sleep(backoff(attempt));
         continue;
       }
       break;
@@ -469,7 +575,7 @@ async function load(opts, post) {
       try {
         texts[c] = await src.text(`${c}/config.json`);
       } catch (e) {
-        if (e.name === "QuotaExceededError") throw e;
+        if (e.name === "QuotaExceededError" || e.name === "CorsError") throw e;
         throw new LoadError(`${m.name}: cannot read ${c}/config.json (${e.message}). Is this a diffusers Stable Diffusion folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/)?`);
       }
     }

@@ -7,8 +7,9 @@ export type Sampler = "ddpm" | "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m
 /** Download / load progress. `loaded` and `total` are bytes of `file` (total null when unknown). */
 export interface LoadProgress {
   /** "resolve": finding the files; "download": bytes from the network; "cache": bytes read
-   *  from the browser cache; "retry": the connection dropped, retrying with HTTP Range from
-   *  `loaded` (see `attempt`, `error`); "build": weights are on the GPU, fusing/compiling;
+   *  from the browser cache; "retry": the connection dropped or the host answered 429 / 5xx,
+   *  retrying (with HTTP Range from `loaded`) after `waitSeconds` (the host's Retry-After when
+   *  it sends one, else 1, 2, 4 … 15 s; see `attempt`, `error`, `status`); "build": weights are on the GPU, fusing/compiling;
    *  "ready": done. */
   phase: "resolve" | "download" | "cache" | "retry" | "build" | "ready";
   file: string | null;
@@ -21,6 +22,10 @@ export interface LoadProgress {
   etaSeconds: number | null;
   attempt?: number;
   error?: string;
+  /** HTTP status that caused a "retry" (429, 5xx), when there was one. */
+  status?: number;
+  /** Seconds waited before the retry. */
+  waitSeconds?: number;
   /** Current size of the worker's wasm memory (bytes). */
   wasmMemoryBytes: number;
 }
@@ -46,6 +51,9 @@ export interface LoadOptions {
   /** Pretend the adapter's maxStorageBufferBindingSize is at most this (test WebGPU's defaults). */
   maxBindingBytes?: number;
   onProgress?: (p: LoadProgress) => void;
+  /** Cancels the load: it rejects with an AbortError, its worker ends, and what was downloaded
+   *  stays in the browser cache (the next load continues from there). */
+  signal?: AbortSignal;
   /** Called when the GPU device is lost; the next call reloads the model (from the cache). */
   onDeviceLost?: (message: string) => void;
 }

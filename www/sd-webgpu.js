@@ -59,8 +59,11 @@ export class StableDiffusion {
     for (const k of ["dtype", "vaeDtype"]) {
       if (options[k] != null && options[k] !== "f16" && options[k] !== "f32") throw new TypeError(`load: ${k} must be "f16" or "f32" (got ${JSON.stringify(options[k])})`);
     }
-    const sd = new StableDiffusion({ ...options, variant: options.variant === undefined ? "fp16" : options.variant, model: modelSpec(options.model) }, StableDiffusion.#token);
-    await sd.#start();
+    const { signal, ...opts } = options;
+    if (signal != null && !(typeof AbortSignal !== "undefined" && signal instanceof AbortSignal)) throw new TypeError("load: signal must be an AbortSignal");
+    if (signal?.aborted) throw abortError("load cancelled");
+    const sd = new StableDiffusion({ ...opts, variant: opts.variant === undefined ? "fp16" : opts.variant, model: modelSpec(opts.model) }, StableDiffusion.#token);
+    await sd.#start(signal);
     return sd;
   }
 
@@ -123,19 +126,37 @@ export class StableDiffusion {
     });
   }
 
-  async #start() {
-    this.#worker = new Worker(WORKER_URL, { type: "module" });
-    this.#worker.onmessage = (ev) => this.#onMessage(ev.data);
-    this.#worker.onerror = (ev) => {
+  // A worker that loads the model. A load that fails or is cancelled ends its worker (and
+  // with it the downloads and the GPU device): what was downloaded stays in the cache.
+  async #start(signal = null) {
+    const worker = new Worker(WORKER_URL, { type: "module" });
+    this.#worker = worker;
+    worker.onmessage = (ev) => this.#onMessage(ev.data);
+    worker.onerror = (ev) => {
       ev.preventDefault?.();
       this.#fail(`the sd-webgpu worker failed to start or crashed (${ev.message || "see the console"})`);
     };
     const { onProgress, onDeviceLost, ...rest } = this.#options;
-    const r = await this.#call("load", { options: rest }, { onProgress });
-    this.adapter = r.adapter;
-    this.modelName = r.modelName;
-    this.warnings = r.warnings;
-    this.#lost = null;
+    let onAbort = null;
+    const aborted = new Promise((_, reject) => {
+      onAbort = () => reject(abortError("load cancelled: what was downloaded stays in the browser cache"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      const r = await Promise.race([this.#call("load", { options: rest }, { onProgress }), aborted]);
+      this.adapter = r.adapter;
+      this.modelName = r.modelName;
+      this.warnings = r.warnings;
+      this.#lost = null;
+    } catch (e) {
+      worker.terminate();
+      if (this.#worker === worker) this.#worker = null;
+      for (const p of this.#pending.values()) p.reject(e);
+      this.#pending.clear();
+      throw e;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
   }
 
   #fail(message) {

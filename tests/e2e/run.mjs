@@ -28,6 +28,14 @@
 //   reload_fetches_nothing       same profile, page reload: zero requests under /model/
 //   restart_fetches_nothing      same profile, browser restart: zero requests under /model/
 //   device_lost_recovers         debugLoseDevice() -> onDeviceLost, next generate from the cache
+//   ui_local_folder              the folder picker: nothing fetched, nothing cached
+//   three_origin_redirect_host   page on A, model on B (302 to C), bytes on C with CORS: load, resume
+//                                after C dies, second visit fetches nothing; no CORS preflight
+//   no_cors_host_fails_fast      a host without CORS: a clear message within seconds
+//   throttling_host_retries      429 / 5xx with and without Retry-After; 404 at once; no leaked workers
+//   stale_cache_416_and_changed_file  416 for complete-but-unmarked bytes; a changed file re-downloaded
+//   load_abort_keeps_the_cache   load({ signal }) aborted: AbortError, worker ends, bytes kept, resumed
+//   quota_exceeded_offers_no_cache  a 1 MB quota: the page offers to continue without caching
 //   webgpu_missing_message       Chromium with --disable-features=WebGPU: the page's error message
 //
 // The module is driven through its public API (www/sd-webgpu.d.ts) from a harness page served
@@ -907,6 +915,238 @@ test("ui_local_folder", async (t) => {
   const entries = await page.evaluate(async () => (await import("/sd-webgpu.js")).StableDiffusion.cacheEntries());
   assert(entries.length === 0, `local files were cached: ${JSON.stringify(entries.map((e) => e.url))}`);
 }, { timeoutMs: 6 * MIN });
+
+// ---------------------------------------------------------------------------------------------
+// hosts of the real internet (local servers on other ports = other origins)
+
+const unetOf = (srv, prefix = "/model/") => srv.requests(`${prefix}unet/diffusion_pytorch_model.safetensors`);
+const fmtReqs = (srv) => srv.log.map((e) => `${e.method} ${e.path}${e.range ? ` [${e.range}]` : ""}${e.preflight != null ? ` (preflight for "${e.preflight}")` : ""} -> ${e.status}${e.location ? ` ${e.location}` : ""}, ${e.bytes} B${e.injected ? " (injected)" : ""}${e.aborted ? " (aborted)" : ""}`).join("\n    ");
+// What the worker may need to read of another origin's answers.
+const EXPOSE = ["ETag", "Content-Range", "Content-Length", "Accept-Ranges", "Retry-After"];
+
+async function untilBytes(t, page, srv, pathName, bytes) {
+  await waitFor(
+    async () => {
+      const st = await page.evaluate(() => ({ s: window.e2e.loadState, e: window.e2e.loadError }));
+      if (st.s === "error") throw new AssertionError(`load failed early: ${st.e.name}: ${st.e.message}`);
+      if (st.s === "ready") throw new AssertionError(`load finished before ${fmtBytes(bytes)} of ${pathName} were sent (throttle not effective?)`);
+      return srv.bytesSent(pathName) >= bytes;
+    },
+    { timeoutMs: 5 * MIN, intervalMs: 100, what: `${fmtBytes(bytes)} of ${pathName} sent` },
+  );
+}
+
+test("three_origin_redirect_host", async (t) => {
+  // Like Hugging Face: the page on origin A, the model URL on B (resolve/), which answers every
+  // file, HEAD and GET, with 302 to C (the CDN); C serves the bytes with Range, ETag and CORS.
+  const cdn = new TestServer({ mounts: { "/model/": MODEL }, cors: { origin: "*", expose: EXPOSE, allowHeaders: [] } });
+  await cdn.start();
+  const hub = new TestServer({ cors: { origin: "*", expose: EXPOSE, allowHeaders: [] }, redirect: (p) => (p.startsWith("/repo/resolve/main/") ? `${cdn.url}/model/${p.slice("/repo/resolve/main/".length)}` : null) });
+  await hub.start();
+  try {
+    const b = await t.launch();
+    await openHarness(b.page, base());
+    const model = `${hub.url}/repo/resolve/main/`;
+    const unetSize = fs.statSync(path.join(MODEL, "unet/diffusion_pytorch_model.safetensors")).size;
+    cdn.setThrottle(/^\/model\/unet\/.*\.safetensors$/, 1 << 20);
+    await b.page.evaluate((o) => window.e2e.startLoad(o), { model, variant: null, dtype: "f32" });
+    await untilBytes(t, b.page, cdn, "/model/unet/diffusion_pytorch_model.safetensors", Math.ceil(0.4 * unetSize));
+    const atKill = cdn.bytesSent("/model/unet/");
+    await cdn.kill();
+    const killedAt = cdn.log.length;
+    t.log(`CDN (origin C) killed after ${fmtBytes(atKill)} of the UNet (${fmtBytes(unetSize)})`);
+    await sleep(1500);
+    await cdn.start();
+    cdn.clearThrottle();
+    const load = await evaluate(b.page, () => window.e2e.waitLoad(), null, 5 * MIN, "load through the redirect");
+    logLoad(t, load);
+    t.log(`origin B (${hub.url}):\n    ${fmtReqs(hub)}`);
+    t.log(`origin C (${cdn.url}):\n    ${fmtReqs(cdn)}`);
+    assert(load.ok, () => `the load through B -> C failed: ${load.error.name}: ${load.error.message}`);
+    assert(hub.log.length > 0 && hub.log.every((e) => e.status === 302), "origin B answered something other than 302");
+    const resumed = cdn.log.slice(killedAt).filter((e) => e.path.endsWith("unet/diffusion_pytorch_model.safetensors") && e.status === 206 && /^bytes=[1-9]\d*-$/.test(e.range || ""));
+    assert(resumed.length > 0, "the UNet was not resumed with Range: bytes=N- (N > 0) on origin C after the kill");
+    const sent = cdn.bytesSent("/model/unet/diffusion_pytorch_model.safetensors");
+    assert(sent <= unetSize + 2 * 2 ** 20, `${sent} bytes of the UNet sent for a ${unetSize}-byte file: the download started over`);
+    // Preflights: the worker sends no request header but Range "bytes=N-" (CORS-safelisted), so
+    // none is needed; If-Range (not safelisted) would cost one per request.
+    const preflights = [...hub.log, ...cdn.log].filter((e) => e.method === "OPTIONS");
+    t.log(`preflights: ${preflights.length}${preflights.length ? ` (${preflights.map((e) => e.preflight).join("; ")})` : ""}; Range requests: ${cdn.log.filter((e) => e.range).length}`);
+    assert(preflights.length === 0, `${preflights.length} CORS preflight(s): the worker sent a header that is not CORS-safelisted`);
+    assert(!cdn.log.some((e) => e.ifRange), "a request carried If-Range");
+    const entries = await evaluate(b.page, () => window.StableDiffusion.cacheEntries({ sha256: true }), null, MIN, "cacheEntries");
+    const ue = entries.find((e) => e.url === `${model}unet/diffusion_pytorch_model.safetensors`);
+    t.log(`cache: ${entries.length} entries, all complete: ${entries.every((e) => e.complete)}; UNet ${ue ? `${ue.bytes} B, sha256 ${ue.sha256.slice(0, 16)}…` : "missing"}`);
+    assert(entries.every((e) => e.complete), `incomplete cache entries: ${JSON.stringify(entries.filter((e) => !e.complete))}`);
+    assert(ue && ue.bytes === unetSize && ue.sha256 === sha256File(path.join(MODEL, "unet/diffusion_pytorch_model.safetensors")), `the cached UNet is not the file: ${JSON.stringify(ue)}`);
+
+    // A second visit: everything from the cache, nothing asked of B or C.
+    hub.clearLog();
+    cdn.clearLog();
+    await b.page.reload();
+    await b.page.waitForFunction(() => window.e2e && window.e2e.ready, null, { timeout: MIN });
+    const again = await apiLoad(t, b.page, { model, variant: null, dtype: "f32" });
+    assert(hub.log.length === 0 && cdn.log.length === 0, `the second visit asked B ${hub.log.length} and C ${cdn.log.length} times:\n    ${fmtReqs(hub)}\n    ${fmtReqs(cdn)}`);
+    assert(again.progress.phases.includes("cache"), `phases ${JSON.stringify(again.progress.phases)} lack "cache"`);
+  } finally {
+    await hub.stop();
+    await cdn.stop();
+  }
+}, { timeoutMs: 6 * MIN });
+
+test("no_cors_host_fails_fast", async (t) => {
+  // A mirror without CORS headers: the browser hides every answer. The load must say so within
+  // seconds, with the way out (download the files, use the folder picker), not retry for minutes.
+  const bare = new TestServer({ mounts: { "/model/": MODEL } });
+  await bare.start();
+  try {
+    const b = await t.launch();
+    await openHarness(b.page, base());
+    const r = await evaluate(b.page, (o) => window.e2e.load(o), { model: `${bare.url}/model/`, variant: null, dtype: "f32" }, 2 * MIN, "load from a host without CORS");
+    t.log(`load from ${bare.url} (no CORS): ${r.ok ? "ok?!" : `${r.error.name}: ${r.error.message}`} after ${r.seconds?.toFixed(1)} s; ${bare.log.length} requests`);
+    assert(!r.ok, "the load from a host without CORS succeeded");
+    assert(/cross-origin/i.test(r.error.message) && /folder picker/i.test(r.error.message), `the message does not explain CORS and the folder picker: ${r.error.message}`);
+    assert(r.seconds < 10, `it took ${r.seconds.toFixed(1)} s to fail`);
+  } finally {
+    await bare.stop();
+  }
+}, { timeoutMs: 3 * MIN });
+
+test("throttling_host_retries", async (t) => {
+  // 429 and 5xx, with and without Retry-After (seconds and an HTTP date), on HEAD, small GETs
+  // and the weights: retried with backoff, waiting what Retry-After says; 404 fails at once,
+  // naming the file; and five failed loads leave no worker behind.
+  server.clearFaults();
+  try {
+    const b = await t.launch();
+    await openHarness(b.page, base());
+    // unet/config.json is the first file asked for: its Retry-After date is 5 s ahead then.
+    server.fail(/^\/model\/unet\/config\.json$/, [{ status: 504, retryAfter: new Date(Date.now() + 5000).toUTCString() }]);
+    server.fail(/^\/model\/unet\/diffusion_pytorch_model\.safetensors$/, [{ status: 429, retryAfter: "2" }, { status: 502 }]);
+    server.fail(/^\/model\/vae\/diffusion_pytorch_model\.safetensors$/, [{ status: 500 }, { status: 503 }]);
+    server.clearLog();
+    const load = await apiLoad(t, b.page, { model: "/model/", variant: null, dtype: "f32" }, 3 * MIN);
+    const injected = server.log.filter((e) => e.injected).map((e) => `${e.method} ${e.path} -> ${e.status}`);
+    const retries = load.progress.retries.map((r) => `${r.file}: ${r.error} (attempt ${r.attempt}, waited ${r.waitSeconds} s)`);
+    t.log(`injected: ${injected.join("; ")}\n    retries: ${retries.join("\n             ")}`);
+    assert(injected.length === 5, `${injected.length} injected answers were served, expected 5`);
+    for (const st of [429, 500, 502, 503, 504]) assert(load.progress.retries.some((r) => r.status === st), `no retry for HTTP ${st}`);
+    const r429 = load.progress.retries.find((r) => r.status === 429);
+    assert(r429.waitSeconds === 2, `Retry-After: 2 gave a wait of ${r429.waitSeconds} s`);
+    const r504 = load.progress.retries.find((r) => r.status === 504);
+    assert(r504.waitSeconds >= 2 && r504.waitSeconds <= 5, `Retry-After as an HTTP date (5 s ahead when set, whole seconds) gave a wait of ${r504.waitSeconds} s`);
+    const waited = load.progress.retries.reduce((a, r) => a + r.waitSeconds, 0);
+    assert(load.seconds >= waited, `the load took ${load.seconds} s, less than the ${waited} s of waits it reported`);
+
+    const failures = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await evaluate(b.page, (o) => window.e2e.load(o), { model: "/no-such-model/", variant: null, dtype: "f32" }, MIN, "load of a missing model");
+      failures.push(r);
+    }
+    const f = failures[0];
+    t.log(`missing model: ${f.ok ? "ok?!" : `${f.error.name}: ${f.error.message}`} in ${f.seconds?.toFixed(2)} s (5 tries: ${failures.map((x) => x.seconds?.toFixed(2)).join(", ")} s)`);
+    assert(failures.every((x) => !x.ok), "a load of a missing model succeeded");
+    assert(/unet\/config\.json/.test(f.error.message) && /404/.test(f.error.message), `the 404 message does not name the file: ${f.error.message}`);
+    assert(failures.every((x) => x.seconds < 3), `a 404 took ${Math.max(...failures.map((x) => x.seconds)).toFixed(1)} s to fail (retried?)`);
+    await sleep(500);
+    const workers = b.page.workers().map((w) => w.url());
+    t.log(`workers alive after 5 failed loads (and one good one, still loaded): ${workers.length} ${JSON.stringify(workers)}`);
+    assert(workers.length <= 1, `${workers.length} workers alive: failed loads left theirs running`);
+  } finally {
+    server.clearFaults();
+  }
+}, { timeoutMs: 4 * MIN });
+
+test("stale_cache_416_and_changed_file", async (t) => {
+  // (1) The cache holds every byte of the UNet but the tab died before marking it complete:
+  // the Range request from the end gets 416, and the load completes from the cache by itself.
+  // (2) The file changed on the server (other ETag) while a partial copy is cached: it is
+  // downloaded again from the start, never spliced onto the old prefix.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sd-e2e-model-"));
+  fs.cpSync(MODEL, dir, { recursive: true });
+  server.mount("/model-copy/", dir);
+  const rel = "unet/diffusion_pytorch_model.safetensors";
+  const unetPath = `/model-copy/${rel}`;
+  const file = path.join(dir, rel);
+  try {
+    const b = await t.launch();
+    await openHarness(b.page, base());
+    const opts = { model: "/model-copy/", variant: null, dtype: "f32" };
+    await apiLoad(t, b.page, opts);
+    const url = `${base()}${unetPath}`;
+    const size = fs.statSync(file).size;
+
+    await b.page.evaluate(() => window.e2e.sd.unload());
+    const e1 = await evaluate(b.page, ([u]) => window.e2e.editCacheEntry(u, { meta: { complete: false } }), [url], MIN, "mark the UNet incomplete");
+    t.log(`cache entry of the UNet marked incomplete (was ${JSON.stringify(e1.before)})`);
+    server.clearLog();
+    await apiLoad(t, b.page, opts);
+    const u1 = server.requests(unetPath);
+    t.log(`UNet requests: ${u1.map((e) => `${e.method} [${e.range}] -> ${e.status}, ${e.bytes} B`).join("; ")}`);
+    assert(u1.some((e) => e.status === 416 && e.range === `bytes=${size}-`), `no Range request from the end (bytes=${size}-) answered 416`);
+    assert(server.bytesSent(unetPath) === 0, `${server.bytesSent(unetPath)} UNet bytes were downloaded again`);
+    let entries = await evaluate(b.page, () => window.StableDiffusion.cacheEntries({ sha256: true }), null, MIN, "cacheEntries");
+    let e = entries.find((x) => x.url === url);
+    assert(e && e.complete && e.bytes === size && e.sha256 === sha256File(file), `after the 416: ${JSON.stringify(e)}`);
+
+    // (2) new content, same length, new mtime (so a new ETag); half of the old file cached.
+    await b.page.evaluate(() => window.e2e.sd.unload());
+    const buf = fs.readFileSync(file);
+    buf.fill(0, size - 4096);
+    fs.writeFileSync(file, buf);
+    const later = new Date(Date.now() + 5000);
+    fs.utimesSync(file, later, later);
+    const half = Math.floor(size / 2);
+    await evaluate(b.page, ([u, n]) => window.e2e.editCacheEntry(u, { meta: { complete: false }, keepBytes: n }), [url, half], MIN, "cut the cached UNet to half");
+    server.clearLog();
+    const load2 = await apiLoad(t, b.page, opts);
+    const u2 = server.requests(unetPath);
+    t.log(`UNet requests after the change: ${u2.map((x) => `${x.method} [${x.range}] -> ${x.status}, ${x.bytes} B`).join("; ")}; retries ${JSON.stringify(load2.progress.retries.map((r) => r.error))}`);
+    assert(u2.some((x) => x.range === `bytes=${half}-`), `the cached half was not offered for resuming (no bytes=${half}-)`);
+    assert(u2.some((x) => !x.range && x.method === "GET" && x.status === 200 && x.bytes === size), "the changed file was not downloaded again whole");
+    entries = await evaluate(b.page, () => window.StableDiffusion.cacheEntries({ sha256: true }), null, MIN, "cacheEntries");
+    e = entries.find((x) => x.url === url);
+    assert(e && e.complete && e.bytes === size && e.sha256 === sha256File(file), `after the change the cache holds ${JSON.stringify(e)}, not the new file (sha256 ${sha256File(file)})`);
+  } finally {
+    server.unmount("/model-copy/");
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, { timeoutMs: 5 * MIN });
+
+test("load_abort_keeps_the_cache", async (t) => {
+  // load({ signal }): aborted mid-download it rejects with AbortError at once, its worker
+  // ends, the bytes so far stay cached, and the next load continues from them.
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  const unetSize = fs.statSync(path.join(MODEL, "unet/diffusion_pytorch_model.safetensors")).size;
+  server.clearLog();
+  server.setThrottle(/^\/model\/unet\/.*\.safetensors$/, 1 << 20);
+  try {
+    await b.page.evaluate((o) => window.e2e.startLoad(o), { model: "/model/", variant: null, dtype: "f32", abortable: true });
+    await untilBytes(t, b.page, server, UNET, Math.ceil(0.3 * unetSize));
+    const t0 = Date.now();
+    await b.page.evaluate(() => window.e2e.abortLoad());
+    const r = await evaluate(b.page, () => window.e2e.waitLoad(), null, MIN, "the aborted load");
+    const ms = Date.now() - t0;
+    t.log(`aborted load: ${r.ok ? "resolved?!" : `${r.error.name} (DOMException ${r.error.isDOMException}): ${r.error.message}`} ${ms} ms after abort()`);
+    assert(!r.ok && r.error.name === "AbortError", `the aborted load ${r.ok ? "resolved" : `rejected with ${r.error.name}`}`);
+    assert(ms < 3000, `the abort took ${ms} ms`);
+    await waitFor(async () => b.page.workers().length === 0, { timeoutMs: 5000, intervalMs: 100, what: "the aborted load's worker to end" });
+  } finally {
+    server.clearThrottle();
+  }
+  const entries = await evaluate(b.page, () => window.StableDiffusion.cacheEntries(), null, MIN, "cacheEntries");
+  const e = entries.find((x) => x.url.endsWith(UNET));
+  t.log(`cached after the abort: UNet ${e ? `${e.bytes}/${e.total} bytes, complete ${e.complete}` : "nothing"}`);
+  assert(e && e.bytes > 0 && !e.complete, `the UNet's downloaded part was not kept: ${JSON.stringify(e)}`);
+  const kept = e.bytes;
+  server.clearLog();
+  await apiLoad(t, b.page, { model: "/model/", variant: null, dtype: "f32" });
+  const gets2 = server.requests(UNET).filter((x) => x.method === "GET");
+  t.log(`next load: ${gets2.map((x) => `[${x.range}] -> ${x.status}, ${x.bytes} B`).join("; ")}`);
+  assert(gets2.some((x) => x.range === `bytes=${kept}-` && x.status === 206), `the next load did not continue from the ${kept} cached bytes`);
+  assert(server.bytesSent(UNET) === unetSize - kept, `${server.bytesSent(UNET)} UNet bytes sent after the abort, expected ${unetSize - kept}`);
+}, { timeoutMs: 5 * MIN });
 
 test("quota_exceeded_offers_no_cache", async (t) => {
   // Browser storage too small for the model (1 MB quota for the origin, through the DevTools

@@ -14,6 +14,14 @@
 // ranges are ignored (200, full body: allowed by RFC 9110). If-Range (ETag or HTTP date) is
 // honoured: a mismatch serves the whole file with 200. If-None-Match -> 304. HEAD. 404/405/400.
 //
+// Hosts like Hugging Face's (tests of cross-origin loading):
+//   new TestServer({ cors: { origin: "*", expose: ["ETag", ...], allowHeaders: ["range"] } })
+//     adds Access-Control-Allow-Origin / -Expose-Headers to every answer and answers preflights
+//     (OPTIONS, logged with the headers they ask for in `preflight`);
+//   new TestServer({ redirect: (path) => url | null })  answers 302 Location: url (HEAD and GET);
+//   srv.fail(/re/, [{ status: 503 }, { status: 429, retryAfter: "2" }])  the next matching
+//     requests get these answers, one each, in order (then the file as usual).
+//
 // `bytes` in the log counts body bytes as they are handed to the kernel (write callbacks), so a
 // transfer cut by kill() counts only what was actually sent (plus at most one chunk in flight).
 
@@ -84,7 +92,7 @@ export class TestServer {
    * @param {Record<string,string>} [o.headers] extra response headers
    * @param {boolean} [o.quiet]
    */
-  constructor({ mounts = {}, port = 0, host = "127.0.0.1", virtual = {}, headers = {}, quiet = true } = {}) {
+  constructor({ mounts = {}, port = 0, host = "127.0.0.1", virtual = {}, headers = {}, quiet = true, cors = null, redirect = null } = {}) {
     this.mounts = new Map();
     for (const [p, d] of Object.entries(mounts)) this.mount(p, d);
     this.port = port;
@@ -95,6 +103,9 @@ export class TestServer {
     this.quiet = quiet;
     this.log = [];
     this.throttles = []; // [{ re, bps }]
+    this.cors = cors; // { origin, expose: [], allowHeaders: [] } or null (no CORS headers at all)
+    this.redirect = redirect; // (path) => URL string or null
+    this.faults = []; // [{ re, answers: [{ status, retryAfter }] }]
     this.sockets = new Set();
     this.server = null;
     this.nextId = 1;
@@ -119,6 +130,22 @@ export class TestServer {
   setThrottle(re, bps) {
     this.throttles = this.throttles.filter((t) => String(t.re) !== String(re));
     this.throttles.push({ re, bps });
+  }
+
+  /** The next requests whose path matches `re` get these answers, one each, in order. */
+  fail(re, answers) {
+    this.faults.push({ re, answers: answers.slice() });
+  }
+
+  clearFaults() {
+    this.faults = [];
+  }
+
+  corsHeaders() {
+    if (!this.cors) return {};
+    const h = { "Access-Control-Allow-Origin": this.cors.origin || "*" };
+    if (this.cors.expose?.length) h["Access-Control-Expose-Headers"] = this.cors.expose.join(", ");
+    return h;
   }
 
   clearThrottle(re) {
@@ -235,14 +262,41 @@ export class TestServer {
       entry.done = true;
     });
 
-    const common = { "Cache-Control": "no-store", ...this.headers };
+    const common = { "Cache-Control": "no-store", ...this.corsHeaders(), ...this.headers };
     const fail = (status, msg, extra = {}) => {
       entry.status = status;
       res.writeHead(status, { ...common, "Content-Type": "text/plain; charset=utf-8", ...extra });
       res.end(req.method === "HEAD" ? undefined : msg);
     };
 
+    if (req.method === "OPTIONS" && this.cors) {
+      // A CORS preflight: which request headers the browser asked to send.
+      entry.preflight = (req.headers["access-control-request-headers"] || "").toLowerCase();
+      entry.status = 204;
+      res.writeHead(204, {
+        ...common,
+        "Access-Control-Allow-Methods": "GET, HEAD",
+        "Access-Control-Allow-Headers": (this.cors.allowHeaders || []).join(", "),
+        "Access-Control-Max-Age": "0",
+      });
+      return res.end();
+    }
     if (req.method !== "GET" && req.method !== "HEAD") return fail(405, "method not allowed", { Allow: "GET, HEAD" });
+    const fault = this.faults.find((f) => f.re.test(p) && f.answers.length);
+    if (fault) {
+      const a = fault.answers.shift();
+      entry.injected = true;
+      return fail(a.status, `injected ${a.status}`, a.retryAfter != null ? { "Retry-After": String(a.retryAfter) } : {});
+    }
+    if (this.redirect) {
+      const to = this.redirect(p + u.search);
+      if (to) {
+        entry.status = 302;
+        entry.location = to;
+        res.writeHead(302, { ...common, Location: to, "Content-Length": "0" });
+        return res.end();
+      }
+    }
 
     let size, mtime, etag, type, source;
     if (this.virtual.has(p)) {

@@ -59,7 +59,7 @@ const e2e = {
 
   onProgress(p) {
     const q = {};
-    for (const k of ["phase", "file", "loaded", "total", "overallLoaded", "overallTotal", "bytesPerSecond", "etaSeconds", "attempt", "error", "wasmMemoryBytes"]) {
+    for (const k of ["phase", "file", "loaded", "total", "overallLoaded", "overallTotal", "bytesPerSecond", "etaSeconds", "attempt", "error", "status", "waitSeconds", "wasmMemoryBytes"]) {
       if (p[k] !== undefined) q[k] = p[k];
     }
     this.progressCount++;
@@ -96,14 +96,17 @@ const e2e = {
   },
 
   /** Starts StableDiffusion.load(opts) without waiting (poll loadState / await waitLoad()). */
-  startLoad(opts) {
+  startLoad({ abortable = false, ...opts } = {}) {
     if (!this.StableDiffusion) throw new Error("sd-webgpu.js did not import: " + this.importError);
     this.resetProgress();
     this.loadState = "loading";
     this.loadError = null;
+    this.loadSeconds = null;
+    this.loadAbort = abortable ? new AbortController() : null;
     const t0 = performance.now();
     this.loadPromise = this.StableDiffusion.load({
       ...opts,
+      ...(this.loadAbort ? { signal: this.loadAbort.signal } : {}),
       onProgress: (p) => this.onProgress(p),
       onDeviceLost: (m) => this.deviceLost.push(String(m)),
     }).then(
@@ -116,6 +119,7 @@ const e2e = {
       (e) => {
         this.loadState = "error";
         this.loadError = errInfo(e);
+        this.loadSeconds = (performance.now() - t0) / 1000;
         throw e;
       },
     );
@@ -127,7 +131,7 @@ const e2e = {
     try {
       await this.loadPromise;
     } catch (e) {
-      return { ok: false, error: errInfo(e), progress: this.progressSummary() };
+      return { ok: false, error: errInfo(e), seconds: this.loadSeconds, progress: this.progressSummary() };
     }
     const sd = this.sd;
     return {
@@ -138,6 +142,31 @@ const e2e = {
       adapter: sd.adapter,
       progress: this.progressSummary(),
     };
+  },
+
+  /** Aborts the load started with startLoad({ abortable: true }). */
+  abortLoad() {
+    this.loadAbort?.abort();
+    return !!this.loadAbort;
+  },
+
+  /** Rewrites the module's cache entry of `url` (Origin Private File System, same origin):
+   *  meta fields to change, and/or the cached bytes cut to `keepBytes`. */
+  async editCacheEntry(url, { meta = {}, keepBytes = null } = {}) {
+    const h = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(url));
+    const key = [...new Uint8Array(h).slice(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("sd-webgpu-cache");
+    const mh = await dir.getFileHandle(`${key}.json`);
+    const old = JSON.parse(await (await mh.getFile()).text());
+    const w = await mh.createWritable();
+    await w.write(JSON.stringify({ ...old, ...meta }));
+    await w.close();
+    if (keepBytes != null) {
+      const bw = await (await dir.getFileHandle(`${key}.bin`)).createWritable({ keepExistingData: true });
+      await bw.truncate(keepBytes);
+      await bw.close();
+    }
+    return { before: old, after: { ...old, ...meta } };
   },
 
   async load(opts) {

@@ -85,6 +85,22 @@ pub fn decode_png(bytes: &[u8], name: &str) -> Result<Rgb> {
 
 /// Largest image accepted as an img2img input (pixels per side).
 pub const MAX_INPUT_SIDE: u32 = 16384;
+/// Most pixels of an img2img input (a 40-megapixel photo, 8000×5000: ~480 MB as the f32 RGB
+/// the resize reads, inside wasm32's memory next to the model's working set).
+pub const MAX_INPUT_PIXELS: u64 = 40_000_000;
+/// Most output pixels of one generation, batch × width × height (16 images of 1024², 4 of
+/// 2048²): the images are read back and encoded in (wasm) memory at ~20 bytes per pixel.
+pub const MAX_OUTPUT_PIXELS: u64 = 16 * 1024 * 1024;
+
+/// Why an img2img input of `width`×`height` cannot be taken, if it cannot.
+pub fn input_size_problem(width: u64, height: u64) -> Option<String> {
+    let side = MAX_INPUT_SIDE as u64;
+    if width == 0 || height == 0 || width > side || height > side {
+        return Some(format!("the start image is {width}×{height}: it must be between 1 and {side} pixels on a side"));
+    }
+    let px = width * height;
+    (px > MAX_INPUT_PIXELS).then(|| format!("the start image is {width}×{height} ({:.1} megapixels): at most {} megapixels are taken; scale it down first", px as f64 / 1e6, MAX_INPUT_PIXELS / 1_000_000))
+}
 
 /// Decode a PNG or JPEG (any bit depth; alpha dropped) into [0, 1] RGB. The size is checked
 /// before the pixels are allocated.

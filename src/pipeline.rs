@@ -153,9 +153,11 @@ pub fn validate(sd: &StableDiffusion, p: &Params) -> Result<(usize, usize)> {
         return bad(format!("{w}×{h} is larger than 2048 pixels on a side"));
     }
     if let Some(img) = &p.init_image {
-        let max = crate::image::MAX_INPUT_SIDE as usize;
-        if img.width == 0 || img.height == 0 || img.width > max || img.height > max || img.data.len() != img.width * img.height * 3 {
-            return bad(format!("the init image is {}×{} ({} values); it must be between 1 and {max} pixels on a side", img.width, img.height, img.data.len()));
+        if let Some(why) = crate::image::input_size_problem(img.width as u64, img.height as u64) {
+            return bad(why);
+        }
+        if img.data.len() != img.width * img.height * 3 {
+            return bad(format!("the init image is {}×{} but has {} values (expected 3 per pixel)", img.width, img.height, img.data.len()));
         }
     }
     if p.steps == 0 || p.steps > 1000 {
@@ -166,6 +168,15 @@ pub fn validate(sd: &StableDiffusion, p: &Params) -> Result<(usize, usize)> {
     }
     if p.batch == 0 || p.batch > 16 {
         return bad(format!("batch must be between 1 and 16 (got {})", p.batch));
+    }
+    let out_px = (p.batch as u64) * (w as u64) * (h as u64);
+    if out_px > crate::image::MAX_OUTPUT_PIXELS {
+        return bad(format!(
+            "batch {} × {w}×{h} is {:.1} megapixels of output: at most {:.1} fit in memory for the readback (e.g. 16 images of 1024×1024 or 4 of 2048×2048); make fewer or smaller images",
+            p.batch,
+            out_px as f64 / 1e6,
+            crate::image::MAX_OUTPUT_PIXELS as f64 / 1e6
+        ));
     }
     if let Some(i) = p.batch_pos {
         if i == 0 || i > p.batch {

@@ -230,8 +230,9 @@ async fn run_batch_pos(name: &'static str, pos: usize, dtype: DType) {
     let fails = check(&format!("Real/{name}@batch_pos={pos}"), dtype, &s, &one, pos - 1);
     assert!(fails.is_empty(), "{}", fails.join("\n"));
 }
-// The last image of the real-config batch of 2, alone (f32), in both runners.
-gpu_test!(real_batch2_pos2_alone_f32, run_batch_pos("txt2img_batch2", 2, DType::F32));
+// The last image of the real-config batch of 2, alone (f32). In the browser CI checks
+// `batchPos` through the module instead (e2e batch2_matches_diffusers, 3 steps).
+native_test!(real_batch2_pos2_alone_f32, run_batch_pos("txt2img_batch2", 2, DType::F32));
 
 /// The tiny-sd15 table. Natively CI runs f32 and f16 storage of the cases that exercise
 /// something the real-config table below does not: img2img, no CFG at a non-square size,
@@ -263,10 +264,9 @@ macro_rules! golden_case {
 /// Natively: f32 for every case, f16 for the cases marked `f16` (the batch and the Unicode
 /// prompt); the other f16 twins are `#[ignore]`d with their reason
 /// (`cargo test --release --test pipeline -- --ignored` runs them: ~35 s each on lavapipe).
-/// In the browser CI runs the batch's second image alone (`real_batch2_pos2_alone_f32`
-/// above: Euler a, the default sampler, on the real config's grid, f32); the rest is
-/// `#[ignore]`d there and runs with `-- --include-ignored` as above. The e2e tests run the
-/// real-config batch, Unicode and long prompts through the module.
+/// In the browser every case is `#[ignore]`d in CI and runs with `-- --include-ignored` as
+/// above; the e2e tests run the real-config batch (and `batchPos` alone), Unicode and long
+/// prompts through the module.
 macro_rules! real_case {
     ($f32:ident, $f16:ident, $name:literal) => {
         native_test!($f32, run_case(Bundle::Real, $name, DType::F32));

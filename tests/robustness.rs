@@ -197,3 +197,33 @@ async fn memory_returns() {
     }
 }
 gpu_test!(gpu_memory_returns_to_the_weights, memory_returns());
+
+/// Sizes that cannot fit are clear errors before any work: the start image's side and
+/// megapixels (a 16385-pixel side, a 42-megapixel photo; checked before its pixels are
+/// looked at), and batch × width × height of output beyond what the readback can hold
+/// (sizes in multiples of the tiny model's 64).
+async fn size_limits() {
+    let gpu = common::gpu(true).await;
+    let sd = load_bytes(&gpu, DType::F32, &fp32_files());
+    let err = |p: &Params| match pipeline::validate(&sd, p) {
+        Ok(_) => panic!("{}×{} batch {} with init {:?} was accepted", p.width, p.height, p.batch, p.init_image.as_ref().map(|i| (i.width, i.height))),
+        Err(e) => e.to_string(),
+    };
+    let base = Params { prompt: "x".into(), steps: 1, width: 64, height: 64, ..Default::default() };
+    // No pixels at all: the size alone must be refused (a 42-megapixel f32 image would be 500 MB).
+    let huge = |w: usize, h: usize| Params { init_image: Some(Rgb { width: w, height: h, data: Vec::new() }), strength: 0.5, ..base.clone() };
+    for (p, want) in [
+        (huge(16_385, 1), "between 1 and 16384 pixels on a side"),
+        (huge(7_000, 6_000), "42.0 megapixels): at most 40 megapixels"),
+        (Params { batch: 16, width: 1024, height: 1088, ..base.clone() }, "17.8 megapixels of output: at most 16.8"),
+        (Params { batch: 5, width: 2048, height: 2048, ..base.clone() }, "21.0 megapixels of output"),
+    ] {
+        let e = err(&p);
+        log!("{}×{} batch {} init {:?}: {e}", p.width, p.height, p.batch, p.init_image.as_ref().map(|i| (i.width, i.height)));
+        assert!(e.contains(want), "error {e:?} does not say {want:?}");
+    }
+    for p in [Params { batch: 16, width: 1024, height: 1024, ..base.clone() }, Params { batch: 4, width: 2048, height: 2048, ..base.clone() }] {
+        assert!(pipeline::validate(&sd, &p).is_ok(), "batch {} of {}×{} (at the limit) was refused", p.batch, p.width, p.height);
+    }
+}
+gpu_test!(size_limits_are_clear_errors_before_any_work, size_limits());

@@ -181,6 +181,7 @@ async function load(source, { cache = true } = {}) {
   lastSource = source;
   busy = true;
   $("#no-cache").hidden = true;
+  $("#confirm-load").hidden = true;
   $("#model-info").textContent = "";
   setState("loading");
   message("Loading the model…");
@@ -493,7 +494,35 @@ async function main() {
     message(errorText(e), true);
     return;
   }
-  if (autoload) $("#load").click();
+  if (!autoload) return;
+  // A shared link may name any site: a model on another origin is downloaded (gigabytes, from
+  // a host the visitor did not choose) only after the visitor says so. Repo ids and models on
+  // this page's own origin load at once.
+  const host = foreignHost($("#model").value.trim());
+  if (!host) {
+    $("#load").click();
+    return;
+  }
+  setState("confirm");
+  message(`This link asks to download a model from ${host}, another site (about 2 GB for SD 1.5; it is then kept in the browser). Load it from there?`);
+  const ok = $("#confirm-load");
+  ok.textContent = `Load from ${host}`;
+  ok.hidden = false;
+  ok.onclick = () => {
+    ok.hidden = true;
+    $("#load").click();
+  };
+}
+
+// The host of a model URL on another origin than this page's, or null (repo id, same origin).
+function foreignHost(model) {
+  if (!model || /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(model)) return null; // a Hugging Face repo id
+  try {
+    const u = new URL(model, location.href); // also "//host/…" and relative URLs
+    return u.origin === location.origin ? null : u.host || u.origin;
+  } catch {
+    return null;
+  }
 }
 
 main();

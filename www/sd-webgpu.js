@@ -14,6 +14,7 @@ function abortError(message = "generation cancelled") {
 
 function toError(m) {
   if (m.name === "AbortError") return abortError(m.message);
+  if (m.name === "RangeError") return new RangeError(m.message);
   const e = new Error(m.message);
   e.name = m.name || "Error";
   return e;

@@ -112,6 +112,13 @@ pub fn shards_of_index(file: String, text: String) -> Result<Vec<String>, JsValu
 }
 
 /// Refuses pickle checkpoints by name (they can run code when loaded).
+/// The img2img input limits, for the worker to check an image before its pixels are copied:
+/// `{"maxSide": …, "maxPixels": …}`.
+#[wasm_bindgen(js_name = inputImageLimits)]
+pub fn input_image_limits() -> String {
+    format!(r#"{{"maxSide":{},"maxPixels":{}}}"#, crate::image::MAX_INPUT_SIDE, crate::image::MAX_INPUT_PIXELS)
+}
+
 #[wasm_bindgen(js_name = refusePickle)]
 pub fn refuse_pickle(file: String) -> Result<(), JsValue> {
     source::refuse_pickle(&file).map_err(|e| js_err(e.into()))
@@ -249,8 +256,11 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
     let d = Params::default();
     let init_image = match init_rgba {
         Some(px) => {
+            if let Some(why) = crate::image::input_size_problem(init_width as u64, init_height as u64) {
+                return Err(invalid(why));
+            }
             let (w, h) = (init_width as usize, init_height as usize);
-            if px.len() != w * h * 4 {
+            if Some(px.len()) != w.checked_mul(h).and_then(|n| n.checked_mul(4)) {
                 return Err(invalid(format!("init image: {} bytes for {w}×{h} RGBA", px.len())));
             }
             let data = px.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).map(|v| v as f32 / 255.0).collect();

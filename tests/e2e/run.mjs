@@ -12,12 +12,14 @@
 //   adapter_info                 WebGPU present; StableDiffusion.adapterInfo()
 //   api_generate_matches_golden  load (variant null, f32) + txt2img_ddim_3steps vs diffusers; a
 //                                1-step run kept as the reference of the later loads
-//   cancel_then_generate         AbortController at step 3 -> AbortError; then the 1-step run again
+//   cancel_then_generate         AbortController at step 1 of 10 -> AbortError; then the 1-step run again
 //   unicode_prompt_png           prompt with ’ “ ” — 東京 🙂: PNG "parameters" is iTXt (UTF-8), Latin-1 is tEXt
 //   api_option_errors            TypeErrors for batchPos outside 1..batch, resizeMode, vaeDtype
+//   api_size_limits              start image side / megapixels (before copying, a PNG before decoding),
+//                                batch × width × height of output: clear errors at once
 //   batch2_matches_diffusers     v2 real-config model at /model-real/: batch 2 vs diffusers' (3 steps),
-//                                batchPos / "Batch pos" in the PNGs, GPU memory returned (batchPos alone:
-//                                tests/pipeline.rs real_batch2_pos2_alone_f32, both runners)
+//                                batchPos / "Batch pos" in the PNGs, GPU memory returned; batchPos 2
+//                                alone = image 2 of the batch
 //   long_prompt_warning          84-token prompt: droppedTokens.prompt 9 + warning (API), #warnings (page)
 //   ui_img2img_any_size          the page: a 100x70 start image -> 128x64 inputs, "Resize and fill"
 //   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots; vs diffusers
@@ -32,9 +34,11 @@
 //   three_origin_redirect_host   page on A, model on B (302 to C), bytes on C with CORS: load, resume
 //                                after C dies, second visit fetches nothing; no CORS preflight
 //   no_cors_host_fails_fast      a host without CORS: a clear message within seconds
-//   throttling_host_retries      429 / 5xx with and without Retry-After; 404 at once; no leaked workers
+//   throttling_host_retries      404 at once, 5 failed loads leave no worker; 429 / 5xx with and without
+//                                Retry-After; then exactly one worker
 //   stale_cache_416_and_changed_file  416 for complete-but-unmarked bytes; a changed file re-downloaded
 //   load_abort_keeps_the_cache   load({ signal }) aborted: AbortError, worker ends, bytes kept, resumed
+//   url_model_on_another_origin_asks_first  ?model=<other origin>&autoload=1 waits for the visitor
 //   quota_exceeded_offers_no_cache  a 1 MB quota: the page offers to continue without caching
 //   webgpu_missing_message       Chromium with --disable-features=WebGPU: the page's error message
 //
@@ -431,11 +435,11 @@ test("api_generate_matches_golden", async (t) => {
 test("cancel_then_generate", async (t) => {
   const g = G();
   const b = await loadedApiPage(t);
-  const cancelled = await apiGenerate(t, b.page, { ...g.options, preview: true }, { abortAfter: 3 });
+  const cancelled = await apiGenerate(t, b.page, { ...g.options, preview: true }, { abortAfter: 1 });
   t.log(`cancelled run: ${cancelled.ok ? "resolved" : `rejected ${cancelled.error.name} (DOMException ${cancelled.error.isDOMException}): ${cancelled.error.message}`} after ${cancelled.steps.length} steps, ${cancelled.seconds.toFixed(1)} s`);
-  assert(!cancelled.ok, "generate resolved although it was aborted at step 3");
+  assert(!cancelled.ok, "generate resolved although it was aborted at step 1");
   assert(cancelled.error.name === "AbortError", `rejected with ${cancelled.error.name}: ${cancelled.error.message}, expected AbortError`);
-  assert(cancelled.steps.length >= 3 && cancelled.steps.length < g.case.steps, `onStep called ${cancelled.steps.length} times`);
+  assert(cancelled.steps.length >= 1 && cancelled.steps.length < g.case.steps, `onStep called ${cancelled.steps.length} times`);
   await checkAgainstFirstLoad(t, b.page, "after the cancel");
   shared.api = t.keep(b);
 });
@@ -505,6 +509,69 @@ test("api_option_errors", async (t) => {
   shared.api = t.keep(b);
 }, { timeoutMs: 3 * MIN });
 
+test("api_size_limits", async (t) => {
+  // Sizes that cannot fit are refused at once with a clear message: a start image's side or
+  // megapixels (checked before its pixels are copied; a PNG or JPEG before it is decoded), and
+  // batch × width × height beyond what the readback holds.
+  const b = await loadedApiPage(t);
+  const r = await evaluate(b.page, async () => {
+    const sd = window.e2e.sd;
+    const attempt = async (f) => {
+      const t0 = performance.now();
+      try {
+        await f();
+        return { rejected: false };
+      } catch (e) {
+        return { rejected: true, name: e.name, rangeError: e instanceof RangeError, message: e.message, ms: performance.now() - t0 };
+      }
+    };
+    // A PNG whose header says 30000×30000 (decoded that would be 3.6 GB of RGBA).
+    const crc = (bytes) => {
+      let c = ~0;
+      for (const x of bytes) {
+        c ^= x;
+        for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
+      }
+      return ~c >>> 0;
+    };
+    const chunk = (type, data) => {
+      const body = new Uint8Array([...new TextEncoder().encode(type), ...data]);
+      const out = new Uint8Array(12 + data.length);
+      const dv = new DataView(out.buffer);
+      dv.setUint32(0, data.length);
+      out.set(body, 4);
+      dv.setUint32(8 + data.length, crc(body));
+      return out;
+    };
+    const ihdr = new Uint8Array(13);
+    new DataView(ihdr.buffer).setUint32(0, 30000);
+    new DataView(ihdr.buffer).setUint32(4, 30000);
+    ihdr.set([8, 2, 0, 0, 0], 8);
+    const bomb = new Blob([new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", ihdr), chunk("IEND", new Uint8Array(0))], { type: "image/png" });
+    const base = { prompt: "x", steps: 1, width: 64, height: 64, preview: false };
+    return {
+      "initImage 16385×1 (ImageData)": await attempt(() => sd.generate({ ...base, initImage: new ImageData(16385, 1) })),
+      "initImage 7000×6000 (ImageData, 42 MP)": await attempt(() => sd.generate({ ...base, initImage: new ImageData(7000, 6000) })),
+      "initImage PNG header 30000×30000": await attempt(() => sd.generate({ ...base, initImage: bomb })),
+      "batch 5 × 2048×2048": await attempt(() => sd.generate({ ...base, batch: 5, width: 2048, height: 2048 })),
+    };
+  }, null, 2 * MIN, "size limits");
+  for (const [what, x] of Object.entries(r)) t.log(`${what}: ${x.rejected ? `${x.name} in ${x.ms.toFixed(0)} ms: ${x.message}` : "resolved"}`);
+  const want = {
+    "initImage 16385×1 (ImageData)": /16385×1: it must be between 1 and 16384 pixels on a side/,
+    "initImage 7000×6000 (ImageData, 42 MP)": /42\.0 megapixels\): at most 40 megapixels/,
+    "initImage PNG header 30000×30000": /30000×30000/,
+    "batch 5 × 2048×2048": /21\.0 megapixels of output/,
+  };
+  for (const [what, re] of Object.entries(want)) {
+    const x = r[what];
+    assert(x.rejected && re.test(x.message), `${what}: ${x.rejected ? `message ${JSON.stringify(x.message)} lacks ${re}` : "was accepted"}`);
+    assert(x.ms < 5000, `${what}: took ${x.ms.toFixed(0)} ms to refuse`);
+  }
+  for (const what of Object.keys(want).filter((w) => w.startsWith("initImage"))) assert(r[what].rangeError, `${what}: rejected with ${r[what].name}, expected a RangeError`);
+  shared.api = t.keep(b);
+}, { timeoutMs: 3 * MIN });
+
 /** A browser with the v2 real-config model loaded through the API (f32, full-precision files). */
 async function realApiPage(t) {
   if (shared.real) {
@@ -557,6 +624,19 @@ test("batch2_matches_diffusers", async (t) => {
   assert(cross.mean > 0.05, `the two images of the batch are (nearly) the same: ${cross.mean}`);
   const st = await apiStats(b.page);
   checkMemoryReturned(t, st0, st, "after the batch");
+
+  // batchPos 2 alone: only that image, the same as in the whole batch (A1111's "Batch pos: 1").
+  const one = await apiGenerate(t, b.page, { ...g.options, batchPos: 2, preview: false }, {}, 10 * MIN);
+  assert(one.ok, () => `batchPos 2 rejected: ${one.error.name}: ${one.error.message}`);
+  assert(one.images.length === 1 && one.images[0].batchPos === 2, `batchPos 2 gave ${one.images.length} image(s), batchPos ${one.images[0]?.batchPos}`);
+  let maxDiff = 0;
+  const px = one.images[0].pixels, whole = gen.images[1].pixels;
+  for (let i = 0; i < px.length; i++) if (i % 4 !== 3) maxDiff = Math.max(maxDiff, Math.abs(px[i] - whole[i]));
+  const c2 = compareImage(px, g, 1);
+  t.log(`batchPos 2 alone: ${one.seconds.toFixed(1)} s; vs image 2 of the batch max |diff| ${maxDiff}/255; vs diffusers' image 2: ${fmtCompare(c2)}`);
+  assert(maxDiff <= 1, `batchPos 2 differs from image 2 of the whole batch by up to ${maxDiff}/255`);
+  assert(c2.mean <= API_TOL, `batchPos 2 vs diffusers' image 2: mean error ${c2.mean.toExponential(3)} > ${API_TOL}`);
+  assert(decodePng(one.images[0].png).text.parameters.includes(`Batch size: ${g.batch}, Batch pos: 1`), "batchPos 2: the PNG lacks \"Batch size: 2, Batch pos: 1\"");
 
   shared.real = t.keep(b);
 }, { timeoutMs: 25 * MIN });
@@ -1013,13 +1093,25 @@ test("no_cors_host_fails_fast", async (t) => {
 }, { timeoutMs: 3 * MIN });
 
 test("throttling_host_retries", async (t) => {
-  // 429 and 5xx, with and without Retry-After (seconds and an HTTP date), on HEAD, small GETs
-  // and the weights: retried with backoff, waiting what Retry-After says; 404 fails at once,
-  // naming the file; and five failed loads leave no worker behind.
+  // A 404 fails at once, naming the file, and five failed loads in a row leave no worker behind;
+  // then 429 and 5xx, with and without Retry-After (seconds and an HTTP date), on HEAD, small
+  // GETs and the weights: retried with backoff, waiting what Retry-After says; after the good
+  // load exactly one worker exists.
   server.clearFaults();
   try {
     const b = await t.launch();
     await openHarness(b.page, base());
+    const failures = [];
+    for (let i = 0; i < 5; i++) {
+      failures.push(await evaluate(b.page, (o) => window.e2e.load(o), { model: "/no-such-model/", variant: null, dtype: "f32" }, MIN, "load of a missing model"));
+    }
+    const f = failures[0];
+    t.log(`missing model: ${f.ok ? "ok?!" : `${f.error.name}: ${f.error.message}`} (5 tries: ${failures.map((x) => x.seconds?.toFixed(2)).join(", ")} s)`);
+    assert(failures.every((x) => !x.ok), "a load of a missing model succeeded");
+    assert(/unet\/config\.json/.test(f.error.message) && /404/.test(f.error.message), `the 404 message does not name the file: ${f.error.message}`);
+    assert(failures.every((x) => x.seconds < 3), `a 404 took ${Math.max(...failures.map((x) => x.seconds)).toFixed(1)} s to fail (retried?)`);
+    await waitFor(async () => b.page.workers().length === 0, { timeoutMs: 5000, intervalMs: 100, what: `the failed loads' workers to end (${b.page.workers().length} alive)` });
+
     // unet/config.json is the first file asked for: its Retry-After date is 5 s ahead then.
     server.fail(/^\/model\/unet\/config\.json$/, [{ status: 504, retryAfter: new Date(Date.now() + 5000).toUTCString() }]);
     server.fail(/^\/model\/unet\/diffusion_pytorch_model\.safetensors$/, [{ status: 429, retryAfter: "2" }, { status: 502 }]);
@@ -1037,21 +1129,9 @@ test("throttling_host_retries", async (t) => {
     assert(r504.waitSeconds >= 2 && r504.waitSeconds <= 5, `Retry-After as an HTTP date (5 s ahead when set, whole seconds) gave a wait of ${r504.waitSeconds} s`);
     const waited = load.progress.retries.reduce((a, r) => a + r.waitSeconds, 0);
     assert(load.seconds >= waited, `the load took ${load.seconds} s, less than the ${waited} s of waits it reported`);
-
-    const failures = [];
-    for (let i = 0; i < 5; i++) {
-      const r = await evaluate(b.page, (o) => window.e2e.load(o), { model: "/no-such-model/", variant: null, dtype: "f32" }, MIN, "load of a missing model");
-      failures.push(r);
-    }
-    const f = failures[0];
-    t.log(`missing model: ${f.ok ? "ok?!" : `${f.error.name}: ${f.error.message}`} in ${f.seconds?.toFixed(2)} s (5 tries: ${failures.map((x) => x.seconds?.toFixed(2)).join(", ")} s)`);
-    assert(failures.every((x) => !x.ok), "a load of a missing model succeeded");
-    assert(/unet\/config\.json/.test(f.error.message) && /404/.test(f.error.message), `the 404 message does not name the file: ${f.error.message}`);
-    assert(failures.every((x) => x.seconds < 3), `a 404 took ${Math.max(...failures.map((x) => x.seconds)).toFixed(1)} s to fail (retried?)`);
-    await sleep(500);
     const workers = b.page.workers().map((w) => w.url());
-    t.log(`workers alive after 5 failed loads (and one good one, still loaded): ${workers.length} ${JSON.stringify(workers)}`);
-    assert(workers.length <= 1, `${workers.length} workers alive: failed loads left theirs running`);
+    t.log(`workers after 5 failed loads and a good one: ${workers.length} ${JSON.stringify(workers)}`);
+    assert(workers.length === 1, `${workers.length} workers alive after 5 failed loads and a good one, expected 1`);
   } finally {
     server.clearFaults();
   }
@@ -1147,6 +1227,33 @@ test("load_abort_keeps_the_cache", async (t) => {
   assert(gets2.some((x) => x.range === `bytes=${kept}-` && x.status === 206), `the next load did not continue from the ${kept} cached bytes`);
   assert(server.bytesSent(UNET) === unetSize - kept, `${server.bytesSent(UNET)} UNet bytes sent after the abort, expected ${unetSize - kept}`);
 }, { timeoutMs: 5 * MIN });
+
+test("url_model_on_another_origin_asks_first", async (t) => {
+  // index.html?model=<URL on another origin>&autoload=1 (a shared link): nothing is fetched
+  // from that host until the visitor agrees; then it loads.
+  const cdn = new TestServer({ mounts: { "/model/": MODEL }, cors: { origin: "*", expose: EXPOSE, allowHeaders: [] } });
+  await cdn.start();
+  try {
+    const b = await t.launch();
+    const page = b.page;
+    const model = `${cdn.url}/model/`;
+    await page.goto(`${base()}/index.html?model=${encodeURIComponent(model)}&variant=none&dtype=f32&autoload=1`);
+    const st = await waitForState(page, ["confirm", "loading", "ready", "error"], MIN);
+    const text = await page.textContent("#message");
+    t.log(`state "${st}"; #message ${JSON.stringify(text)}; button ${JSON.stringify(await page.textContent("#confirm-load"))}`);
+    assert(st === "confirm", `the page went to "${st}" without asking`);
+    assert(text.includes(new URL(model).host), `the question does not name the host: ${text}`);
+    await sleep(1500);
+    assert(cdn.log.length === 0, `${cdn.log.length} requests to the other host before the visitor agreed:\n    ${fmtReqs(cdn)}`);
+    await page.click("#confirm-load");
+    const end = await waitForState(page, ["ready", "error"], 3 * MIN);
+    t.log(`after "Load from …": state "${end}", ${cdn.log.length} requests to ${cdn.url}; #message ${JSON.stringify(await page.textContent("#message"))}`);
+    assert(end === "ready", `the load after agreeing ended in "${end}"`);
+    assert(cdn.log.length > 0, "nothing was fetched from the other host");
+  } finally {
+    await cdn.stop();
+  }
+}, { timeoutMs: 4 * MIN });
 
 test("quota_exceeded_offers_no_cache", async (t) => {
   // Browser storage too small for the model (1 MB quota for the origin, through the DevTools

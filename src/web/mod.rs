@@ -111,7 +111,6 @@ pub fn shards_of_index(file: String, text: String) -> Result<Vec<String>, JsValu
     source::shards_of_index(&file, &text).map_err(|e| js_err(e.into()))
 }
 
-/// Refuses pickle checkpoints by name (they can run code when loaded).
 /// The img2img input limits, for the worker to check an image before its pixels are copied:
 /// `{"maxSide": …, "maxPixels": …}`.
 #[wasm_bindgen(js_name = inputImageLimits)]
@@ -119,6 +118,7 @@ pub fn input_image_limits() -> String {
     format!(r#"{{"maxSide":{},"maxPixels":{}}}"#, crate::image::MAX_INPUT_SIDE, crate::image::MAX_INPUT_PIXELS)
 }
 
+/// Refuses pickle checkpoints by name (they can run code when loaded).
 #[wasm_bindgen(js_name = refusePickle)]
 pub fn refuse_pickle(file: String) -> Result<(), JsValue> {
     source::refuse_pickle(&file).map_err(|e| js_err(e.into()))

@@ -1,7 +1,8 @@
 // Elementwise ops. Map kernels: y[i] = compute(i), y is the output.
 //   unary:  x: [n]                     -> y: [n]
 //           op 0 copy (also casts f32<->f16), 1 SiLU, 2 GELU(erf), 3 QuickGELU,
-//           4 affine alpha*x + beta, 5 clamp to [alpha, beta], 6 fill with beta (x unread)
+//           4 affine alpha*x + beta, 5 clamp to [alpha, beta], 6 fill with beta (x unread),
+//           7 ReLU, 8 soft clamp alpha * tanh(x / alpha)
 //   binary: a: [n], b: [n / broadcast] -> y: [n]
 //           b index = (i / inner) % mid + (i / (inner * mid)) * outer_stride
 //           (same shape: inner 1, mid n, outer_stride 0; bias [C] over [N,C,HW]:
@@ -22,6 +23,9 @@ fn compute(i: u32) -> f32 {
     }
     if (P.op == 5u) {
         return clamp(v, P.alpha, P.beta);
+    }
+    if (P.op == 8u) {
+        return P.alpha * tanh_f32(v / P.alpha);
     }
     return apply_act(v, P.op);
 }

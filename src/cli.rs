@@ -37,6 +37,35 @@ enum SamplerArg {
     EulerA,
     #[value(name = "dpmpp_2m_karras")]
     DpmPP2mKarras,
+    Lcm,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SpacingArg {
+    Leading,
+    Linspace,
+    Trailing,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PredictionArg {
+    Epsilon,
+    #[value(name = "v_prediction")]
+    VPrediction,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FamilyArg {
+    Sd15,
+    Sd2,
+    #[value(name = "sd-turbo")]
+    SdTurbo,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DecoderArg {
+    Vae,
+    Tiny,
 }
 
 impl SamplerArg {
@@ -48,6 +77,7 @@ impl SamplerArg {
             SamplerArg::Euler => "euler",
             SamplerArg::EulerA => "euler_a",
             SamplerArg::DpmPP2mKarras => "dpmpp_2m_karras",
+            SamplerArg::Lcm => "lcm",
         }
     }
 }
@@ -64,19 +94,36 @@ struct GenerateArgs {
     /// What to steer away from (empty by default).
     #[arg(long)]
     negative_prompt: Option<String>,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
-    /// Classifier-free guidance scale (≤ 1 disables guidance and halves the work).
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f64,
+    /// Denoising steps (default: the model's: 20; SD-Turbo 1; LCM 4).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Classifier-free guidance scale (≤ 1 disables guidance and halves the work; default
+    /// the model's: 7.5; SD-Turbo 0; LCM-distilled UNets 8 (as their w embedding), LCM 1).
+    #[arg(long)]
+    guidance: Option<f64>,
     /// Random seed (same seed and settings as diffusers ⇒ same image). Random when omitted.
     #[arg(long)]
     seed: Option<u64>,
-    #[arg(long, value_enum, default_value_t = SamplerArg::EulerA)]
-    sampler: SamplerArg,
-    /// Image width in pixels, a multiple of 64 (default 512; img2img: the init image's width
-    /// rounded to a multiple of 64).
+    /// Sampler (default: the model's: euler_a; SD-Turbo euler; LCM lcm).
+    #[arg(long, value_enum)]
+    sampler: Option<SamplerArg>,
+    /// Override the model's scheduler config: how timesteps are spread (diffusers' timestep_spacing).
+    #[arg(long, value_enum)]
+    timestep_spacing: Option<SpacingArg>,
+    /// Override the model's scheduler config: what the UNet predicts (diffusers' prediction_type).
+    #[arg(long, value_enum)]
+    prediction_type: Option<PredictionArg>,
+    /// A tiny autoencoder (TAESD): a diffusers AutoencoderTiny folder (e.g. madebyollin/taesd)
+    /// or madebyollin's taesd_encoder.safetensors + taesd_decoder.safetensors (the folder or
+    /// either file). It then decodes the image and encodes the img2img start (--decoder vae:
+    /// the model's VAE still does).
+    #[arg(long)]
+    tiny_vae: Option<std::path::PathBuf>,
+    /// What decodes the latents: the model's VAE, or the tiny VAE (default with --tiny-vae).
+    #[arg(long, value_enum)]
+    decoder: Option<DecoderArg>,
+    /// Image width in pixels, a multiple of 64 (default: the model's, 512 for SD-1.5, 768
+    /// for SD-2.1-768; img2img: the init image's width rounded to a multiple of 64).
     #[arg(long)]
     width: Option<usize>,
     /// Image height in pixels, a multiple of 64 (default 512; img2img: the init image's
@@ -132,9 +179,27 @@ enum Cmd {
         /// A diffusers folder whose config.json files to use (default: SD-1.5).
         #[arg(long)]
         model: Option<std::path::PathBuf>,
-        /// Steps of the whole generation that is planned.
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
+        /// Steps of the whole generation that is planned (default: the family's: 20, SD-Turbo 1).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Guidance of the planned generation (> 1: CFG, UNet batch 2; default: the family's:
+        /// 7.5, SD-Turbo 0).
+        #[arg(long)]
+        guidance: Option<f64>,
+        /// Synthetic full-size shapes of this family (ignored with --model): SD-1.5, SD-2.1
+        /// (768² by default), SD-Turbo (SD-2.1 shapes at 512², 1 step, no CFG).
+        #[arg(long, value_enum)]
+        family: Option<FamilyArg>,
+        /// Decode with a tiny VAE (TAESD, madebyollin/taesd's shapes) instead of the VAE.
+        #[arg(long)]
+        tiny_vae: bool,
+        /// Free the text encoder's weights after encoding (re-streamed from the browser's
+        /// cache when the prompt changes); lowers the peak by their size.
+        #[arg(long)]
+        evict_text_encoder: bool,
+        /// Print JSON (the only output format; accepted for scripts).
+        #[arg(long)]
+        json: bool,
         /// Images per prompt of the planned generation.
         #[arg(long, default_value_t = 1)]
         batch: usize,
@@ -213,17 +278,32 @@ async fn run(cli: Cli) -> crate::Result<()> {
     match cli.cmd {
         Cmd::Generate(a) => return generate(a).await,
         Cmd::Bench(a) => return crate::bench::run(a).await,
-        Cmd::Plan { size, dtype, model, steps, batch, img2img } => {
+        Cmd::Plan { size, dtype, model, steps, guidance, family, tiny_vae, evict_text_encoder, json: _, batch, img2img } => {
             if size == 0 || size % 64 != 0 {
                 return Err(crate::Error::Unsupported { op: "plan", detail: format!("--size {size} must be a positive multiple of 64") });
             }
+            let fam = match family {
+                Some(FamilyArg::Sd2) => crate::plan::PlanFamily::Sd2,
+                Some(FamilyArg::SdTurbo) => crate::plan::PlanFamily::SdTurbo,
+                Some(FamilyArg::Sd15) | None => crate::plan::PlanFamily::Sd15,
+            };
             let cfg = match model {
                 Some(dir) => crate::model::read_configs(&dir)?,
-                None => crate::model::Configs::default(),
+                None => fam.configs(),
             };
+            let (d_steps, d_guidance, d_sampler) = fam.defaults();
             let init_image = img2img.then(|| crate::image::Rgb { width: size, height: size, data: vec![0.5; size * size * 3] });
-            let gen = crate::pipeline::Params { steps, batch, init_image, ..Default::default() };
-            let r = crate::plan::plan_with(&cfg, size, size, dt(dtype), &gen).await?;
+            let gen = crate::pipeline::Params {
+                steps: steps.unwrap_or(d_steps),
+                guidance_scale: guidance.unwrap_or(d_guidance),
+                sampler: d_sampler.into(),
+                batch,
+                init_image,
+                decoder: if tiny_vae { crate::pipeline::Decoder::Tiny } else { crate::pipeline::Decoder::Vae },
+                ..Default::default()
+            };
+            let opts = crate::plan::PlanOptions { family: fam, tiny_vae, evict_text_encoder };
+            let r = crate::plan::plan_family(&cfg, size, size, dt(dtype), &gen, &opts).await?;
             println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             return Ok(());
         }
@@ -360,7 +440,7 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     });
     let (src, tok, sched) = if a.model.is_dir() {
         let tdir = a.model.join("tokenizer");
-        let tcfg = read_opt(&tdir.join("tokenizer_config.json"));
+        let tcfg = crate::tokenizer::merged_tokenizer_config(read_opt(&tdir.join("tokenizer_config.json")).as_deref(), read_opt(&tdir.join("special_tokens_map.json")).as_deref())?;
         let tok = if let Some(j) = read_opt(&tdir.join("tokenizer.json")) {
             ClipTokenizer::from_tokenizer_json(&j, tcfg.as_deref())?
         } else {
@@ -372,20 +452,47 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
         let variant = if a.no_variant { None } else { Some("fp16".to_string()) };
         (Source::Diffusers { dir: a.model.clone(), variant }, tok, sched)
     } else {
-        (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd15()?, None)
+        if crate::model::single_file_is_sd2(&a.model)? {
+            eprintln!("SD-2.x single-file checkpoint (OpenCLIP text encoder): SD-2.1's configs and scheduler (v-prediction; --prediction-type epsilon for 512² base models)");
+            (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
+        } else {
+            (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd15()?, None)
+        }
     };
-    let sd = StableDiffusion::load_components(&gpu, &src, dtypes, &crate::model::COMPONENTS, &[])?;
+    let mut sd = StableDiffusion::load_components(&gpu, &src, dtypes, &crate::model::COMPONENTS, &[])?;
     for w in &sd.warnings {
         eprintln!("warning: {w}");
     }
-    let (dw, dh) = crate::pipeline::default_size(&sd, init_image.as_ref());
+    if let Some(t) = &a.tiny_vae {
+        sd.tiny_vae = Some(crate::model::taesd::TinyVae::load(&gpu, t, dtypes.vae)?);
+    }
+    let decoder = match (a.decoder, a.tiny_vae.is_some()) {
+        (Some(DecoderArg::Vae), _) | (None, false) => crate::pipeline::Decoder::Vae,
+        (Some(DecoderArg::Tiny), _) | (None, true) => crate::pipeline::Decoder::Tiny,
+    };
+    let model_name = a.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let defaults = crate::pipeline::model_defaults(&sd, sched.as_deref(), &model_name);
+    let (dw, dh) = match init_image.as_ref() {
+        Some(_) => crate::pipeline::default_size(&sd, init_image.as_ref()),
+        None => (defaults.width, defaults.height),
+    };
     let params = crate::pipeline::Params {
         prompt: a.prompt.clone(),
         negative_prompt: a.negative_prompt.clone(),
-        steps: a.steps,
-        guidance_scale: a.guidance,
+        steps: a.steps.unwrap_or(defaults.steps),
+        guidance_scale: a.guidance.unwrap_or(defaults.guidance_scale),
         seed,
-        sampler: a.sampler.name().into(),
+        sampler: a.sampler.map(|s| s.name()).unwrap_or(defaults.sampler).into(),
+        decoder,
+        timestep_spacing: a.timestep_spacing.map(|s| match s {
+            SpacingArg::Leading => crate::schedulers::Spacing::Leading,
+            SpacingArg::Linspace => crate::schedulers::Spacing::Linspace,
+            SpacingArg::Trailing => crate::schedulers::Spacing::Trailing,
+        }),
+        prediction_type: a.prediction_type.map(|p| match p {
+            PredictionArg::Epsilon => crate::schedulers::Prediction::Epsilon,
+            PredictionArg::VPrediction => crate::schedulers::Prediction::VPrediction,
+        }),
         width: a.width.unwrap_or(dw),
         height: a.height.unwrap_or(dh),
         batch: a.batch,
@@ -399,6 +506,16 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
         },
     };
     crate::pipeline::validate(&sd, &params)?;
+    eprintln!(
+        "model family {} (defaults: {} steps, guidance {}, {}, {}×{}); decoder {}",
+        defaults.family.name(),
+        defaults.steps,
+        defaults.guidance_scale,
+        defaults.sampler,
+        defaults.width,
+        defaults.height,
+        params.decoder.name()
+    );
     eprintln!(
         "loaded {} ({} tensors, {:.2} GiB, {} storage, on {}) in {:.1} s",
         a.model.display(),
@@ -430,7 +547,6 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     for w in &out.warnings {
         eprintln!("warning: {w}");
     }
-    let model_name = a.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let mut failed = Vec::new();
     for (img, &pos) in out.images.iter().zip(&out.batch_positions) {
         let path = if out.images.len() == 1 {

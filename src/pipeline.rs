@@ -10,7 +10,7 @@ use crate::model::nn::Ctx;
 use crate::model::StableDiffusion;
 use crate::ops::{self, Term as OpTerm};
 use crate::rng::TorchRng;
-use crate::schedulers::{self, Combo, Term};
+use crate::schedulers::{self, Combo, Prediction, Spacing, Term};
 use crate::tokenizer::ClipTokenizer;
 
 /// What to generate.
@@ -40,6 +40,39 @@ pub struct Params {
     pub strength: f64,
     /// How the init image is fitted to width × height.
     pub resize_mode: ResizeMode,
+    /// What makes the image from the latents (and the img2img start latents from the init
+    /// image): the model's VAE, or the tiny VAE (TAESD) loaded beside it.
+    pub decoder: Decoder,
+    /// Power users: the model's scheduler config with `timestep_spacing` replaced.
+    pub timestep_spacing: Option<Spacing>,
+    /// Power users: the model's scheduler config with `prediction_type` replaced.
+    pub prediction_type: Option<Prediction>,
+}
+
+/// The decoder of a generation ([`Params::decoder`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Decoder {
+    /// The model's AutoencoderKL.
+    #[default]
+    Vae,
+    /// The tiny autoencoder (TAESD) loaded with [`StableDiffusion::tiny_vae`].
+    Tiny,
+}
+
+impl Decoder {
+    pub fn parse(s: &str) -> Option<Decoder> {
+        match s {
+            "vae" | "full" => Some(Decoder::Vae),
+            "tiny" | "taesd" => Some(Decoder::Tiny),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Decoder::Vae => "vae",
+            Decoder::Tiny => "tiny",
+        }
+    }
 }
 
 impl Default for Params {
@@ -58,6 +91,9 @@ impl Default for Params {
             init_image: None,
             strength: 0.75,
             resize_mode: ResizeMode::Crop,
+            decoder: Decoder::Vae,
+            timestep_spacing: None,
+            prediction_type: None,
         }
     }
 }
@@ -67,11 +103,90 @@ pub fn size_multiple(sd: &StableDiffusion) -> usize {
     8usize << sd.cfg.unet.downsamplings()
 }
 
-/// The output size when none is asked for: 512×512, or for img2img the init image's size
-/// rounded to the nearest multiple of [`size_multiple`].
+/// What a model is, as far as its defaults go ([`model_defaults`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// SD 1.x (CLIP ViT-L text encoder, quick_gelu).
+    Sd15,
+    /// SD 2.x (OpenCLIP ViT-H as CLIPTextModel: `hidden_act` gelu), 512² or 768² models.
+    Sd2,
+    /// SD-Turbo and other few-step distilled models: the scheduler config uses `trailing`
+    /// spacing with EulerDiscreteScheduler (stabilityai/sd-turbo's file), or the name says turbo.
+    Turbo,
+    /// Latent consistency models: an LCM-distilled UNet (`time_cond_proj_dim`) or a model
+    /// whose scheduler is `LCMScheduler`.
+    Lcm,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sd15 => "sd15",
+            Family::Sd2 => "sd2",
+            Family::Turbo => "sd-turbo",
+            Family::Lcm => "lcm",
+        }
+    }
+}
+
+/// The settings a model's own documentation gives when the user gives none.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ModelDefaults {
+    pub family: Family,
+    pub steps: usize,
+    pub guidance_scale: f64,
+    pub sampler: &'static str,
+    pub width: usize,
+    pub height: usize,
+    /// The model ignores the negative prompt at its default guidance (no CFG).
+    pub negative_prompt_used: bool,
+    /// `prediction_type` of the scheduler config.
+    pub prediction_type: &'static str,
+}
+
+/// Per-model defaults, from what the configs (and the folder or repo name, `name`) say:
+/// SD-Turbo: 1 step, guidance 0, 512², Euler (its shipped EulerDiscreteScheduler); LCM: 4
+/// steps, the `lcm` sampler, guidance 8 for an LCM-distilled UNet (w embedding) and 1
+/// otherwise; SD 1.x / 2.x: 20 steps, guidance 7.5, Euler a; the size is the UNet's
+/// `sample_size` × the VAE factor (512² for SD-1.5 and SD-2.1-base, 768² for SD-2.1).
+pub fn model_defaults(sd: &StableDiffusion, scheduler_config: Option<&str>, name: &str) -> ModelDefaults {
+    let sched: serde_json::Value = scheduler_config.and_then(|j| serde_json::from_str(j).ok()).unwrap_or(serde_json::Value::Null);
+    let class = sched.get("_class_name").and_then(|v| v.as_str()).unwrap_or("");
+    let spacing = sched.get("timestep_spacing").and_then(|v| v.as_str()).unwrap_or("");
+    let prediction = if sched.get("prediction_type").and_then(|v| v.as_str()) == Some("v_prediction") { "v_prediction" } else { "epsilon" };
+    let lower = name.to_ascii_lowercase();
+    let vf = 1usize << (sd.cfg.vae.block_out_channels.len().max(1) - 1);
+    let side = sd.cfg.unet.sample_size * vf;
+    let family = if sd.cfg.unet.time_cond_proj_dim.is_some() || class == "LCMScheduler" || lower.contains("lcm") {
+        Family::Lcm
+    } else if lower.contains("turbo") || (spacing == "trailing" && class == "EulerDiscreteScheduler") {
+        Family::Turbo
+    } else if sd.cfg.clip.hidden_act == "gelu" {
+        Family::Sd2
+    } else {
+        Family::Sd15
+    };
+    let (steps, guidance_scale, sampler) = match family {
+        Family::Turbo => (1, 0.0, "euler"),
+        Family::Lcm if sd.cfg.unet.time_cond_proj_dim.is_some() => (4, 8.0, "lcm"),
+        Family::Lcm => (4, 1.0, "lcm"),
+        _ => (20, 7.5, "euler_a"),
+    };
+    let negative_prompt_used = guidance_scale > 1.0 && sd.cfg.unet.time_cond_proj_dim.is_none();
+    ModelDefaults { family, steps, guidance_scale, sampler, width: side, height: side, negative_prompt_used, prediction_type: prediction }
+}
+
+/// The output size when none is asked for: the model's (its UNet's `sample_size` × the VAE
+/// factor: 512×512 for SD-1.5), or for img2img the init image's size rounded to the nearest
+/// multiple of [`size_multiple`].
 pub fn default_size(sd: &StableDiffusion, init_image: Option<&Rgb>) -> (usize, usize) {
     match init_image {
-        None => (512, 512),
+        None => {
+            let vf = 1usize << (sd.cfg.vae.block_out_channels.len().max(1) - 1);
+            let side = (sd.cfg.unet.sample_size * vf).max(size_multiple(sd));
+            (side, side)
+        }
         Some(img) => {
             let m = size_multiple(sd);
             (crate::image::round_to_multiple(img.width, m), crate::image::round_to_multiple(img.height, m))
@@ -85,14 +200,15 @@ pub struct Progress<'a> {
     pub steps: usize,
     /// The current latents [batch, 4, h, w] (f32, on the GPU) for a preview.
     pub latents: &'a Tensor,
-    /// The first image's latents as they entered this step, mapped to RGB, when
-    /// [`RunOptions::preview`] asked for it (read back while the step runs, so the loop
-    /// never waits for a readback of its newest latents).
+    /// When [`RunOptions::preview`] asked for it: with a tiny VAE loaded, the first image's
+    /// denoised estimate (x₀) of the previous step decoded by TAESD at full size; otherwise
+    /// the first image's latents as they entered this step, mapped to RGB at latent size.
+    /// Read back while the next step runs, so the loop never waits for its newest work.
     pub preview: Option<Preview>,
 }
 
-/// A cheap look at the latents: a fixed linear map of the 4 latent channels to RGB at
-/// latent resolution (no VAE), RGBA 8-bit.
+/// A look at the image being made, RGBA 8-bit: a fixed linear map of the 4 latent channels
+/// at latent resolution, or the TAESD decode of x₀ at full size.
 #[derive(Clone, Debug)]
 pub struct Preview {
     pub width: usize,
@@ -138,6 +254,8 @@ pub struct Output {
     pub warnings: Vec<String>,
     /// The f16 VAE overflowed and the image was decoded again with the VAE in f32.
     pub vae_upcast: bool,
+    /// The decoder that made the images.
+    pub decoder: Decoder,
 }
 
 /// Checks the parameters against the model; the message says what to change. Returns the
@@ -189,6 +307,15 @@ pub fn validate(sd: &StableDiffusion, p: &Params) -> Result<(usize, usize)> {
     if !schedulers::SAMPLERS.contains(&p.sampler.as_str()) {
         return bad(format!("unknown sampler `{}`; use one of {}", p.sampler, schedulers::SAMPLERS.join(", ")));
     }
+    if p.decoder == Decoder::Tiny {
+        match &sd.tiny_vae {
+            None => return bad("the tiny decoder (TAESD) was asked for but none is loaded (--tiny-vae / load({ tinyVae }))".into()),
+            Some(t) if t.cfg.latent_channels != sd.cfg.vae.latent_channels => {
+                return bad(format!("the tiny VAE has {} latent channels but this model has {}", t.cfg.latent_channels, sd.cfg.vae.latent_channels))
+            }
+            _ => {}
+        }
+    }
     if sd.cfg.unet.in_channels != sd.cfg.vae.latent_channels {
         return bad(format!("the UNet takes {} input channels but the VAE makes {} latent channels (inpainting models are not supported yet)", sd.cfg.unet.in_channels, sd.cfg.vae.latent_channels));
     }
@@ -225,11 +352,87 @@ pub async fn generate(
     generate_with(gpu, sd, tok, scheduler_config, p, &RunOptions::default(), on_step).await
 }
 
+/// The text encoder's output for a generation: [negative × b, prompt × b] with CFG, else
+/// [prompt × b], in the UNet's storage type ([`encode_text`]).
+pub struct TextStates {
+    states: Tensor,
+    /// Prompt tokens beyond CLIP's 77 that were dropped (prompt, negative prompt).
+    pub dropped_tokens: (usize, usize),
+    key: (String, Option<String>, usize, bool),
+}
+
+impl TextStates {
+    /// Whether these states serve a generation of `p` (same prompts, images and guidance mode).
+    pub fn is_for(&self, sd: &StableDiffusion, p: &Params) -> bool {
+        self.key == (p.prompt.clone(), p.negative_prompt.clone(), images_made(p).0, uses_cfg(sd, p))
+    }
+}
+
+/// Whether the generation `p` runs classifier-free guidance on `sd` (guidance > 1, and not an
+/// LCM-distilled UNet, whose guidance is an embedding: diffusers' LatentConsistencyModelPipeline).
+pub fn uses_cfg(sd: &StableDiffusion, p: &Params) -> bool {
+    p.guidance_scale > 1.0 && sd.cfg.unet.time_cond_proj_dim.is_none()
+}
+
+fn images_made(p: &Params) -> (usize, usize) {
+    match p.batch_pos {
+        Some(i) => (1, i - 1),
+        None => (p.batch, 0),
+    }
+}
+
+/// Run the text encoder for `p` (the first phase of [`generate_with`]). With the states in
+/// hand the text encoder's weights may be freed ([`StableDiffusion::evict_text_encoder`]) before
+/// [`generate_from_text`] runs the rest, which lowers the peak by their size.
+pub fn encode_text(gpu: &Gpu, sd: &StableDiffusion, tok: &ClipTokenizer, p: &Params) -> Result<TextStates> {
+    validate(sd, p)?;
+    let c = sd.ctx(gpu);
+    let (b, _) = images_made(p);
+    let cfg = uses_cfg(sd, p);
+    gpu.trim_pool();
+    gpu.reset_peak();
+    let pos = tok.encode(&p.prompt)?;
+    let neg = tok.encode(p.negative_prompt.as_deref().unwrap_or(""))?;
+    let mut ids: Vec<u32> = Vec::new();
+    if cfg {
+        for _ in 0..b {
+            ids.extend(&neg.ids);
+        }
+    }
+    for _ in 0..b {
+        ids.extend(&pos.ids);
+    }
+    let rows = ids.len() / pos.ids.len();
+    let ids_t = gpu.upload_u32(&[rows, pos.ids.len()], &ids)?;
+    let text = sd.clip.forward(&c, &ids_t)?;
+    let states = if text.dtype() != sd.dtypes.unet { ops::cast(gpu, &text, sd.dtypes.unet)? } else { text };
+    gpu.trim_pool();
+    Ok(TextStates { states, dropped_tokens: (pos.dropped_tokens, neg.dropped_tokens), key: (p.prompt.clone(), p.negative_prompt.clone(), b, cfg) })
+}
+
 /// [`generate`] with run options (live preview).
 pub async fn generate_with(
     gpu: &Gpu,
     sd: &StableDiffusion,
     tok: &ClipTokenizer,
+    scheduler_config: Option<&str>,
+    p: &Params,
+    run: &RunOptions,
+    on_step: &mut dyn FnMut(Progress) -> bool,
+) -> Result<Output> {
+    let text = encode_text(gpu, sd, tok, p)?;
+    let out = generate_from_text(gpu, sd, &text, scheduler_config, p, run, on_step).await;
+    // The text states go back to the pool here: trim so that only the weights stay held.
+    drop(text);
+    gpu.trim_pool();
+    out
+}
+
+/// Everything after the text encoder ([`encode_text`] made `text` for these parameters).
+pub async fn generate_from_text(
+    gpu: &Gpu,
+    sd: &StableDiffusion,
+    text_states: &TextStates,
     scheduler_config: Option<&str>,
     p: &Params,
     run: &RunOptions,
@@ -241,11 +444,12 @@ pub async fn generate_with(
     let dt = dts.unet;
     // The images made: the whole batch, or the one at batch_pos (its random draws are the
     // same slices of the same draws as in the whole batch).
-    let (b, first) = match p.batch_pos {
-        Some(i) => (1, i - 1),
-        None => (p.batch, 0),
-    };
-    let cfg = p.guidance_scale > 1.0;
+    let (b, first) = images_made(p);
+    let lcm_w = sd.cfg.unet.time_cond_proj_dim;
+    let cfg = uses_cfg(sd, p);
+    if text_states.key != (p.prompt.clone(), p.negative_prompt.clone(), b, cfg) {
+        return Err(Error::Invalid("the text states were encoded for other prompts or another batch".into()));
+    }
     let lc = sd.cfg.vae.latent_channels;
     let vf = 1usize << (sd.cfg.vae.block_out_channels.len() - 1);
     let (lh, lw) = (h / vf, w / vf);
@@ -256,38 +460,14 @@ pub async fn generate_with(
         let all = rng.randn(p.batch * per);
         all[first * per..(first + b) * per].to_vec()
     };
-    // Every generation starts from the weights alone and measures its own peak; the pool is
-    // trimmed between the phases (text encoder → [VAE encode →] denoising loop → VAE), so
-    // memory used for one size or batch is returned before the next phase or generation.
-    gpu.trim_pool();
-    gpu.reset_peak();
-
-    // Text states: [negative × b, prompt × b] with guidance, else [prompt × b].
-    let pos = tok.encode(&p.prompt)?;
-    let neg = tok.encode(p.negative_prompt.as_deref().unwrap_or(""))?;
-    let text = {
-        let mut ids: Vec<u32> = Vec::new();
-        if cfg {
-            for _ in 0..b {
-                ids.extend(&neg.ids);
-            }
-        }
-        for _ in 0..b {
-            ids.extend(&pos.ids);
-        }
-        let rows = ids.len() / pos.ids.len();
-        let ids_t = gpu.upload_u32(&[rows, pos.ids.len()], &ids)?;
-        let text = sd.clip.forward(&c, &ids_t)?;
-        if text.dtype() != dt {
-            ops::cast(gpu, &text, dt)?
-        } else {
-            text
-        }
-    };
-    gpu.trim_pool();
+    // Every generation measures its own peak from the text encoder on ([`encode_text`] resets
+    // it); the pool is trimmed between the phases (text encoder → [VAE encode →] denoising loop
+    // → VAE), so memory used for one size or batch is returned before the next phase.
+    let text = text_states.states.clone();
 
     let mut rng = TorchRng::new(p.seed);
-    let mut s = schedulers::from_config(&p.sampler, scheduler_config, p.steps)?;
+    let overrides = schedulers::Overrides { timestep_spacing: p.timestep_spacing, prediction_type: p.prediction_type };
+    let mut s = schedulers::from_config_with(&p.sampler, scheduler_config, p.steps, &overrides)?;
     let timesteps: Vec<f64> = s.timesteps().to_vec();
 
     // Initial latents (f32 on the GPU for the whole loop).
@@ -306,12 +486,20 @@ pub async fn generate_with(
                     chw[ch * h * w + i] = 2.0 * px[ch] - 1.0;
                 }
             }
-            let init = {
-                let x = gpu.upload(&[1, 3, h, w], dts.vae, &chw)?;
-                // Tiled when an untiled encode would need a buffer beyond the binding limit.
-                let (mean, logvar) = sd.vae.encode_auto(&c, &x, gpu.max_binding())?;
-                let n1 = gpu.upload(&[1, lc, lh, lw], dts.vae, &rng.randn(per))?;
-                ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)?
+            let init = match (p.decoder, &sd.tiny_vae) {
+                // TAESD: latents = encode(x).latents · scaling_factor; no random draw.
+                (Decoder::Tiny, Some(tiny)) => {
+                    let x = gpu.upload(&[1, 3, h, w], tiny.dtype, &chw)?;
+                    let z = tiny.encode(gpu, &x)?;
+                    ops::affine(gpu, &z, tiny.cfg.scaling_factor, 0.0)?
+                }
+                _ => {
+                    let x = gpu.upload(&[1, 3, h, w], dts.vae, &chw)?;
+                    // Tiled when an untiled encode would need a buffer beyond the binding limit.
+                    let (mean, logvar) = sd.vae.encode_auto(&c, &x, gpu.max_binding())?;
+                    let n1 = gpu.upload(&[1, lc, lh, lw], dts.vae, &rng.randn(per))?;
+                    ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)?
+                }
             };
             let mut init_b = init.clone();
             for _ in 1..b {
@@ -331,11 +519,25 @@ pub async fn generate_with(
     // Timestep tensors for every step, made before the loop.
     let ub = if cfg { 2 * b } else { b };
     let t_tensors: Vec<Tensor> = timesteps[begin..].iter().map(|&t| gpu.upload(&[ub], DType::F32, &vec![t as f32; ub])).collect::<Result<_>>()?;
+    // LCM: w = guidance − 1 as a sinusoidal embedding, one row per image.
+    let w_cond = match lcm_w {
+        Some(d) => {
+            let row = guidance_embedding(p.guidance_scale - 1.0, d);
+            Some(gpu.upload(&[ub, d], DType::F32, &row.repeat(ub))?)
+        }
+        None => None,
+    };
+    // TAESD previews of x₀ when a tiny VAE is loaded and its decode fits the binding limit.
+    let tiny_preview = match &sd.tiny_vae {
+        Some(t) if run.preview => t.fits(1, h, w, gpu.max_binding()),
+        _ => false,
+    };
+    let mut tiny_read: Option<crate::gpu::Readback> = None;
     let mut slots: Vec<Option<Tensor>> = vec![None; s.slots()];
     let total = timesteps.len() - begin;
     gpu.flush()?;
     // The latents entering the next step, on their way back for the preview.
-    let mut preview_read = if run.preview { Some(gpu.read_later(&latents)?) } else { None };
+    let mut preview_read = if run.preview && !tiny_preview { Some(gpu.read_later(&latents)?) } else { None };
     for (k, i) in (begin..timesteps.len()).enumerate() {
         let scale = s.scale_model_input(i);
         let x_in = ops::lincomb(gpu, &[OpTerm { t: &latents, offset: 0, coef: scale }], &lshape, dt)?;
@@ -345,7 +547,7 @@ pub async fn generate_with(
         } else {
             x_in
         };
-        let out = sd.unet.forward(&c, &x_in, &t_tensors[k], &text)?;
+        let out = sd.unet.forward_cond(&c, &x_in, &t_tensors[k], &text, w_cond.as_ref())?;
         drop(x_in);
         let eps = if cfg {
             let g = p.guidance_scale;
@@ -354,6 +556,16 @@ pub async fn generate_with(
             ops::cast(gpu, &out, DType::F32)?
         };
         drop(out);
+        // The preview's x₀ of image 0, decoded by TAESD (read back after the step is submitted).
+        let tiny_img = match (&sd.tiny_vae, tiny_preview) {
+            (Some(tiny), true) => {
+                // Terms start at offset 0: the combination over [1, c, h, w] is image 0's.
+                let terms = combo_terms(&s.denoised(i), &latents, &eps, &slots, None)?;
+                let x0 = ops::lincomb(gpu, &terms, &[1, lc, lh, lw], tiny.dtype)?;
+                Some(tiny.decode(gpu, &x0)?)
+            }
+            _ => None,
+        };
         let plan = s.step(i);
         let noise = if plan.uses_noise { Some(gpu.upload(&lshape, DType::F32, &draw(&mut rng))?) } else { None };
         let mut stored = Vec::new();
@@ -387,15 +599,28 @@ pub async fn generate_with(
                 }
                 Some(p)
             }
-            None => None,
+            None => match tiny_read.take() {
+                Some(r) => Some(image_preview(&r.f32().await?, h, w)),
+                None => None,
+            },
+        };
+        // The x₀ of this step comes with the next step's progress (read while it runs); the
+        // last step's is read at once (the loop is over: nothing waits for it).
+        let preview = match tiny_img {
+            Some(img) if k + 1 == total => Some(image_preview(&gpu.read_later(&img)?.f32().await?, h, w)),
+            Some(img) => {
+                tiny_read = Some(gpu.read_later(&img)?);
+                preview
+            }
+            None => preview,
         };
         if !on_step(Progress { step: k + 1, steps: total, latents: &latents, preview }) {
-            drop((slots, text, t_tensors));
+            drop((slots, text, t_tensors, w_cond, tiny_read));
             gpu.trim_pool();
             return Err(Error::Cancelled);
         }
     }
-    drop((slots, text, t_tensors, preview_read));
+    drop((slots, text, t_tensors, preview_read, tiny_read, w_cond));
 
     let lat = gpu.read(&latents).await?;
     if let Some(i) = lat.iter().position(|v| !v.is_finite()) {
@@ -410,8 +635,24 @@ pub async fn generate_with(
     gpu.trim_pool();
     let mut warnings = Vec::new();
     let mut vae_upcast = false;
-    let mut px = decode_pixels(gpu, sd, &c, &latents, dts.vae).await?;
-    if let Some(i) = px.iter().position(|v| !v.is_finite()) {
+    let mut decoder = Decoder::Vae;
+    let mut px = Vec::new();
+    if let (Decoder::Tiny, Some(tiny)) = (p.decoder, &sd.tiny_vae) {
+        if tiny.fits(1, h, w, gpu.max_binding()) {
+            px = decode_tiny_pixels(gpu, tiny, &latents, b, [lc, lh, lw]).await?;
+            if let Some(i) = px.iter().position(|v| !v.is_finite()) {
+                gpu.trim_pool();
+                return Err(Error::NonFinite(format!("the tiny VAE (TAESD) decode produced non-finite pixels ({} at index {i}): its weights may be broken", px[i])));
+            }
+            decoder = Decoder::Tiny;
+        } else {
+            warnings.push(format!("{w}×{h} is too large for the tiny VAE (TAESD) within this GPU's buffer limit, so the image was decoded by the full VAE"));
+        }
+    }
+    if decoder == Decoder::Vae {
+        px = decode_pixels(gpu, sd, &c, &latents, dts.vae).await?;
+    }
+    if let Some(i) = px.iter().position(|v| !v.is_finite()).filter(|_| decoder == Decoder::Vae) {
         let first_bad = px[i];
         if dts.vae == DType::F32 {
             gpu.trim_pool();
@@ -458,10 +699,55 @@ pub async fn generate_with(
         images,
         batch_positions: (first..first + b).collect(),
         latents: lat,
-        dropped_tokens: (pos.dropped_tokens, neg.dropped_tokens),
+        dropped_tokens: text_states.dropped_tokens,
         warnings,
         vae_upcast,
+        decoder,
     })
+}
+
+/// diffusers' `LatentConsistencyModelPipeline.get_guidance_scale_embedding` (float32): for
+/// w·1000 the `[sin, cos]` of `exp(−ln(10000)·k / (half − 1))`, k < half, zero-padded to `dim`.
+pub fn guidance_embedding(w: f64, dim: usize) -> Vec<f32> {
+    let half = dim / 2;
+    let w = (w * 1000.0) as f32;
+    let step = 10000f32.ln() / (half.max(2) - 1) as f32;
+    let mut out = vec![0f32; dim];
+    for k in 0..half {
+        let a = w * (k as f32 * -step).exp();
+        out[k] = a.sin();
+        out[half + k] = a.cos();
+    }
+    out
+}
+
+/// RGBA 8-bit of image 0 of `px` [B, 3, H, W] in [−1, 1] (as diffusers' postprocess).
+fn image_preview(px: &[f32], h: usize, w: usize) -> Preview {
+    let hw = h * w;
+    let mut rgba = vec![255u8; hw * 4];
+    for i in 0..hw {
+        for c in 0..3 {
+            let v = px.get(c * hw + i).copied().unwrap_or(0.0);
+            rgba[i * 4 + c] = ((v * 0.5 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+    }
+    Preview { width: w, height: h, rgba }
+}
+
+/// The TAESD decode of `latents` [b, c, h, w] (f32), one image at a time, read back as f32
+/// [b, 3, H, W] (not clamped).
+async fn decode_tiny_pixels(gpu: &Gpu, tiny: &crate::model::taesd::TinyVae, latents: &Tensor, b: usize, [lc, lh, lw]: [usize; 3]) -> Result<Vec<f32>> {
+    let per = lc * lh * lw;
+    let mut out = Vec::new();
+    for i in 0..b {
+        let z = ops::lincomb(gpu, &[OpTerm { t: latents, offset: i * per, coef: 1.0 / tiny.cfg.scaling_factor as f64 }], &[1, lc, lh, lw], tiny.dtype)?;
+        let img = tiny.decode(gpu, &z)?;
+        drop(z);
+        out.extend(gpu.read(&img).await?);
+        drop(img);
+        gpu.trim_pool();
+    }
+    Ok(out)
 }
 
 /// The VAE decode of `latents` [B, 4, h, w] (f32) with the VAE weights of `c` stored as `dt`,
@@ -484,6 +770,7 @@ pub fn a1111_parameters(p: &Params, seed: u64, model: &str, batch_pos: usize) ->
         "euler" => "Euler",
         "euler_a" => "Euler a",
         "dpmpp_2m_karras" => "DPM++ 2M Karras",
+        "lcm" => "LCM",
         other => other,
     };
     let mut s = p.prompt.clone();
@@ -493,6 +780,9 @@ pub fn a1111_parameters(p: &Params, seed: u64, model: &str, batch_pos: usize) ->
     s.push_str(&format!("\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {seed}, Size: {}x{}, Model: {model}", p.steps, p.guidance_scale, p.width, p.height));
     if p.batch > 1 {
         s.push_str(&format!(", Batch size: {}, Batch pos: {batch_pos}", p.batch));
+    }
+    if p.decoder == Decoder::Tiny {
+        s.push_str(", VAE: TAESD");
     }
     if let Some(img) = &p.init_image {
         s.push_str(&format!(", Denoising strength: {}", p.strength));

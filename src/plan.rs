@@ -165,3 +165,135 @@ pub async fn plan_with(cfg: &Configs, height: usize, width: usize, dtype: DType,
         generation,
     })
 }
+
+/// The model families `sd-webgpu plan --family` knows, with synthetic full-size shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlanFamily {
+    /// stable-diffusion-v1-5.
+    Sd15,
+    /// stabilityai/stable-diffusion-2-1 (OpenCLIP ViT-H text encoder, 23 layers, 1024 wide;
+    /// UNet with linear projections, head dim 64, cross-attention 1024; 768²).
+    Sd2,
+    /// stabilityai/sd-turbo: SD-2.1 shapes at 512², 1 step, guidance 0, Euler (trailing).
+    SdTurbo,
+}
+
+impl PlanFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            PlanFamily::Sd15 => "sd15",
+            PlanFamily::Sd2 => "sd2",
+            PlanFamily::SdTurbo => "sd-turbo",
+        }
+    }
+    /// The configs of the family's real repo (the fields that set shapes).
+    pub fn configs(self) -> Configs {
+        match self {
+            PlanFamily::Sd15 => Configs::default(),
+            PlanFamily::Sd2 => Configs::sd21(),
+            PlanFamily::SdTurbo => {
+                let mut c = Configs::sd21();
+                c.unet.upcast_attention = None;
+                c.unet.sample_size = 64;
+                c
+            }
+        }
+    }
+    /// (steps, guidance, sampler) of a default generation.
+    pub fn defaults(self) -> (usize, f64, &'static str) {
+        match self {
+            PlanFamily::SdTurbo => (1, 0.0, "euler"),
+            _ => (20, 7.5, "euler_a"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    pub family: PlanFamily,
+    /// Plan with a TAESD (madebyollin/taesd shapes) loaded beside the model.
+    pub tiny_vae: bool,
+    /// Free the text encoder's weights after encoding.
+    pub evict_text_encoder: bool,
+}
+
+/// One whole generation of a family, planned: what `plan --family … --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct FamilyPlan {
+    pub family: &'static str,
+    pub size: [usize; 2],
+    pub dtype: &'static str,
+    pub steps: usize,
+    pub guidance: f64,
+    pub sampler: String,
+    pub decoder: &'static str,
+    pub evict_text_encoder: bool,
+    /// Floating-point operations of the whole generation per image (matmuls, convolutions
+    /// and attention, counted from their shapes).
+    pub flops_per_image: f64,
+    /// GPU dispatches of the whole generation per image.
+    pub dispatches_per_image: f64,
+    /// Highest total of GPU buffers (weights included) during the generation.
+    pub peak_bytes: u64,
+    pub peak_gib: f64,
+    pub weights_bytes: u64,
+    pub weights_bytes_text_encoder: u64,
+    pub weights_bytes_tiny_vae: u64,
+    pub max_buffer_bytes: u64,
+    /// The binding limit planned under (WebGPU's default).
+    pub max_binding_bytes: u64,
+}
+
+/// Plan the generation `p` at `height`×`width` of a model `cfg` (a [`PlanFamily`]'s
+/// configs or a folder's) on a planning GPU under WebGPU's default binding limit: the real
+/// pipeline code, every allocation and dispatch counted, nothing run.
+pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DType, p: &Params, o: &PlanOptions) -> crate::Result<FamilyPlan> {
+    let p = Params { width, height, ..p.clone() };
+    let max_binding = 128u64 << 20;
+    let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(max_binding), ..Default::default() }).await?;
+    let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
+    let mut sd = StableDiffusion::new(&gpu, cfg.clone(), dtype, weights, Vec::new())?;
+    let mut tiny_bytes = 0;
+    if o.tiny_vae {
+        let tcfg = crate::model::config::TinyVaeConfig::default();
+        let mut w = Weights::default();
+        for s in crate::model::taesd::TinyVae::specs(&tcfg) {
+            let t = gpu.empty(&s.shape, dtype)?;
+            tiny_bytes += t.bytes();
+            w.insert(s.name, t);
+        }
+        sd.tiny_vae = Some(crate::model::taesd::TinyVae::new(tcfg, dtype, w));
+    }
+    let te_bytes = component_bytes(&sd.weights, cfg, dtype, "text_encoder");
+    let tok = crate::tokenizer::ClipTokenizer::sd15()?;
+    let s0 = gpu.pool_stats();
+    let text = crate::pipeline::encode_text(&gpu, &sd, &tok, &p)?;
+    if o.evict_text_encoder {
+        sd.evict_text_encoder(&gpu);
+    }
+    let run = crate::pipeline::RunOptions { preview: o.tiny_vae };
+    crate::pipeline::generate_from_text(&gpu, &sd, &text, None, &p, &run, &mut |_| true).await?;
+    drop(text);
+    let s1 = gpu.pool_stats();
+    let images = p.batch_pos.map(|_| 1).unwrap_or(p.batch) as f64;
+    Ok(FamilyPlan {
+        family: o.family.name(),
+        size: [height, width],
+        dtype: dtype.name(),
+        steps: p.steps,
+        guidance: p.guidance_scale,
+        sampler: p.sampler.clone(),
+        decoder: p.decoder.name(),
+        evict_text_encoder: o.evict_text_encoder,
+        flops_per_image: (s1.flops - s0.flops) / images,
+        dispatches_per_image: (s1.dispatches - s0.dispatches) as f64 / images,
+        peak_bytes: s1.peak_bytes,
+        peak_gib: s1.peak_bytes as f64 / (1u64 << 30) as f64,
+        weights_bytes: s0.total_bytes,
+        weights_bytes_text_encoder: te_bytes,
+        weights_bytes_tiny_vae: tiny_bytes,
+        max_buffer_bytes: s1.max_buffer_bytes,
+        max_binding_bytes: max_binding,
+    })
+}

@@ -8,6 +8,7 @@ pub fn act(v: f64, a: Act) -> f64 {
         Act::Silu => v / (1.0 + (-v).exp()),
         Act::Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
         Act::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
+        Act::Relu => v.max(0.0),
     }
 }
 
@@ -296,6 +297,11 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, sq: usize, sk: usize
         }
     }
     o
+}
+
+/// `m · tanh(x / m)`.
+pub fn soft_clamp(x: &[f32], m: f32) -> Vec<f32> {
+    x.iter().map(|&v| (m as f64 * (v as f64 / m as f64).tanh()) as f32).collect()
 }
 
 pub fn clamp(x: &[f32], lo: f32, hi: f32) -> Vec<f32> {

@@ -136,12 +136,15 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
     match kernel {
         "unary" => {
             let (x, xv) = c.input(&[1001, 999], -6.0, 6.0)?;
-            for (name, a) in [("silu", Act::Silu), ("gelu", Act::Gelu), ("quick_gelu", Act::QuickGelu), ("copy", Act::None)] {
+            for (name, a) in [("silu", Act::Silu), ("gelu", Act::Gelu), ("quick_gelu", Act::QuickGelu), ("relu", Act::Relu), ("copy", Act::None)] {
                 let y = ops::unary(gpu, &x, a)?;
                 c.compare("unary", &format!("{name} [1001, 999]"), &y, &r::unary(&xv, a), 2e-6).await?;
             }
             let y = ops::affine(gpu, &x, 0.18215, -0.5)?;
             c.compare("unary", "affine [1001, 999]", &y, &r::affine(&xv, 0.18215, -0.5), 2e-6).await?;
+            let (xl, xlv) = c.input(&[37, 53], -40.0, 40.0)?;
+            let y = ops::soft_clamp(gpu, &xl, 3.0)?;
+            c.compare("unary", "soft clamp 3·tanh(x/3) [37, 53] in [-40, 40]", &y, &r::soft_clamp(&xlv, 3.0), 2e-6).await?;
             let y = ops::clamp(gpu, &x, -30.0, 2.5)?;
             c.compare("unary", "clamp [-30, 2.5] [1001, 999]", &y, &r::clamp(&xv, -30.0, 2.5), 0.0).await?;
             let other = if dtype == DType::F16 { DType::F32 } else { DType::F16 };
@@ -312,13 +315,16 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
         }
         "conv2d" => {
             // (x shape, cout, k, stride, pad t/l/b/r, act, bias, residual)
-            let cases: [([usize; 4], usize, usize, usize, [usize; 4], Act, bool, bool); 6] = [
+            let cases: [([usize; 4], usize, usize, usize, [usize; 4], Act, bool, bool); 8] = [
                 ([2, 5, 9, 11], 7, 3, 1, [1, 1, 1, 1], Act::None, true, false),
                 ([1, 8, 6, 6], 12, 1, 1, [0, 0, 0, 0], Act::None, true, true),
                 ([1, 4, 9, 9], 6, 3, 2, [1, 1, 1, 1], Act::Silu, true, false),
                 ([1, 4, 8, 8], 6, 3, 2, [0, 0, 1, 1], Act::None, true, false),
                 ([2, 3, 7, 5], 70, 3, 1, [1, 1, 1, 1], Act::None, false, true),
                 ([1, 33, 8, 8], 17, 3, 1, [1, 1, 1, 1], Act::Silu, true, true),
+                // TAESD: ReLU epilogue; stride-2 conv without bias, symmetric padding.
+                ([1, 16, 10, 6], 16, 3, 1, [1, 1, 1, 1], Act::Relu, true, false),
+                ([2, 16, 10, 14], 16, 3, 2, [1, 1, 1, 1], Act::None, false, false),
             ];
             for (xs, cout, ks, stride, pad, act, bias, res) in cases {
                 let (x, xv) = c.input(&xs, -1.0, 1.0)?;

@@ -116,10 +116,39 @@ fn parse_merges(merges_txt: &str) -> Result<Merges> {
 pub const CLIP_VOCAB: &str = include_str!("../assets/clip-vit-l-14/vocab.json");
 pub const CLIP_MERGES: &str = include_str!("../assets/clip-vit-l-14/merges.txt");
 
+/// The tokenizer settings as transformers reads a repo's `tokenizer/` folder: the special
+/// tokens of `special_tokens_map.json` take precedence over those of `tokenizer_config.json`
+/// (SD-2.x's map says pad `!` while its config says `<|endoftext|>`; transformers pads with
+/// `!`, id 0). Returns the merged config text for [`ClipTokenizer::from_vocab_merges`].
+pub fn merged_tokenizer_config(tokenizer_config_json: Option<&str>, special_tokens_map_json: Option<&str>) -> Result<Option<String>> {
+    let Some(map) = special_tokens_map_json else {
+        return Ok(tokenizer_config_json.map(str::to_owned));
+    };
+    let map: serde_json::Value = serde_json::from_str(map).map_err(|e| err(format!("special_tokens_map.json is not valid JSON: {e}")))?;
+    let mut cfg: serde_json::Value = match tokenizer_config_json {
+        Some(t) => serde_json::from_str(t).map_err(|e| err(format!("tokenizer_config.json is not valid JSON: {e}")))?,
+        None => serde_json::json!({}),
+    };
+    if let (Some(m), Some(c)) = (map.as_object(), cfg.as_object_mut()) {
+        for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
+            if let Some(v) = m.get(key).filter(|v| !v.is_null()) {
+                c.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    Ok(Some(cfg.to_string()))
+}
+
 impl ClipTokenizer {
     /// SD 1.x's tokenizer (CLIP ViT-L/14 BPE), built into the crate.
     pub fn sd15() -> Result<Self> {
         Self::from_vocab_merges(CLIP_VOCAB, CLIP_MERGES, None)
+    }
+
+    /// SD 2.x's tokenizer: the same BPE, padded with `!` (id 0) as stabilityai's repos say
+    /// in their special_tokens_map.json (for single-file checkpoints).
+    pub fn sd2() -> Result<Self> {
+        Self::from_vocab_merges(CLIP_VOCAB, CLIP_MERGES, Some(r#"{"pad_token": "!"}"#))
     }
 
     /// From the files of a diffusers repo's `tokenizer/` folder: `vocab.json`, `merges.txt`
@@ -155,11 +184,13 @@ impl ClipTokenizer {
         inner.with_post_processor(Some(
             RobertaProcessing::new((special.eos.clone(), eos), (special.bos.clone(), bos)).trim_offsets(false).add_prefix_space(false),
         ));
-        // A literal special token in a prompt maps to its id, as in transformers.
-        inner.add_special_tokens(&[
-            AddedToken::from(special.bos.clone(), true).normalized(false),
-            AddedToken::from(special.eos.clone(), true).normalized(false),
-        ]);
+        // A literal special token in a prompt maps to its id, as in transformers: also the pad
+        // token, so with SD-2.x's pad `!` every `!` of a prompt is id 0 (`!!` too is 0, 0).
+        let mut specials = vec![AddedToken::from(special.bos.clone(), true).normalized(false), AddedToken::from(special.eos.clone(), true).normalized(false)];
+        if let Some(pad) = special.pad.as_deref().filter(|p| *p != special.bos && *p != special.eos && inner.token_to_id(p).is_some()) {
+            specials.push(AddedToken::from(pad.to_string(), true).normalized(false));
+        }
+        inner.add_special_tokens(&specials);
         Self::finish(inner, special.pad.as_deref(), "tokenizer_config.json")
     }
 

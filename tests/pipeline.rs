@@ -128,25 +128,9 @@ fn load(gpu: &Gpu, bundle: Bundle, dtype: DType) -> (StableDiffusion, ClipTokeni
     }
 }
 
-/// Max |got − want| (and its index) and max |want|.
-fn max_err(got: &[f32], want: &[f32]) -> (f64, usize, f64) {
-    assert_eq!(got.len(), want.len(), "lengths");
-    let (mut e, mut at, mut m) = (0f64, 0, 0f64);
-    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
-        let d = (a as f64 - b as f64).abs();
-        if d > e || d.is_nan() {
-            e = if d.is_nan() { f64::INFINITY } else { d };
-            at = i;
-        }
-        m = m.max((b as f64).abs());
-    }
-    (e, at, m)
-}
-
 /// Checks `out` (images `first..first + out.images.len()` of the case's batch) against the
 /// goldens; returns the failures.
 fn check(label: &str, dtype: DType, s: &Setup, out: &Output, first: usize) -> Vec<String> {
-    let mut fails = Vec::new();
     let (want_img, ishape) = golden(&s.golden, &s.image_key);
     let (want_lat, lshape) = golden(&s.latents.0, &s.latents.1);
     let per_img = ishape[1..].iter().product::<usize>();
@@ -155,22 +139,7 @@ fn check(label: &str, dtype: DType, s: &Setup, out: &Output, first: usize) -> Ve
     let want_img = &want_img[first * per_img..(first + n) * per_img];
     let want_lat = &want_lat[first * per_lat..(first + n) * per_lat];
     let got_img: Vec<f32> = out.images.iter().flat_map(|i| i.data.iter().copied()).collect();
-
-    let (el, li, ml) = max_err(&out.latents, want_lat);
-    let rel = el / ml.max(1e-12);
-    let lat_tol = if dtype == DType::F32 { 1e-4 } else { 2e-2 };
-    let (emax, ii, _) = max_err(&got_img, want_img);
-    let mean = got_img.iter().zip(want_img).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum::<f64>() / want_img.len() as f64;
-    let (mean_tol, max_tol) = if dtype == DType::F32 { (2e-3, 2.0 / 255.0) } else { (2e-2, f64::INFINITY) };
-    let runner = if cfg!(target_arch = "wasm32") { "browser" } else { "native" };
-    log!("PARITY|{label}|{}|{runner}|latents_rel {rel:.2e}|image_mean {mean:.2e}|image_max {emax:.2e}", dtype.name());
-    if !(rel <= lat_tol) {
-        fails.push(format!("{label} ({}): final latents max error {el:.3e} = {rel:.3e}·max|ref| > {lat_tol:.0e} (worst index {li}: ours {}, diffusers {})", dtype.name(), out.latents[li], want_lat[li]));
-    }
-    if !(mean <= mean_tol) || !(emax <= max_tol) {
-        fails.push(format!("{label} ({}): image mean error {mean:.3e} (goal {mean_tol:.0e}), max {emax:.3e} (goal {max_tol:.1e}) at index {ii}", dtype.name()));
-    }
-    fails
+    common::parity::compare(label, dtype, &out.latents, want_lat, &got_img, want_img)
 }
 
 async fn run_case(bundle: Bundle, name: &'static str, dtype: DType) {

@@ -4,9 +4,9 @@ import { StableDiffusion } from "./sd-webgpu.js";
 
 const $ = (s) => document.querySelector(s);
 const STORE_KEY = "sd-webgpu.form";
-const FIELDS = ["model", "variant", "dtype", "vae-dtype", "prompt", "negative", "steps", "guidance", "seed",
+const FIELDS = ["model", "tiny-vae", "variant", "dtype", "vae-dtype", "prompt", "negative", "steps", "guidance", "seed",
   "random-seed", "width", "height", "sampler", "batch", "strength", "resize-mode"];
-const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras" };
+const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras", lcm: "LCM" };
 
 let sd = null;            // the loaded StableDiffusion, or null
 let gpuOk = false;        // adapterInfo succeeded
@@ -87,6 +87,7 @@ function restoreForm() {
   }
   const q = new URLSearchParams(location.search);
   if (q.has("model")) $("#model").value = q.get("model");
+  if (q.has("tinyVae")) $("#tiny-vae").value = q.get("tinyVae");
   if (["fp16", "none"].includes(q.get("variant"))) $("#variant").value = q.get("variant");
   if (["f16", "f32"].includes(q.get("dtype"))) $("#dtype").value = q.get("dtype");
   if (["f16", "f32"].includes(q.get("vaeDtype"))) $("#vae-dtype").value = q.get("vaeDtype") === $("#dtype").value ? "" : q.get("vaeDtype");
@@ -194,8 +195,10 @@ async function load(source, { cache = true } = {}) {
   const variant = $("#variant").value === "none" ? null : "fp16";
   try {
     const vaeDtype = $("#vae-dtype").value || undefined; // "": the same as the weights
-    sd = await StableDiffusion.load({ model: source, variant, dtype: $("#dtype").value, vaeDtype, cache, onProgress, onDeviceLost });
+    const tinyVae = $("#tiny-vae").value.trim() || undefined;
+    sd = await StableDiffusion.load({ model: source, tinyVae, variant, dtype: $("#dtype").value, vaeDtype, cache, onProgress, onDeviceLost });
     deviceLost = null;
+    applyModelDefaults();
     busy = false;
     setState("ready");
     const warnings = sd.warnings && sd.warnings.length ? ` Warnings: ${sd.warnings.join("; ")}` : "";
@@ -211,6 +214,32 @@ async function load(source, { cache = true } = {}) {
     if (e && e.name === "QuotaExceededError") $("#no-cache").hidden = false;
   }
   showCache();
+}
+
+// The model says what it is (SD-Turbo: 1 step, guidance 0; LCM: 4 steps; SD-2-768: 768²):
+// its settings fill the form; what it ignores is greyed.
+function applyModelDefaults() {
+  const d = sd && sd.defaults;
+  if (d) {
+    $("#steps").value = String(d.steps);
+    $("#guidance").value = String(d.guidanceScale);
+    if ([...$("#sampler").options].some((o) => o.value === d.sampler)) $("#sampler").value = d.sampler;
+    $("#width").value = String(d.width);
+    $("#height").value = String(d.height);
+  }
+  $("#fast-decode").disabled = !(sd && sd.tinyVae);
+  if ($("#fast-decode").disabled) $("#fast-decode").checked = false;
+  updateNegative();
+}
+
+// The negative prompt does nothing without classifier-free guidance (guidance ≤ 1, or an
+// LCM-distilled UNet, whose guidance is an embedding).
+function updateNegative() {
+  const d = sd && sd.defaults;
+  const lcmUnet = d && d.family === "lcm" && d.guidanceScale > 1 && !d.negativePromptUsed;
+  const used = Number($("#guidance").value) > 1 && !lcmUnet;
+  $("#negative").disabled = !used;
+  $("#negative").title = used ? "" : "Ignored by this model at this guidance (no classifier-free guidance)";
 }
 
 async function showStats() {
@@ -268,6 +297,7 @@ function readParams() {
     steps: num("steps"), guidanceScale: num("guidance"),
     width: num("width"), height: num("height"),
     sampler: $("#sampler").value, batch: num("batch"),
+    decoder: $("#fast-decode").checked ? "tiny" : "vae",
   };
   if (!Number.isInteger(p.steps) || p.steps < 1 || p.steps > 1000) throw new Error("Steps must be a whole number from 1 to 1000.");
   if (!isFinite(p.guidanceScale) || $("#guidance").value === "") throw new Error("Guidance must be a number (7.5 is typical; 1 or less turns it off).");
@@ -413,6 +443,7 @@ function wire() {
     el.addEventListener("change", saveForm);
     el.addEventListener("input", saveForm);
   }
+  $("#guidance").addEventListener("input", updateNegative);
   $("#seed").addEventListener("input", () => { if ($("#seed").value !== "") $("#random-seed").checked = false; });
   $("#load").onclick = () => {
     const model = $("#model").value.trim();

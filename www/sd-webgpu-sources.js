@@ -106,7 +106,7 @@ function concat(parts) {
   return out;
 }
 
-async function streamFile(file, rel, sink, progress) {
+export async function streamFile(file, rel, sink, progress) {
   const total = file.size;
   let loaded = 0;
   const reader = file.stream().getReader();

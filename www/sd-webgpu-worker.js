@@ -4,11 +4,14 @@
 import init, * as wasm from "./wasm/sd-webgpu.js";
 import { LoadError, unreadableConfig, noWeights, imageSide, imagePixels, undecodableImage } from "./sd-webgpu-errors.js";
 import { cacheDir } from "./sd-webgpu-cache.js";
-import { COMPONENTS, describe } from "./sd-webgpu-sources.js";
+import { COMPONENTS, describe, streamFile } from "./sd-webgpu-sources.js";
 
 const ready = init();
 
 let memory = null; // the wasm instance's memory (its size is the peak: it never shrinks)
+// With load({ evictTextEncoder }): where the text encoder's files are, to stream them back
+// (from the browser cache) when a new prompt needs it.
+let textEncoder = null;
 const cancelled = new Set();
 
 const wasmBytes = () => (memory ? memory.buffer.byteLength : 0);
@@ -104,11 +107,35 @@ async function load(opts, post) {
     const vocab = tj ? null : await src.text("tokenizer/vocab.json", true);
     const merges = vocab ? await src.text("tokenizer/merges.txt", true) : null;
     const config = await src.text("tokenizer/tokenizer_config.json", true);
-    if (tj || (vocab && merges)) tokenizer = JSON.stringify({ tokenizer_json: tj, vocab, merges, config });
+    // transformers: special_tokens_map.json's tokens win (SD-2.x pads with "!").
+    const specialTokensMap = await src.text("tokenizer/special_tokens_map.json", true);
+    if (tj || (vocab && merges)) tokenizer = JSON.stringify({ tokenizer_json: tj, vocab, merges, config, special_tokens_map: specialTokensMap });
     scheduler = await src.text("scheduler/scheduler_config.json", true);
   }
+  // The tiny VAE (TAESD): a diffusers AutoencoderTiny folder / repo (config.json +
+  // diffusion_pytorch_model[.fp16].safetensors) or madebyollin's taesd_encoder/decoder.safetensors.
+  let tiny = null;
+  if (opts.tinyVae) {
+    // Files (a picked TAESD folder, or its files): found by their names, wherever they are.
+    const t = opts.tinyVae.kind === "files" ? tinyVaeFiles(opts.tinyVae.entries, progress) : describe(opts.tinyVae, undefined, dir, progress);
+    let config = null;
+    let files;
+    if (t.single) {
+      throw new LoadError(`${t.name}: give the tiny VAE's folder or repo (a diffusers AutoencoderTiny such as madebyollin/taesd, or a folder with taesd_encoder.safetensors and taesd_decoder.safetensors), not one file`);
+    } else if (await t.source.exists("config.json")) {
+      config = await t.source.text("config.json");
+      const v = opts.variant ? `diffusion_pytorch_model.${opts.variant}.safetensors` : null;
+      files = [{ rel: v && (await t.source.exists(v)) ? v : "diffusion_pytorch_model.safetensors", layout: "taesd" }];
+    } else if (await t.source.exists("taesd_decoder.safetensors")) {
+      files = [{ rel: "taesd_encoder.safetensors", layout: "taesd_encoder" }, { rel: "taesd_decoder.safetensors", layout: "taesd_decoder" }];
+    } else {
+      throw new LoadError(`${t.name}: not a tiny VAE: no config.json (diffusers AutoencoderTiny) and no taesd_encoder.safetensors / taesd_decoder.safetensors`);
+    }
+    tiny = { t, config, files, sizes: await Promise.all(files.map((f) => t.source.size(f.rel))) };
+  }
   const sizes = await Promise.all(plan.map((p) => src.size(p.rel)));
-  progress.overallTotal = sizes.every((s) => s != null) ? sizes.reduce((a, b) => a + b, 0) : null;
+  const allSizes = sizes.concat(tiny ? tiny.sizes : []);
+  progress.overallTotal = allSizes.every((s) => s != null) ? allSizes.reduce((a, b) => a + b, 0) : null;
   for (let i = 0; i < plan.length; i++) {
     const { component, rel } = plan[i];
     wasm.beginFile(rel, sizes[i] ?? undefined, component);
@@ -116,9 +143,39 @@ async function load(opts, post) {
     wasm.endFile();
   }
   progress.send({ phase: "build", file: null }, true);
-  const warnings = JSON.parse(wasm.finishModel(m.name, tokenizer ?? undefined, scheduler ?? undefined));
+  const evict = !!opts.evictTextEncoder && !m.single;
+  const warnings = JSON.parse(wasm.finishModel(m.name, tokenizer ?? undefined, scheduler ?? undefined, evict));
+  if (opts.evictTextEncoder && m.single) warnings.push("evictTextEncoder is not available for a single-file checkpoint (its text encoder is inside the one file): the text encoder stays loaded");
+  textEncoder = evict ? { src, files: plan.map((p, i) => ({ ...p, size: sizes[i] })).filter((p) => p.component === "text_encoder") } : null;
+  if (tiny) {
+    wasm.beginTinyVae(tiny.config ?? undefined);
+    for (let i = 0; i < tiny.files.length; i++) {
+      const f = tiny.files[i];
+      wasm.beginFile(f.rel, tiny.sizes[i] ?? undefined, f.layout);
+      await tiny.t.source.stream(f.rel, (chunk) => wasm.feed(chunk));
+      wasm.endFile();
+    }
+    wasm.finishTinyVae(tiny.t.name);
+  }
   progress.send({ phase: "ready", file: null }, true);
-  return { adapter, modelName: m.name, warnings };
+  return { adapter, modelName: m.name, warnings, defaults: JSON.parse(wasm.modelDefaults()), tinyVae: tiny ? tiny.t.name : null };
+}
+
+// A TAESD given as File objects: config.json + diffusion_pytorch_model[.fp16].safetensors, or
+// taesd_encoder.safetensors + taesd_decoder.safetensors, by file name.
+function tinyVaeFiles(entries, progress) {
+  const byName = new Map(entries.map((e) => [e.file.name, e.file]));
+  const folder = entries[0]?.path.includes("/") ? entries[0].path.split("/").slice(-2, -1)[0] : null;
+  return {
+    single: false,
+    name: folder || "local tiny VAE",
+    source: {
+      exists: async (rel) => byName.has(rel),
+      size: async (rel) => byName.get(rel)?.size ?? null,
+      text: async (rel) => byName.get(rel).text(),
+      stream: (rel, sink) => streamFile(byName.get(rel), rel, sink, progress),
+    },
+  };
 }
 
 // ---------------------------------------------------------------- generation
@@ -184,6 +241,23 @@ async function generate(id, p, initImage) {
   const init = await imageRgba(initImage);
   const seed = p.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
   const params = JSON.stringify({ ...p, seed, preview: !!p.preview });
+  // The text encoder was freed after the last prompt: stream it back (from the cache).
+  let textEncoderReload = null;
+  if (textEncoder && wasm.textEncoderNeeded(params)) {
+    const t0 = performance.now();
+    let bytes = 0;
+    wasm.beginTextEncoder();
+    for (const f of textEncoder.files) {
+      wasm.beginFile(f.rel, f.size ?? undefined, "text_encoder");
+      await textEncoder.src.stream(f.rel, (chunk) => {
+        bytes += chunk.length;
+        wasm.feed(chunk);
+      });
+      wasm.endFile();
+    }
+    wasm.finishTextEncoder();
+    textEncoderReload = { ms: performance.now() - t0, bytes };
+  }
   const onStep = (step, steps, pv) => {
     let preview = null;
     const transfer = [];
@@ -200,6 +274,8 @@ async function generate(id, p, initImage) {
     warnings: Array.from(out.warnings ?? [], String),
     droppedTokens: { prompt: out.droppedTokens?.prompt ?? 0, negativePrompt: out.droppedTokens?.negativePrompt ?? 0 },
     vaeUpcast: !!out.vaeUpcast,
+    decoder: out.decoder,
+    textEncoderReload,
   };
 }
 

@@ -2,7 +2,7 @@
 // The model runs in a module Web Worker (sd-webgpu-worker.js, next to this file);
 // this module only talks to it, so the page never freezes.
 
-export type Sampler = "ddpm" | "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m_karras";
+export type Sampler = "ddpm" | "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m_karras" | "lcm";
 
 /** Download / load progress. `loaded` and `total` are bytes of `file` (total null when unknown). */
 export interface LoadProgress {
@@ -38,6 +38,18 @@ export interface LoadOptions {
   model?: string | File | File[] | FileList;
   /** "fp16" (default): use *.fp16.safetensors where the folder has them; null: full-precision files. */
   variant?: "fp16" | null;
+  /** A tiny autoencoder (TAESD) loaded beside the model, streamed and cached like it: HF repo id
+   *  or base URL of a diffusers AutoencoderTiny folder ("madebyollin/taesd": config.json +
+   *  diffusion_pytorch_model[.fp16].safetensors) or of a folder with madebyollin's
+   *  taesd_encoder.safetensors + taesd_decoder.safetensors, or those files. With it the live
+   *  previews are TAESD's full-size decode of the denoised estimate, and `decoder: "tiny"` is
+   *  available. */
+  tinyVae?: string | File[] | FileList;
+  /** Free the text encoder's weights after each encoding (SD-Turbo fp16: 681 MB), streaming
+   *  them back from the browser cache when a new prompt needs them (`GenerateResult.
+   *  textEncoderReload` says what it cost); the same prompts again need no text encoder.
+   *  Lowers the peak by the text encoder's size. Diffusers folders only. Default false. */
+  evictTextEncoder?: boolean;
   /** GPU storage type: "f16" (default) or "f32". */
   dtype?: "f16" | "f32";
   /** GPU storage of the VAE alone (default: the same as `dtype`). "f32" is A1111's
@@ -67,15 +79,25 @@ export type ResizeMode = "crop" | "fit" | "stretch";
 export interface GenerateOptions {
   prompt: string;
   negativePrompt?: string;
-  steps?: number;            // default 20
-  guidanceScale?: number;    // default 7.5; <= 1 disables classifier-free guidance
+  /** Default: the model's (`defaults.steps`: 20; SD-Turbo 1; LCM 4). */
+  steps?: number;
+  /** Default: the model's (7.5; SD-Turbo 0; LCM-distilled UNets 8, as their w embedding);
+   *  <= 1 disables classifier-free guidance (the negative prompt is then not used). */
+  guidanceScale?: number;
   /** Default: random; the seed used is returned with each image. */
   seed?: number;
   /** Output size (multiple of 8 × 2^downsamplings, i.e. 64 for SD 1.5). Default 512 × 512;
    *  with `initImage`, the start image's size rounded to the nearest multiple of 64. */
   width?: number;
   height?: number;
-  sampler?: Sampler;         // default "euler_a"
+  sampler?: Sampler;         // default the model's: "euler_a"; SD-Turbo "euler"; LCM "lcm"
+  /** What makes the image from the latents (and the img2img start latents from the start
+   *  image): "vae" (default, the model's VAE) or "tiny" (the TAESD loaded with `tinyVae`). */
+  decoder?: "vae" | "tiny";
+  /** Power users: override the model's scheduler config (diffusers' `timestep_spacing`). */
+  timestepSpacing?: "leading" | "linspace" | "trailing";
+  /** Power users: override the model's scheduler config (diffusers' `prediction_type`). */
+  predictionType?: "epsilon" | "v_prediction";
   /** img2img: a PNG/JPEG Blob/File, an ImageData, or an ImageBitmap, of any size (fitted to
    *  width × height by `resizeMode`). */
   initImage?: Blob | ImageData | ImageBitmap;
@@ -87,7 +109,9 @@ export interface GenerateOptions {
    *  comes out of the whole batch with the same options, without making the others (to redo
    *  one image of a batch). The result then holds that one image. */
   batchPos?: number;
-  /** Called after every step; `preview` is a cheap linear latent→RGB map (latent resolution). */
+  /** Called after every step; `preview` is, with a tiny VAE loaded, TAESD's full-size decode
+   *  of the previous step's denoised estimate (the last step's at the end), else a cheap linear
+   *  latent→RGB map at latent resolution. */
   onStep?: (s: { step: number; steps: number; preview: ImageData | null }) => void;
   /** Send live previews to onStep (default true when onStep is given). */
   preview?: boolean;
@@ -118,6 +142,28 @@ export interface GenerateResult {
   droppedTokens: { prompt: number; negativePrompt: number };
   /** True when the f16 VAE decode overflowed and was re-run in f32. */
   vaeUpcast: boolean;
+  /** The decoder that made the images. */
+  decoder: "vae" | "tiny";
+  /** With `evictTextEncoder`: the text encoder was streamed back for this prompt (time and
+   *  bytes), else null. */
+  textEncoderReload: { ms: number; bytes: number } | null;
+}
+
+/** What the loaded model is and the settings it is run with when none are given. */
+export interface ModelDefaults {
+  /** How it was detected: "lcm" (an LCM-distilled UNet, time_cond_proj_dim, or an
+   *  LCMScheduler config), "sd-turbo" (trailing EulerDiscrete scheduler, or "turbo" in its
+   *  name), "sd2" (OpenCLIP text encoder, hidden_act gelu), else "sd15". */
+  family: "sd15" | "sd2" | "sd-turbo" | "lcm";
+  steps: number;
+  guidanceScale: number;
+  sampler: Sampler;
+  width: number;
+  height: number;
+  /** False when the model at its default guidance runs without classifier-free guidance. */
+  negativePromptUsed: boolean;
+  predictionType: "epsilon" | "v_prediction";
+  samplers: Sampler[];
 }
 
 export interface AdapterInfo {
@@ -172,6 +218,10 @@ export class StableDiffusion {
   readonly modelName: string;
   /** Non-fatal notes from loading (e.g. unexpected tensors). */
   readonly warnings: string[];
+  /** The model's family and default settings. */
+  readonly defaults: ModelDefaults;
+  /** The tiny VAE loaded with `tinyVae`, by name, or null. */
+  readonly tinyVae: string | null;
 
   /** Rejects with a TypeError for malformed options (non-numbers, batchPos outside 1..batch,
    *  an unknown resizeMode), an "AbortError" DOMException when cancelled, else an Error. */

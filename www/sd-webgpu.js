@@ -45,6 +45,12 @@ export class StableDiffusion {
   adapter = null;
   modelName = "";
   warnings = [];
+  /** What the model is and its settings when none are given: {family ("sd15" | "sd2" |
+   * "sd-turbo" | "lcm"), steps, guidanceScale, sampler, width, height, negativePromptUsed,
+   * predictionType, samplers}. */
+  defaults = null;
+  /** The tiny VAE (TAESD) loaded with `tinyVae`, by name, or null. */
+  tinyVae = null;
 
   constructor(options, token) {
     if (token !== StableDiffusion.#token) throw new TypeError("use StableDiffusion.load(options)");
@@ -63,7 +69,8 @@ export class StableDiffusion {
     const { signal, ...opts } = options;
     if (signal != null && !(typeof AbortSignal !== "undefined" && signal instanceof AbortSignal)) throw new TypeError("load: signal must be an AbortSignal");
     if (signal?.aborted) throw abortError("load cancelled");
-    const sd = new StableDiffusion({ ...opts, variant: opts.variant === undefined ? "fp16" : opts.variant, model: modelSpec(opts.model) }, StableDiffusion.#token);
+    const tinyVae = opts.tinyVae == null ? null : modelSpec(opts.tinyVae);
+    const sd = new StableDiffusion({ ...opts, variant: opts.variant === undefined ? "fp16" : opts.variant, model: modelSpec(opts.model), tinyVae }, StableDiffusion.#token);
     await sd.#start(signal);
     return sd;
   }
@@ -148,6 +155,8 @@ export class StableDiffusion {
       this.adapter = r.adapter;
       this.modelName = r.modelName;
       this.warnings = r.warnings;
+      this.defaults = r.defaults;
+      this.tinyVae = r.tinyVae;
       this.#lost = null;
     } catch (e) {
       worker.terminate();
@@ -222,6 +231,10 @@ export class StableDiffusion {
       const batch = p.batch ?? 1;
       if (!Number.isInteger(p.batchPos) || p.batchPos < 1 || p.batchPos > batch) throw new TypeError(`generate: batchPos must be a whole number from 1 to batch (${batch}) (got ${p.batchPos})`);
     }
+    for (const [k, allowed] of [["decoder", ["vae", "tiny"]], ["timestepSpacing", ["leading", "linspace", "trailing"]], ["predictionType", ["epsilon", "v_prediction"]]]) {
+      if (p[k] != null && !allowed.includes(p[k])) throw new TypeError(`generate: ${k} must be one of ${allowed.map((m) => `"${m}"`).join(", ")} (got ${JSON.stringify(p[k])})`);
+    }
+    if (p.decoder === "tiny" && !this.tinyVae) throw new TypeError('generate: decoder "tiny" needs a tiny VAE: StableDiffusion.load({ tinyVae: "madebyollin/taesd", ... })');
     if (p.resizeMode != null && !RESIZE_MODES.includes(p.resizeMode)) throw new TypeError(`generate: resizeMode must be one of ${RESIZE_MODES.map((m) => `"${m}"`).join(", ")} (got ${JSON.stringify(p.resizeMode)})`);
     await this.#ensure();
     const want = preview ?? !!onStep;
@@ -243,6 +256,8 @@ export class StableDiffusion {
         warnings: out.warnings,
         droppedTokens: out.droppedTokens,
         vaeUpcast: out.vaeUpcast,
+        decoder: out.decoder,
+        textEncoderReload: out.textEncoderReload,
       };
     } finally {
       signal?.removeEventListener("abort", abort);

@@ -81,6 +81,12 @@ pub struct UnetConfig {
     pub transformer_layers_per_block: usize,
     pub sample_size: usize,
     pub act_fn: String,
+    /// LCM-distilled UNets: width of the guidance embedding added to the time embedding
+    /// (`time_embedding.cond_proj`).
+    pub time_cond_proj_dim: Option<usize>,
+    /// SD-2.x: attention scores in f32 (this project's attention always accumulates scores
+    /// and softmax in f32, so it is read and kept for the record).
+    pub upcast_attention: Option<bool>,
 }
 
 impl Default for UnetConfig {
@@ -105,6 +111,8 @@ impl Default for UnetConfig {
             transformer_layers_per_block: 1,
             sample_size: 64,
             act_fn: "silu".into(),
+            time_cond_proj_dim: None,
+            upcast_attention: None,
         }
     }
 }
@@ -126,6 +134,9 @@ impl UnetConfig {
         in_range(file, "transformer_layers_per_block", c.transformer_layers_per_block, MAX_LAYERS)?;
         in_range(file, "cross_attention_dim", c.cross_attention_dim, MAX_CHANNELS)?;
         in_range(file, "sample_size", c.sample_size, 1024)?;
+        if let Some(d) = c.time_cond_proj_dim {
+            in_range(file, "time_cond_proj_dim", d, MAX_CHANNELS)?;
+        }
         require(file, c.downsample_padding <= 8, || format!("downsample_padding = {} is out of range (0 to 8)", c.downsample_padding))?;
         positive(file, "norm_eps", c.norm_eps)?;
         for (i, (&ch, kind)) in c.block_out_channels.iter().zip(&c.down_block_types).enumerate() {
@@ -247,5 +258,80 @@ impl ClipConfig {
         }
         positive(file, "layer_norm_eps", c.layer_norm_eps)?;
         Ok(c)
+    }
+}
+
+/// diffusers `AutoencoderTiny` (TAESD) config; defaults = `madebyollin/taesd`'s.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TinyVaeConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub encoder_block_out_channels: Vec<usize>,
+    pub decoder_block_out_channels: Vec<usize>,
+    pub num_encoder_blocks: Vec<usize>,
+    pub num_decoder_blocks: Vec<usize>,
+    pub act_fn: String,
+    pub upsample_fn: String,
+    pub upsampling_scaling_factor: usize,
+    /// 1.0 for TAESD: the UNet's latents go in as they are.
+    pub scaling_factor: f32,
+    pub shift_factor: f32,
+}
+
+impl Default for TinyVaeConfig {
+    fn default() -> Self {
+        TinyVaeConfig {
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 4,
+            encoder_block_out_channels: vec![64; 4],
+            decoder_block_out_channels: vec![64; 4],
+            num_encoder_blocks: vec![1, 3, 3, 3],
+            num_decoder_blocks: vec![3, 3, 3, 1],
+            act_fn: "relu".into(),
+            upsample_fn: "nearest".into(),
+            upsampling_scaling_factor: 2,
+            scaling_factor: 1.0,
+            shift_factor: 0.0,
+        }
+    }
+}
+
+impl TinyVaeConfig {
+    pub fn from_json(file: &str, text: &str) -> Result<Self, WeightError> {
+        let c: TinyVaeConfig = parse(file, text)?;
+        require(file, c.act_fn == "relu", || format!("act_fn {} is not supported (TAESD uses relu)", c.act_fn))?;
+        require(file, c.upsample_fn == "nearest" && c.upsampling_scaling_factor == 2, || {
+            format!("upsample_fn {} × {} is not supported (nearest × 2)", c.upsample_fn, c.upsampling_scaling_factor)
+        })?;
+        in_range(file, "in_channels", c.in_channels, 64)?;
+        in_range(file, "out_channels", c.out_channels, 64)?;
+        in_range(file, "latent_channels", c.latent_channels, 64)?;
+        for (key, ch, blocks) in [
+            ("encoder_block_out_channels", &c.encoder_block_out_channels, &c.num_encoder_blocks),
+            ("decoder_block_out_channels", &c.decoder_block_out_channels, &c.num_decoder_blocks),
+        ] {
+            in_range(file, &format!("number of {key}"), ch.len(), MAX_BLOCKS)?;
+            require(file, blocks.len() == ch.len(), || format!("{key} has {} entries but its block counts {}", ch.len(), blocks.len()))?;
+            for &x in ch {
+                in_range(file, key, x, MAX_CHANNELS)?;
+            }
+            for &n in blocks {
+                require(file, n <= MAX_LAYERS, || format!("a block count of {key} is {n} (at most {MAX_LAYERS})"))?;
+            }
+        }
+        // diffusers' DecoderTiny keeps one width through each level and its upsampling conv.
+        let d = &c.decoder_block_out_channels;
+        require(file, d.windows(2).all(|w| w[0] == w[1]), || format!("decoder_block_out_channels {d:?} must all be equal (as in every TAESD)"))?;
+        let e = &c.encoder_block_out_channels;
+        require(file, e.windows(2).all(|w| w[0] == w[1]), || format!("encoder_block_out_channels {e:?} must all be equal (as in every TAESD)"))?;
+        require(file, c.scaling_factor.is_finite() && c.scaling_factor > 0.0, || format!("scaling_factor {} must be positive", c.scaling_factor))?;
+        Ok(c)
+    }
+    /// Pixels per latent along a side.
+    pub fn factor(&self) -> usize {
+        1 << (self.decoder_block_out_channels.len() - 1)
     }
 }

@@ -3,6 +3,7 @@ pub mod blocks;
 pub mod clip;
 pub mod config;
 pub mod nn;
+pub mod taesd;
 pub mod unet;
 pub mod vae;
 
@@ -63,6 +64,25 @@ pub struct Configs {
 }
 
 impl Configs {
+    /// stabilityai/stable-diffusion-2-1's configs (the fields that set shapes): OpenCLIP
+    /// ViT-H text encoder as CLIPTextModel (1024 wide, 23 layers, gelu), UNet with linear
+    /// projections, head dim 64 (`attention_head_dim` [5, 10, 20, 20]), cross-attention 1024,
+    /// `upcast_attention`, 768² (`sample_size` 96).
+    pub fn sd21() -> Configs {
+        let mut c = Configs::default();
+        c.unet.attention_head_dim = config::PerBlock::Each(vec![5, 10, 20, 20]);
+        c.unet.cross_attention_dim = 1024;
+        c.unet.use_linear_projection = true;
+        c.unet.upcast_attention = Some(true);
+        c.unet.sample_size = 96;
+        c.clip.hidden_size = 1024;
+        c.clip.intermediate_size = 4096;
+        c.clip.num_attention_heads = 16;
+        c.clip.num_hidden_layers = 23;
+        c.clip.hidden_act = "gelu".into();
+        c
+    }
+
     /// Layout of an original single-file checkpoint with these configs.
     pub fn single_file_layout(&self) -> Layout {
         Layout::SingleFile {
@@ -86,6 +106,8 @@ pub struct StableDiffusion {
     pub dtypes: Dtypes,
     /// Non-fatal notes from loading (unexpected tensors).
     pub warnings: Vec<String>,
+    /// The tiny autoencoder (TAESD) for previews and fast decode/encode, when loaded.
+    pub tiny_vae: Option<taesd::TinyVae>,
 }
 
 /// Build the networks and list every weight they need.
@@ -122,7 +144,7 @@ impl StableDiffusion {
     pub fn new(gpu: &Gpu, cfg: Configs, dtypes: impl Into<Dtypes>, mut weights: Weights, warnings: Vec<String>) -> crate::Result<StableDiffusion> {
         nn::apply_fusions(gpu, &mut weights, &build_fusions(&cfg))?;
         let (clip, unet, vae, _) = build(&cfg);
-        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtypes: dtypes.into(), warnings })
+        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtypes: dtypes.into(), warnings, tiny_vae: None })
     }
 
     /// A loader for the weights of `components` (subset of [`COMPONENTS`]), each stored as
@@ -131,7 +153,9 @@ impl StableDiffusion {
         let dtypes = dtypes.into();
         let (_, _, _, specs) = build(cfg);
         let specs = specs.into_iter().filter(|s| components.iter().any(|c| s.name.starts_with(&format!("{c}/")))).collect();
-        Loader::with_dtypes(gpu, specs, |name| dtypes.of(name))
+        let mut loader = Loader::with_dtypes(gpu, specs, |name| dtypes.of(name));
+        loader.accept_fused(&build_fusions(cfg));
+        loader
     }
 
     /// Assemble from a finished loader.
@@ -143,6 +167,38 @@ impl StableDiffusion {
 
     pub fn ctx<'a>(&'a self, gpu: &'a Gpu) -> Ctx<'a> {
         Ctx { gpu, w: &self.weights }
+    }
+
+    /// Free the text encoder's weights (after [`crate::pipeline::encode_text`]); returns the
+    /// bytes freed. Load them again ([`StableDiffusion::loader`] with `["text_encoder"]` and
+    /// [`StableDiffusion::restore_text_encoder`]) before encoding another prompt.
+    pub fn evict_text_encoder(&mut self, gpu: &Gpu) -> u64 {
+        let names: Vec<String> = self.weights.iter().filter(|(n, _)| n.starts_with("text_encoder/")).map(|(n, _)| n.clone()).collect();
+        let mut freed = 0;
+        for n in names {
+            if let Some(t) = self.weights.remove(&n) {
+                freed += t.bytes();
+            }
+        }
+        gpu.trim_pool();
+        freed
+    }
+
+    /// Whether the text encoder's weights are loaded.
+    pub fn has_text_encoder(&self) -> bool {
+        self.weights.iter().any(|(n, _)| n.starts_with("text_encoder/"))
+    }
+
+    /// Put back text-encoder weights from a finished loader of `["text_encoder"]` (with the
+    /// q/k/v fusions applied as at load time).
+    pub fn restore_text_encoder(&mut self, gpu: &Gpu, loader: Loader) -> crate::Result<()> {
+        let (mut w, _) = loader.finish()?;
+        let fusions: Vec<nn::Fusion> = build_fusions(&self.cfg).into_iter().filter(|f| f.name.starts_with("text_encoder/")).collect();
+        nn::apply_fusions(gpu, &mut w, &fusions)?;
+        for (n, t) in w.iter() {
+            self.weights.insert(n.clone(), t.clone());
+        }
+        Ok(())
     }
 }
 
@@ -163,6 +219,27 @@ mod native {
         SingleFile(PathBuf, Option<Configs>),
     }
 
+
+    /// Whether an original single-file checkpoint is SD 2.x: its text encoder is OpenCLIP's
+    /// (`cond_stage_model.model.transformer.*`, where SD 1.x has
+    /// `cond_stage_model.transformer.*`). Reads the safetensors header only.
+    pub fn single_file_is_sd2(path: &Path) -> crate::Result<bool> {
+        use std::io::Read;
+        let io = |e: std::io::Error| WeightError::Io { file: path.display().to_string(), detail: e.to_string() };
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let mut n = [0u8; 8];
+        f.read_exact(&mut n).map_err(io)?;
+        let n = u64::from_le_bytes(n);
+        let len = f.metadata().map_err(io)?.len();
+        // The streaming parser checks the header fully later; here only a bounded read.
+        if n > len.saturating_sub(8) || n > (100 << 20) {
+            return Ok(false);
+        }
+        let mut h = vec![0u8; n as usize];
+        f.read_exact(&mut h).map_err(io)?;
+        let text = String::from_utf8_lossy(&h);
+        Ok(text.contains("\"cond_stage_model.model.transformer.resblocks."))
+    }
 
     /// Configs of a diffusers folder (each component's config.json).
     pub fn read_configs(dir: &Path) -> crate::Result<Configs> {
@@ -217,7 +294,11 @@ mod native {
                     Self::from_loader(cfg, dtype, loader)
                 }
                 Source::SingleFile(file, cfgs) => {
-                    let cfg = cfgs.clone().unwrap_or_default();
+                    let cfg = match cfgs {
+                        Some(c) => c.clone(),
+                        None if single_file_is_sd2(file)? => Configs::sd21(),
+                        None => Configs::default(),
+                    };
                     let mut loader = Self::loader(gpu, &cfg, dtype, components);
                     stream_file(&mut loader, file, cfg.single_file_layout())?;
                     Self::from_loader(cfg, dtype, loader)

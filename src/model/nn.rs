@@ -111,7 +111,7 @@ impl Linear {
 
 pub struct Conv {
     w: String,
-    b: String,
+    b: Option<String>,
     geo: Conv2d,
 }
 
@@ -120,22 +120,29 @@ impl Conv {
         Conv::with_pad(vb, cin, cout, k, stride, [pad; 4])
     }
     pub fn with_pad(vb: &Vb, cin: usize, cout: usize, k: usize, stride: usize, pad: [usize; 4]) -> Conv {
-        Conv { w: vb.param("weight", &[cout, cin, k, k]), b: vb.param("bias", &[cout]), geo: Conv2d { stride, pad } }
+        Conv { w: vb.param("weight", &[cout, cin, k, k]), b: Some(vb.param("bias", &[cout])), geo: Conv2d { stride, pad } }
+    }
+    /// A convolution without a bias (`bias=False`).
+    pub fn no_bias(vb: &Vb, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Conv {
+        Conv { w: vb.param("weight", &[cout, cin, k, k]), b: None, geo: Conv2d { stride, pad: [pad; 4] } }
+    }
+    fn bias<'a>(&self, c: &Ctx<'a>) -> Result<Option<&'a Tensor>> {
+        self.b.as_ref().map(|b| c.w.get(b)).transpose()
     }
     pub fn fwd(&self, c: &Ctx, x: &Tensor, act: Act, res: Option<&Tensor>) -> Result<Tensor> {
-        ops::conv2d(c.gpu, x, c.w.get(&self.w)?, Some(c.w.get(&self.b)?), self.geo, act, res)
+        ops::conv2d(c.gpu, x, c.w.get(&self.w)?, self.bias(c)?, self.geo, act, res)
     }
     /// A 1×1 conv of x [B, C, H, W] with a group-norm affine on load, written as tokens [B, H·W, Cout].
     pub fn to_tokens(&self, c: &Ctx, x: &Tensor, affine: &Tensor) -> Result<Tensor> {
-        ops::conv1x1_to_tokens(c.gpu, x, c.w.get(&self.w)?, Some(c.w.get(&self.b)?), Some(affine))
+        ops::conv1x1_to_tokens(c.gpu, x, c.w.get(&self.w)?, self.bias(c)?, Some(affine))
     }
     /// A 1×1 conv of tokens [B, H·W, C] back to [B, Cout, H, W], + residual.
     pub fn from_tokens(&self, c: &Ctx, t: &Tensor, h: usize, w: usize, residual: &Tensor) -> Result<Tensor> {
-        ops::tokens_to_conv1x1(c.gpu, t, c.w.get(&self.w)?, Some(c.w.get(&self.b)?), Some(residual), h, w)
+        ops::tokens_to_conv1x1(c.gpu, t, c.w.get(&self.w)?, self.bias(c)?, Some(residual), h, w)
     }
     /// With a fused prologue / epilogue (the conv's own bias is added).
     pub fn fwd_fused(&self, c: &Ctx, x: &Tensor, fz: ConvFuse) -> Result<Tensor> {
-        ops::conv2d_fused(c.gpu, x, c.w.get(&self.w)?, self.geo, ConvFuse { bias: Some(c.w.get(&self.b)?), ..fz })
+        ops::conv2d_fused(c.gpu, x, c.w.get(&self.w)?, self.geo, ConvFuse { bias: self.bias(c)?, ..fz })
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Unet {
     conv_in: Conv,
     lin1: Linear,
     lin2: Linear,
+    cond_proj: Option<Linear>,
     downs: Vec<Down>,
     mid_res: [Resnet; 2],
     mid_attn: Transformer2D,
@@ -98,6 +99,7 @@ impl Unet {
             conv_in: Conv::new(&vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, 1),
             lin1: Linear::new(&vb.pp("time_embedding.linear_1"), ch[0], temb, true),
             lin2: Linear::new(&vb.pp("time_embedding.linear_2"), temb, temb, true),
+            cond_proj: cfg.time_cond_proj_dim.map(|d| Linear::new(&vb.pp("time_embedding.cond_proj"), d, ch[0], false)),
             downs,
             mid_res,
             mid_attn,
@@ -111,6 +113,12 @@ impl Unet {
     /// Noise prediction. x [B, in, h, w] (h, w multiples of 2^downsamplings),
     /// t [B] f32 timesteps, ctx [B, S, cross_attention_dim].
     pub fn forward(&self, c: &Ctx, x: &Tensor, t: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        self.forward_cond(c, x, t, ctx, None)
+    }
+
+    /// [`Unet::forward`] with diffusers' `timestep_cond` [B, time_cond_proj_dim] (LCM's
+    /// guidance embedding), required when the config has `time_cond_proj_dim`.
+    pub fn forward_cond(&self, c: &Ctx, x: &Tensor, t: &Tensor, ctx: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
         let m = 1usize << self.cfg.downsamplings();
         if x.rank() != 4 || x.shape()[1] != self.cfg.in_channels || x.shape()[2] % m != 0 || x.shape()[3] % m != 0 {
             return Err(Error::Shape { op: "unet", detail: format!("latents {:?} must be [B, {}, h, w] with h, w multiples of {m}", x.shape(), self.cfg.in_channels) });
@@ -127,6 +135,18 @@ impl Unet {
             }
         };
         let te = ops::timestep_embedding(c.gpu, t, &freqs, c0, self.cfg.flip_sin_to_cos, x.dtype())?;
+        let te = match (&self.cond_proj, cond) {
+            (Some(p), Some(w)) => {
+                let d = self.cfg.time_cond_proj_dim.unwrap_or(0);
+                if w.shape() != [x.shape()[0], d] {
+                    return Err(Error::Shape { op: "unet", detail: format!("timestep_cond {:?} must be [{}, {d}]", w.shape(), x.shape()[0]) });
+                }
+                let w = if w.dtype() != x.dtype() { ops::cast(c.gpu, w, x.dtype())? } else { w.clone() };
+                p.fwd(c, &w, Act::None, Some(&te))?
+            }
+            (Some(_), None) => return Err(Error::Invalid("this UNet has time_cond_proj_dim (an LCM-distilled model): it needs the guidance embedding".into())),
+            (None, _) => te,
+        };
         let temb = self.lin1.fwd(c, &te, Act::Silu, None)?;
         // Resnets take silu(temb): fold the SiLU into linear_2's epilogue.
         let temb_silu = self.lin2.fwd(c, &temb, Act::Silu, None)?;

@@ -11,6 +11,8 @@ pub enum Act {
     Silu = 1,
     Gelu = 2,
     QuickGelu = 3,
+    /// max(x, 0) (code 7: 4–6 are the unary kernel's own ops).
+    Relu = 7,
 }
 
 fn float_only(op: &'static str, x: &Tensor) -> Result<()> {
@@ -50,6 +52,10 @@ pub fn fill(gpu: &Gpu, like: &Tensor, shape: &[usize], dtype: DType, value: f32)
     Ok(y)
 }
 
+/// `m · tanh(x / m)`: TAESD's soft clamp of the latents to (−m, m).
+pub fn soft_clamp(gpu: &Gpu, x: &Tensor, m: f32) -> Result<Tensor> {
+    unary_raw(gpu, x, 8, m, 0.0, x.dtype())
+}
 /// Clamp to [lo, hi].
 pub fn clamp(gpu: &Gpu, x: &Tensor, lo: f32, hi: f32) -> Result<Tensor> {
     unary_raw(gpu, x, 5, lo, hi, x.dtype())

@@ -17,6 +17,29 @@ pub enum Spacing {
     Trailing,
 }
 
+impl Spacing {
+    /// `leading`, `trailing` or `linspace`.
+    pub fn parse(s: &str) -> Option<Spacing> {
+        match s {
+            "leading" => Some(Spacing::Leading),
+            "trailing" => Some(Spacing::Trailing),
+            "linspace" => Some(Spacing::Linspace),
+            _ => None,
+        }
+    }
+}
+
+impl Prediction {
+    /// `epsilon` or `v_prediction`.
+    pub fn parse(s: &str) -> Option<Prediction> {
+        match s {
+            "epsilon" => Some(Prediction::Epsilon),
+            "v_prediction" => Some(Prediction::VPrediction),
+            _ => None,
+        }
+    }
+}
+
 /// What the UNet predicts (`prediction_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prediction {
@@ -71,6 +94,11 @@ pub struct SchedulerConfig {
     pub lower_order_final: bool,
     /// DPM-Solver: first order for the last step always (default false).
     pub euler_at_final: bool,
+    /// LCM: the distillation schedule's length (default 50): the timesteps are picked from
+    /// `k·(1..=N) − 1`, `k = num_train_timesteps / N`.
+    pub original_inference_steps: usize,
+    /// LCM: `c_skip`/`c_out` use `t · timestep_scaling` (default 10).
+    pub timestep_scaling: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -81,6 +109,24 @@ impl Default for SchedulerConfig {
         Self::from_json_for("pndm", SD15_SCHEDULER_CONFIG).expect("the built-in SD-1.5 scheduler config parses")
     }
 }
+
+/// `scheduler/scheduler_config.json` of `stabilityai/stable-diffusion-2-1` (DDIM, v-prediction),
+/// verbatim: what an SD-2.x single-file checkpoint is run with (`--prediction-type epsilon` for
+/// the 512² base models).
+pub const SD21_SCHEDULER_CONFIG: &str = r#"{
+  "_class_name": "DDIMScheduler",
+  "_diffusers_version": "0.8.0",
+  "beta_end": 0.012,
+  "beta_schedule": "scaled_linear",
+  "beta_start": 0.00085,
+  "clip_sample": false,
+  "num_train_timesteps": 1000,
+  "prediction_type": "v_prediction",
+  "set_alpha_to_one": false,
+  "skip_prk_steps": true,
+  "steps_offset": 1,
+  "trained_betas": null
+}"#;
 
 /// `scheduler/scheduler_config.json` of `stable-diffusion-v1-5/stable-diffusion-v1-5`, verbatim:
 /// what a model without a scheduler config (a single-file checkpoint) is run with.
@@ -107,6 +153,7 @@ pub fn class_of(sampler: &str) -> Option<&'static str> {
         "euler" => "EulerDiscreteScheduler",
         "euler_a" => "EulerAncestralDiscreteScheduler",
         "dpmpp_2m_karras" => "DPMSolverMultistepScheduler",
+        "lcm" => "LCMScheduler",
         _ => return None,
     })
 }
@@ -146,6 +193,8 @@ impl SchedulerConfig {
             solver_type: "midpoint".into(),
             lower_order_final: true,
             euler_at_final: false,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
         };
         Ok(match sampler {
             "ddpm" => SchedulerConfig { timestep_spacing: Spacing::Leading, clip_sample: true, variance_type: Some("fixed_small".into()), ..base },
@@ -153,6 +202,14 @@ impl SchedulerConfig {
             "pndm" => SchedulerConfig { timestep_spacing: Spacing::Leading, ..base },
             "euler" | "euler_a" => base,
             "dpmpp_2m_karras" => SchedulerConfig { use_karras_sigmas: true, ..base },
+            "lcm" => SchedulerConfig {
+                beta_start: 0.00085,
+                beta_end: 0.012,
+                beta_schedule: "scaled_linear".into(),
+                timestep_spacing: Spacing::Leading,
+                set_alpha_to_one: true,
+                ..base
+            },
             other => {
                 return Err(unsupported(format!("unknown sampler {other:?}; expected one of {}", super::SAMPLERS.join(", "))))
             }
@@ -307,6 +364,14 @@ impl SchedulerConfig {
             solver_type: f.str("solver_type", &d.solver_type)?,
             lower_order_final: f.bool("lower_order_final", d.lower_order_final)?,
             euler_at_final: f.bool("euler_at_final", d.euler_at_final)?,
+            original_inference_steps: {
+                let n = f.int("original_inference_steps", d.original_inference_steps as i64)?;
+                if !(1..=100_000).contains(&n) {
+                    return Err(unsupported(format!("scheduler_config.json: original_inference_steps {n} is outside 1..=100000")));
+                }
+                n as usize
+            },
+            timestep_scaling: f.f64("timestep_scaling", d.timestep_scaling)?,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -40,6 +40,12 @@ impl Ddim {
 }
 
 impl Sampler for Ddim {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+    fn alpha_bar(&self, i: usize) -> f64 {
+        self.acp[self.ts[i] as usize]
+    }
     fn name(&self) -> &'static str {
         "ddim"
     }

@@ -45,6 +45,12 @@ impl Ddpm {
 }
 
 impl Sampler for Ddpm {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+    fn alpha_bar(&self, i: usize) -> f64 {
+        self.acp[self.ts[i] as usize]
+    }
     fn name(&self) -> &'static str {
         "ddpm"
     }

@@ -78,6 +78,13 @@ impl DpmPp2m {
 }
 
 impl Sampler for DpmPp2m {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+    fn alpha_bar(&self, i: usize) -> f64 {
+        let s = self.sigmas[i];
+        1.0 / (s * s + 1.0)
+    }
     fn name(&self) -> &'static str {
         "dpmpp_2m_karras"
     }

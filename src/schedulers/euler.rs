@@ -79,6 +79,13 @@ impl Euler {
 }
 
 impl Sampler for Euler {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+    fn alpha_bar(&self, i: usize) -> f64 {
+        let s = self.sigmas[i];
+        1.0 / (s * s + 1.0)
+    }
     fn name(&self) -> &'static str {
         if self.ancestral {
             "euler_a"

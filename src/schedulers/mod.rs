@@ -11,6 +11,7 @@
 //! | `euler` | `EulerDiscreteScheduler` | no churn (the pipelines' defaults) |
 //! | `euler_a` | `EulerAncestralDiscreteScheduler` | |
 //! | `dpmpp_2m_karras` | `DPMSolverMultistepScheduler` | `dpmsolver++`, order 2, Karras sigmas, `lower_order_final` |
+//! | `lcm` | `LCMScheduler` | `original_inference_steps` schedule, `c_skip`/`c_out` boundary conditions, re-noise with the generator but after the last step |
 //!
 //! The GPU does the per-element latent update, so a sampler never sees a tensor: each step
 //! is a [`StepPlan`], a few linear combinations of the current sample, the model output,
@@ -54,10 +55,11 @@ mod ddim;
 mod ddpm;
 mod dpmpp;
 mod euler;
+mod lcm;
 mod pndm;
 mod tables;
 
-pub use config::{class_of, Prediction, SchedulerConfig, Spacing, SD15_SCHEDULER_CONFIG};
+pub use config::{class_of, Prediction, SchedulerConfig, Spacing, SD15_SCHEDULER_CONFIG, SD21_SCHEDULER_CONFIG};
 
 use crate::error::{Error, Result};
 
@@ -191,16 +193,57 @@ pub trait Sampler: Send + std::fmt::Debug {
     fn img2img_begin(&self, strength: f64) -> Result<usize> {
         img2img_begin_index(self.num_inference_steps(), strength, self.order())
     }
+    /// What the model output means (`prediction_type`).
+    fn prediction(&self) -> Prediction;
+    /// ᾱ of the noise level the UNet input has at `step_index`: the UNet always sees a
+    /// variance-preserving sample `scale_model_input(i) · x = sqrt(ᾱ)·x₀ + sqrt(1 − ᾱ)·ε`
+    /// (for the sigma-space samplers ᾱ = 1 / (σ² + 1)).
+    fn alpha_bar(&self, step_index: usize) -> f64;
+    /// The current estimate of the clean latents x₀ after the UNet ran at `step_index`
+    /// (diffusers' `pred_original_sample`; LCM's `denoised`), as a combination of the sample
+    /// and the model output: what a live preview decodes. Does not advance the history.
+    fn denoised(&self, step_index: usize) -> Combo {
+        vp_x0(self.prediction(), self.alpha_bar(step_index), self.scale_model_input(step_index))
+    }
+}
+
+/// x₀ from a variance-preserving UNet input `s · Sample` at ᾱ = `a` and the model output.
+pub(crate) fn vp_x0(prediction: Prediction, a: f64, s: f64) -> Combo {
+    match prediction {
+        Prediction::Epsilon => Combo::of(Term::Sample, s / a.sqrt()).add(Term::ModelOutput, -(1.0 - a).sqrt() / a.sqrt()),
+        Prediction::VPrediction => Combo::of(Term::Sample, s * a.sqrt()).add(Term::ModelOutput, -(1.0 - a).sqrt()),
+    }
 }
 
 /// The sampler names [`from_config`] accepts.
-pub const SAMPLERS: [&str; 6] = ["ddpm", "ddim", "pndm", "euler", "euler_a", "dpmpp_2m_karras"];
+pub const SAMPLERS: [&str; 7] = ["ddpm", "ddim", "pndm", "euler", "euler_a", "dpmpp_2m_karras", "lcm"];
 
 /// Build sampler `name` (one of [`SAMPLERS`]) from a diffusers `scheduler_config.json` (the
 /// real SD-1.5 file, [`SD15_SCHEDULER_CONFIG`], when `None`) for `steps` inference steps, as
 /// `Class.from_config(file)` does: fields the file lacks take the class's own defaults.
 pub fn from_config(name: &str, config_json: Option<&str>, steps: usize) -> Result<Box<dyn Sampler>> {
     let cfg = SchedulerConfig::from_json_for(name, config_json.unwrap_or(SD15_SCHEDULER_CONFIG))?;
+    from_parsed(name, &cfg, steps)
+}
+
+/// What a user may override in a model's scheduler config (CLI `--timestep-spacing`,
+/// `--prediction-type`; JS `timestepSpacing`, `predictionType`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Overrides {
+    pub timestep_spacing: Option<Spacing>,
+    pub prediction_type: Option<Prediction>,
+}
+
+/// [`from_config`] with `overrides` applied to the parsed config (as
+/// `Class.from_config(file, timestep_spacing=…, prediction_type=…)`).
+pub fn from_config_with(name: &str, config_json: Option<&str>, steps: usize, overrides: &Overrides) -> Result<Box<dyn Sampler>> {
+    let mut cfg = SchedulerConfig::from_json_for(name, config_json.unwrap_or(SD15_SCHEDULER_CONFIG))?;
+    if let Some(sp) = overrides.timestep_spacing {
+        cfg.timestep_spacing = sp;
+    }
+    if let Some(pr) = overrides.prediction_type {
+        cfg.prediction_type = pr;
+    }
     from_parsed(name, &cfg, steps)
 }
 
@@ -222,6 +265,7 @@ pub fn from_parsed(name: &str, cfg: &SchedulerConfig, steps: usize) -> Result<Bo
         "euler" => Box::new(euler::Euler::new(cfg, steps, false)?),
         "euler_a" => Box::new(euler::Euler::new(cfg, steps, true)?),
         "dpmpp_2m_karras" => Box::new(dpmpp::DpmPp2m::new(cfg, steps)?),
+        "lcm" => Box::new(lcm::Lcm::new(cfg, steps)?),
         other => {
             return Err(unsupported(format!("unknown sampler {other:?}; expected one of {}", SAMPLERS.join(", "))))
         }

@@ -192,6 +192,12 @@ impl Pndm {
 }
 
 impl Sampler for Pndm {
+    fn prediction(&self) -> Prediction {
+        self.prediction
+    }
+    fn alpha_bar(&self, i: usize) -> f64 {
+        self.acp[(self.timesteps[i] as usize).min(self.acp.len() - 1)]
+    }
     fn name(&self) -> &'static str {
         "pndm"
     }

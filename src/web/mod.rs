@@ -9,7 +9,8 @@ use wasm_bindgen::prelude::*;
 
 use crate::gpu::{DType, Gpu, GpuOptions};
 use crate::image::{encode_png, Rgb};
-use crate::model::config::{ClipConfig, UnetConfig, VaeConfig};
+use crate::model::config::{ClipConfig, TinyVaeConfig, UnetConfig, VaeConfig};
+use crate::model::taesd::TinyVae;
 use crate::model::{Configs, Dtypes, StableDiffusion, COMPONENTS};
 use crate::pipeline::{self, Params, RunOptions};
 use crate::tokenizer::ClipTokenizer;
@@ -17,10 +18,17 @@ use crate::weights::{source, Layout, Loader};
 use crate::Error;
 
 struct Model {
-    sd: StableDiffusion,
+    /// Borrowed shared for a generation; mutably only between generations (tiny VAE attached,
+    /// text encoder freed or put back).
+    sd: RefCell<StableDiffusion>,
     tok: ClipTokenizer,
     scheduler: Option<String>,
     name: String,
+    /// Free the text encoder's weights after each encoding (`load({ evictTextEncoder })`).
+    evict_text_encoder: bool,
+    /// The last text states (kept only with `evict_text_encoder`: the same prompts then need
+    /// no text encoder).
+    text_cache: RefCell<Option<pipeline::TextStates>>,
 }
 
 struct State {
@@ -28,6 +36,13 @@ struct State {
     dtypes: Dtypes,
     loading: Option<(Configs, Loader)>,
     model: Option<Rc<Model>>,
+    /// A TAESD being loaded; `feeding_tiny`: the current file is one of its files.
+    tiny_loading: Option<(TinyVaeConfig, Loader)>,
+    feeding_tiny: bool,
+    /// A TAESD loaded before its model was ready (attached by finishModel).
+    tiny_pending: Option<(TinyVae, String)>,
+    /// The text encoder's weights being streamed back (after an eviction).
+    te_loading: Option<Loader>,
 }
 
 thread_local! {
@@ -94,7 +109,7 @@ pub async fn init(dtype: String, vae_dtype: Option<String>, max_binding: Option<
         });
     });
     let info = serde_json::to_string(gpu.info()).map_err(|e| invalid(e.to_string()))?;
-    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtypes, loading: None, model: None }));
+    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtypes, loading: None, model: None, tiny_loading: None, feeding_tiny: false, tiny_pending: None, te_loading: None }));
     Ok(info)
 }
 
@@ -152,6 +167,25 @@ pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Opti
 pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result<(), JsValue> {
     source::refuse_pickle(&name).map_err(|e| js_err(e.into()))?;
     with_state(|st| {
+        if let Some(layout) = match component.as_str() {
+            "taesd" => Some(Layout::Component("taesd".into())),
+            "taesd_encoder" => Some(Layout::TaesdOriginal { decoder: false }),
+            "taesd_decoder" => Some(Layout::TaesdOriginal { decoder: true }),
+            _ => None,
+        } {
+            let (_, loader) = st.tiny_loading.as_mut().ok_or_else(|| invalid("beginTinyVae() first"))?;
+            loader.begin(&name, total.map(|t| t as u64), layout);
+            st.feeding_tiny = true;
+            return Ok(());
+        }
+        st.feeding_tiny = false;
+        if let Some(loader) = st.te_loading.as_mut() {
+            if component != "text_encoder" {
+                return Err(invalid("only text_encoder files go into beginTextEncoder()"));
+            }
+            loader.begin(&name, total.map(|t| t as u64), Layout::Component(component));
+            return Ok(());
+        }
         let (cfg, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
         let layout = match component.as_str() {
             "checkpoint" => cfg.single_file_layout(),
@@ -163,40 +197,52 @@ pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result
     })
 }
 
+impl State {
+    /// The loader the current file goes to: the tiny VAE's, the text encoder's (streamed back
+    /// after an eviction) or the model's.
+    fn current_loader(&mut self) -> Result<&mut Loader, JsValue> {
+        let loader = if self.feeding_tiny {
+            self.tiny_loading.as_mut().map(|l| &mut l.1)
+        } else if self.te_loading.is_some() {
+            self.te_loading.as_mut()
+        } else {
+            self.loading.as_mut().map(|l| &mut l.1)
+        };
+        loader.ok_or_else(|| invalid("beginModel() first"))
+    }
+}
+
 /// The next bytes of the current file (parsed and uploaded as tensors complete).
 #[wasm_bindgen]
 pub fn feed(chunk: &[u8]) -> Result<(), JsValue> {
-    with_state(|st| {
-        let (_, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
-        loader.feed(chunk).map_err(js_err)
-    })
+    with_state(|st| st.current_loader()?.feed(chunk).map_err(js_err))
 }
 
 /// The current file ended (checks that it was complete).
 #[wasm_bindgen(js_name = endFile)]
 pub fn end_file() -> Result<(), JsValue> {
-    with_state(|st| {
-        let (_, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
-        loader.end().map_err(js_err)
-    })
+    with_state(|st| st.current_loader()?.end().map_err(js_err))
 }
 
 /// All files fed: check that every weight arrived, fuse, and get ready. `tokenizer` is
 /// JSON `{vocab, merges, tokenizer_json, config}` (texts, each optional) or null for the
 /// built-in CLIP tokenizer. Returns the warnings as JSON.
 #[wasm_bindgen(js_name = finishModel)]
-pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: Option<String>) -> Result<String, JsValue> {
+pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: Option<String>, evict_text_encoder: Option<bool>) -> Result<String, JsValue> {
     #[derive(serde::Deserialize, Default)]
     struct Tok {
         vocab: Option<String>,
         merges: Option<String>,
         tokenizer_json: Option<String>,
         config: Option<String>,
+        special_tokens_map: Option<String>,
     }
     let t: Tok = match tokenizer {
         Some(j) => serde_json::from_str(&j).map_err(|e| invalid(format!("tokenizer: {e}")))?,
         None => Tok::default(),
     };
+    let config = crate::tokenizer::merged_tokenizer_config(t.config.as_deref(), t.special_tokens_map.as_deref()).map_err(js_err)?;
+    let t = Tok { config, ..t };
     let tok = match (t.tokenizer_json, t.vocab, t.merges) {
         (Some(j), _, _) => ClipTokenizer::from_tokenizer_json(&j, t.config.as_deref()),
         (None, Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(&v, &m, t.config.as_deref()),
@@ -205,12 +251,69 @@ pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: O
     .map_err(js_err)?;
     with_state(|st| {
         let (cfg, loader) = st.loading.take().ok_or_else(|| invalid("beginModel() first"))?;
-        let sd = StableDiffusion::from_loader(cfg, st.dtypes, loader).map_err(js_err)?;
+        let mut sd = StableDiffusion::from_loader(cfg, st.dtypes, loader).map_err(js_err)?;
+        if let Some((tiny, _)) = st.tiny_pending.take() {
+            sd.tiny_vae = Some(tiny);
+        }
         st.gpu.flush().map_err(js_err)?;
         st.gpu.reset_peak();
         let warnings = serde_json::to_string(&sd.warnings).unwrap_or_default();
-        st.model = Some(Rc::new(Model { sd, tok, scheduler: scheduler_config, name }));
+        st.model = Some(Rc::new(Model { sd: RefCell::new(sd), tok, scheduler: scheduler_config, name, evict_text_encoder: evict_text_encoder.unwrap_or(false), text_cache: RefCell::new(None) }));
         Ok(warnings)
+    })
+}
+
+/// Start loading a tiny autoencoder (TAESD): `config` is its diffusers `config.json`, or
+/// null for madebyollin/taesd's (the original taesd_encoder/decoder files). Its files then
+/// go through beginFile(name, total, "taesd" | "taesd_encoder" | "taesd_decoder"), feed, endFile.
+#[wasm_bindgen(js_name = beginTinyVae)]
+pub fn begin_tiny_vae(config: Option<String>) -> Result<(), JsValue> {
+    let cfg = match config {
+        Some(c) => TinyVaeConfig::from_json("config.json", &c).map_err(|e| js_err(e.into()))?,
+        None => TinyVaeConfig::default(),
+    };
+    with_state(|st| {
+        let loader = TinyVae::loader(&st.gpu, &cfg, st.dtypes.vae);
+        st.tiny_loading = Some((cfg, loader));
+        Ok(())
+    })
+}
+
+/// The tiny VAE's files are in: check every weight and attach it to the model (for previews,
+/// and `decoder: "tiny"`).
+#[wasm_bindgen(js_name = finishTinyVae)]
+pub fn finish_tiny_vae(name: String) -> Result<(), JsValue> {
+    with_state(|st| {
+        let (cfg, loader) = st.tiny_loading.take().ok_or_else(|| invalid("beginTinyVae() first"))?;
+        st.feeding_tiny = false;
+        let tiny = TinyVae::from_loader(cfg, st.dtypes.vae, loader).map_err(|e| invalid(format!("tiny VAE {name}: {e}")))?;
+        match st.model.as_ref() {
+            Some(m) => match m.sd.try_borrow_mut() {
+                Ok(mut sd) => sd.tiny_vae = Some(tiny),
+                Err(_) => return Err(invalid("a generation is running: load the tiny VAE when it has finished")),
+            },
+            None => st.tiny_pending = Some((tiny, name)),
+        }
+        st.gpu.flush().map_err(js_err)?;
+        Ok(())
+    })
+}
+
+/// What the loaded model is and the settings it expects when none are given (JSON): family
+/// (sd15, sd2, sd-turbo, lcm), steps, guidanceScale, sampler, width, height,
+/// negativePromptUsed, predictionType; and whether a tiny VAE is loaded.
+#[wasm_bindgen(js_name = modelDefaults)]
+pub fn model_defaults() -> Result<String, JsValue> {
+    with_state(|st| {
+        let m = st.model.as_ref().ok_or_else(|| invalid("no model is loaded"))?;
+        let sd = m.sd.borrow();
+        let d = pipeline::model_defaults(&sd, m.scheduler.as_deref(), &m.name);
+        Ok(serde_json::json!({
+            "family": d.family.name(), "steps": d.steps, "guidanceScale": d.guidance_scale, "sampler": d.sampler,
+            "width": d.width, "height": d.height, "negativePromptUsed": d.negative_prompt_used, "predictionType": d.prediction_type,
+            "tinyVae": sd.tiny_vae.is_some(), "samplers": crate::schedulers::SAMPLERS,
+        })
+        .to_string())
     })
 }
 
@@ -230,6 +333,9 @@ struct GenParams {
     batch_pos: Option<f64>,
     resize_mode: Option<String>,
     preview: Option<bool>,
+    decoder: Option<String>,
+    timestep_spacing: Option<String>,
+    prediction_type: Option<String>,
 }
 
 fn count(v: Option<f64>, default: usize, what: &str) -> Result<usize, JsValue> {
@@ -272,7 +378,23 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         let m = st.model.clone().ok_or_else(|| invalid("no model is loaded"))?;
         Ok((st.gpu.clone(), m))
     })?;
-    let (dw, dh) = pipeline::default_size(&model.sd, init_image.as_ref());
+    let md = pipeline::model_defaults(&model.sd.borrow(), model.scheduler.as_deref(), &model.name);
+    let (dw, dh) = match init_image.as_ref() {
+        Some(_) => pipeline::default_size(&model.sd.borrow(), init_image.as_ref()),
+        None => (md.width, md.height),
+    };
+    let decoder = match g.decoder.as_deref() {
+        None => pipeline::Decoder::Vae,
+        Some(s) => pipeline::Decoder::parse(s).ok_or_else(|| invalid(format!("decoder must be \"vae\" or \"tiny\" (got {s:?})")))?,
+    };
+    let timestep_spacing = match g.timestep_spacing.as_deref() {
+        None => None,
+        Some(s) => Some(crate::schedulers::Spacing::parse(s).ok_or_else(|| invalid(format!("timestepSpacing must be \"leading\", \"linspace\" or \"trailing\" (got {s:?})")))?),
+    };
+    let prediction_type = match g.prediction_type.as_deref() {
+        None => None,
+        Some(s) => Some(crate::schedulers::Prediction::parse(s).ok_or_else(|| invalid(format!("predictionType must be \"epsilon\" or \"v_prediction\" (got {s:?})")))?),
+    };
     let resize_mode = match g.resize_mode.as_deref() {
         Some(m) => crate::image::ResizeMode::parse(m).map_err(js_err)?,
         None => crate::image::ResizeMode::default(),
@@ -280,10 +402,10 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
     let p = Params {
         prompt: g.prompt,
         negative_prompt: g.negative_prompt,
-        steps: count(g.steps, d.steps, "steps")?,
-        guidance_scale: g.guidance_scale.unwrap_or(d.guidance_scale),
+        steps: count(g.steps, md.steps, "steps")?,
+        guidance_scale: g.guidance_scale.unwrap_or(md.guidance_scale),
         seed: g.seed as u64,
-        sampler: g.sampler.unwrap_or(d.sampler),
+        sampler: g.sampler.unwrap_or_else(|| md.sampler.to_string()),
         width: count(g.width, dw, "width")?,
         height: count(g.height, dh, "height")?,
         batch: count(g.batch, d.batch, "batch")?,
@@ -291,6 +413,9 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         init_image,
         strength: g.strength.unwrap_or(d.strength),
         resize_mode,
+        decoder,
+        timestep_spacing,
+        prediction_type,
     };
     let run = RunOptions { preview: g.preview.unwrap_or(false) };
     let mut on = |pr: pipeline::Progress| -> bool {
@@ -309,7 +434,30 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
             Err(_) => false,
         }
     };
-    let out = pipeline::generate_with(&gpu, &model.sd, &model.tok, model.scheduler.as_deref(), &p, &run, &mut on).await.map_err(js_err)?;
+    let out = if model.evict_text_encoder {
+        // The text states of these prompts: from the cache, or from the text encoder (put back
+        // by the worker beforehand when it was freed), which is then freed again.
+        let cached = model.text_cache.borrow_mut().take().filter(|t| t.is_for(&model.sd.borrow(), &p));
+        let text = match cached {
+            Some(t) => t,
+            None => {
+                if !model.sd.borrow().has_text_encoder() {
+                    return Err(invalid("the text encoder was freed after the last prompt: stream it back first (beginTextEncoder)"));
+                }
+                let t = pipeline::encode_text(&gpu, &model.sd.borrow(), &model.tok, &p).map_err(js_err)?;
+                let mut sd = model.sd.try_borrow_mut().map_err(|_| invalid("the model is busy"))?;
+                sd.evict_text_encoder(&gpu);
+                t
+            }
+        };
+        let sd = model.sd.borrow();
+        let out = pipeline::generate_from_text(&gpu, &sd, &text, model.scheduler.as_deref(), &p, &run, &mut on).await;
+        *model.text_cache.borrow_mut() = Some(text);
+        gpu.trim_pool();
+        out.map_err(js_err)?
+    } else {
+        pipeline::generate_with(&gpu, &model.sd.borrow(), &model.tok, model.scheduler.as_deref(), &p, &run, &mut on).await.map_err(js_err)?
+    };
     let mut warnings = out.warnings.clone();
     if out.dropped_tokens.0 > 0 {
         warnings.push(format!("The prompt is longer than CLIP's 77 tokens: {} token(s) at its end were dropped.", out.dropped_tokens.0));
@@ -348,7 +496,56 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
     js_sys::Reflect::set(&dropped, &"negativePrompt".into(), &(out.dropped_tokens.1 as u32).into())?;
     set("droppedTokens", dropped.into())?;
     set("vaeUpcast", out.vae_upcast.into())?;
+    set("decoder", out.decoder.name().into())?;
     Ok(result)
+}
+
+/// Whether generating with these options needs the text encoder streamed back first (it was
+/// freed after the last encoding and the prompts differ from the cached ones). `params`: the
+/// generate options' JSON.
+#[wasm_bindgen(js_name = textEncoderNeeded)]
+pub fn text_encoder_needed(params: String) -> Result<bool, JsValue> {
+    let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
+    with_state(|st| {
+        let m = st.model.as_ref().ok_or_else(|| invalid("no model is loaded"))?;
+        let sd = m.sd.borrow();
+        if !m.evict_text_encoder || sd.has_text_encoder() {
+            return Ok(false);
+        }
+        let md = pipeline::model_defaults(&sd, m.scheduler.as_deref(), &m.name);
+        let p = Params {
+            prompt: g.prompt,
+            negative_prompt: g.negative_prompt,
+            guidance_scale: g.guidance_scale.unwrap_or(md.guidance_scale),
+            batch: count(g.batch, 1, "batch")?,
+            batch_pos: g.batch_pos.map(|v| count(Some(v), 1, "batchPos")).transpose()?,
+            ..Params::default()
+        };
+        Ok(!m.text_cache.borrow().as_ref().is_some_and(|t| t.is_for(&sd, &p)))
+    })
+}
+
+/// Start streaming the text encoder's weights back (its files go through beginFile(name,
+/// total, "text_encoder"), feed, endFile; then finishTextEncoder()).
+#[wasm_bindgen(js_name = beginTextEncoder)]
+pub fn begin_text_encoder() -> Result<(), JsValue> {
+    with_state(|st| {
+        let m = st.model.as_ref().ok_or_else(|| invalid("no model is loaded"))?;
+        let sd = m.sd.borrow();
+        st.te_loading = Some(StableDiffusion::loader(&st.gpu, &sd.cfg, sd.dtypes, &["text_encoder"]));
+        Ok(())
+    })
+}
+
+#[wasm_bindgen(js_name = finishTextEncoder)]
+pub fn finish_text_encoder() -> Result<(), JsValue> {
+    with_state(|st| {
+        let loader = st.te_loading.take().ok_or_else(|| invalid("beginTextEncoder() first"))?;
+        let m = st.model.as_ref().ok_or_else(|| invalid("no model is loaded"))?;
+        let mut sd = m.sd.try_borrow_mut().map_err(|_| invalid("a generation is running"))?;
+        sd.restore_text_encoder(&st.gpu, loader).map_err(js_err)?;
+        st.gpu.flush().map_err(js_err)
+    })
 }
 
 /// GPU memory figures (JSON): live and peak bytes since the model was ready, weights.
@@ -356,7 +553,7 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
 pub fn stats() -> Result<String, JsValue> {
     with_state(|st| {
         let s = st.gpu.pool_stats();
-        let weights = st.model.as_ref().map_or(0, |m| m.sd.weights.bytes());
+        let weights = st.model.as_ref().map_or(0, |m| m.sd.borrow().weights.bytes());
         Ok(serde_json::json!({"gpuLiveBytes": s.live_bytes, "gpuPeakBytes": s.peak_bytes, "gpuTotalBytes": s.total_bytes, "weightsBytes": weights}).to_string())
     })
 }
@@ -368,6 +565,9 @@ pub fn unload() {
         if let Some(st) = s.borrow_mut().as_mut() {
             st.model = None;
             st.loading = None;
+            st.tiny_loading = None;
+            st.tiny_pending = None;
+            st.te_loading = None;
             st.gpu.trim_pool();
         }
     });

@@ -15,6 +15,19 @@ pub fn diffusers(component: &str, key: &str) -> String {
     }
 }
 
+/// madebyollin's original TAESD files: `nn.Sequential` indices without a prefix
+/// (`3.conv.0.weight`). The decoder's index 0 is its clamp (no weights), so its layer `k` is
+/// diffusers' `decoder.layers.{k-1}`.
+pub fn taesd_original(key: &str, decoder: bool) -> Option<String> {
+    let (idx, rest) = key.split_once('.')?;
+    let i: usize = idx.parse().ok()?;
+    if decoder {
+        Some(format!("taesd/decoder.layers.{}.{rest}", i.checked_sub(1)?))
+    } else {
+        Some(format!("taesd/encoder.layers.{i}.{rest}"))
+    }
+}
+
 /// `….attentions.N.query.weight` → `….attentions.N.to_q.weight` (and key, value, proj_attn).
 fn legacy_attention(key: &str) -> Option<String> {
     let at = key.find(".attentions.")?;
@@ -60,7 +73,44 @@ pub fn single_file(key: &str, unet: &UnetLayout, vae: &VaeLayout) -> Option<Stri
     if let Some(k) = key.strip_prefix("cond_stage_model.transformer.") {
         return Some(diffusers("text_encoder", k));
     }
+    if let Some(k) = key.strip_prefix("cond_stage_model.model.") {
+        return open_clip_key(k).map(|k| format!("text_encoder/{k}"));
+    }
     None
+}
+
+/// SD-2.x single files: the OpenCLIP ViT-H text encoder (`cond_stage_model.model.*`) in
+/// transformers' CLIPTextModel names. The fused attention input `attn.in_proj_weight` /
+/// `in_proj_bias` ([3D, D] / [3D]: q, k, v stacked) goes straight into this project's fused
+/// `self_attn.to_qkv` weight (the same layout). The last resblock (diffusers uses the
+/// penultimate layer's output: 23 of 24 layers), `text_projection` and `logit_scale` match no
+/// weight and are skipped without a warning ([`harmless_extra`]).
+pub fn open_clip_key(k: &str) -> Option<String> {
+    match k {
+        "token_embedding.weight" => return Some("embeddings.token_embedding.weight".into()),
+        "positional_embedding" => return Some("embeddings.position_embedding.weight".into()),
+        "ln_final.weight" => return Some("final_layer_norm.weight".into()),
+        "ln_final.bias" => return Some("final_layer_norm.bias".into()),
+        _ => {}
+    }
+    let rest = k.strip_prefix("transformer.resblocks.")?;
+    let (i, part) = split_num(rest)?;
+    let new = match part {
+        "ln_1.weight" => "layer_norm1.weight",
+        "ln_1.bias" => "layer_norm1.bias",
+        "ln_2.weight" => "layer_norm2.weight",
+        "ln_2.bias" => "layer_norm2.bias",
+        "attn.in_proj_weight" => "self_attn.to_qkv.weight",
+        "attn.in_proj_bias" => "self_attn.to_qkv.bias",
+        "attn.out_proj.weight" => "self_attn.out_proj.weight",
+        "attn.out_proj.bias" => "self_attn.out_proj.bias",
+        "mlp.c_fc.weight" => "mlp.fc1.weight",
+        "mlp.c_fc.bias" => "mlp.fc1.bias",
+        "mlp.c_proj.weight" => "mlp.fc2.weight",
+        "mlp.c_proj.bias" => "mlp.fc2.bias",
+        _ => return None,
+    };
+    Some(format!("encoder.layers.{i}.{new}"))
 }
 
 fn resnet_part(p: &str) -> Option<String> {
@@ -209,6 +259,10 @@ pub fn harmless_extra(key: &str) -> bool {
         || key.contains("logit_scale")
         || !key.contains('.') // betas, alphas_cumprod, posterior_* ... (LDM scheduler buffers)
         || key.starts_with("lora_")
+        // SD-2.x single files: OpenCLIP's last block (unused: the penultimate layer is the
+        // output) and its projection
+        || key.starts_with("cond_stage_model.model.transformer.resblocks.")
+        || key == "cond_stage_model.model.text_projection"
 }
 
 /// GEGLU projections (`…ff.net.0.proj.weight` / `.bias`, [2·D, …]) are stored on the GPU with

@@ -86,6 +86,8 @@ pub enum Layout {
     Component(String),
     /// An original (CompVis / LDM) single-file checkpoint.
     SingleFile { unet: keymap::UnetLayout, vae: keymap::VaeLayout },
+    /// madebyollin's original `taesd_encoder.safetensors` / `taesd_decoder.safetensors`.
+    TaesdOriginal { decoder: bool },
 }
 
 /// Convert stored tensor bytes to GPU storage bytes of `dtype` (f32 or f16), without a
@@ -120,6 +122,9 @@ pub struct Loader {
     gpu: Gpu,
     /// Expected shape and GPU storage type of each weight.
     specs: HashMap<String, (Vec<usize>, DType)>,
+    /// Weights a file may hold already fused (the model's concatenations of parts, e.g.
+    /// OpenCLIP's `in_proj_weight` = q, k, v): fused name -> (shape, storage, parts).
+    fused: HashMap<String, (Vec<usize>, DType, Vec<String>)>,
     loaded: Weights,
     /// Source key -> target name, for the file being read.
     targets: HashMap<String, String>,
@@ -144,6 +149,7 @@ impl Loader {
                 let d = dtype_of(&s.name);
                 (s.name, (s.shape, d))
             }).collect(),
+            fused: HashMap::new(),
             loaded: Weights::default(),
             targets: HashMap::new(),
             unexpected: Vec::new(),
@@ -155,6 +161,26 @@ impl Loader {
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// Also accept the fused weights of `fusions` (each standing for all its parts) when a
+    /// file holds them already concatenated.
+    pub fn accept_fused(&mut self, fusions: &[crate::model::nn::Fusion]) {
+        for f in fusions {
+            let parts: Option<Vec<&(Vec<usize>, DType)>> = f.parts.iter().map(|p| self.specs.get(p)).collect();
+            let Some(parts) = parts else { continue };
+            let Some(first) = parts.first() else { continue };
+            if parts.iter().any(|p| p.0.len() != first.0.len() || p.0[1..] != first.0[1..] || p.1 != first.1) {
+                continue;
+            }
+            let mut shape = first.0.clone();
+            shape[0] = parts.iter().map(|p| p.0[0]).sum();
+            self.fused.insert(f.name.clone(), (shape, first.1, f.parts.clone()));
+        }
+    }
+
+    fn spec_of(&self, name: &str) -> Option<(Vec<usize>, DType)> {
+        self.specs.get(name).cloned().or_else(|| self.fused.get(name).map(|(s, d, _)| (s.clone(), *d)))
     }
 
     /// Start a file; `total_len` when known.
@@ -173,15 +199,16 @@ impl Loader {
             let target = match layout {
                 Layout::Component(c) => Some(keymap::diffusers(c, &t.name)),
                 Layout::SingleFile { unet, vae } => keymap::single_file(&t.name, unet, vae),
+                Layout::TaesdOriginal { decoder } => keymap::taesd_original(&t.name, *decoder),
             };
-            let Some(target) = target.filter(|n| self.specs.contains_key(n)) else {
+            let Some(target) = target.filter(|n| self.specs.contains_key(n) || self.fused.contains_key(n)) else {
                 if !keymap::harmless_extra(&t.name) {
                     self.unexpected.push(format!("{file}: {}", t.name));
                 }
                 skip.push(t.name.clone());
                 continue;
             };
-            let expected = &self.specs[&target].0;
+            let expected = &self.spec_of(&target).expect("a known target").0;
             let conv_as_linear = t.shape.len() == expected.len() + 2 && t.shape[..expected.len()] == expected[..] && t.shape[expected.len()..] == [1, 1];
             if &t.shape != expected && !conv_as_linear {
                 return Err(WeightError::Shape { file, tensor: t.name.clone(), expected: expected.clone(), got: t.shape.clone() }.into());
@@ -196,6 +223,8 @@ impl Loader {
             let what = match layout {
                 Layout::Component(c) => c.clone(),
                 Layout::SingleFile { .. } => "checkpoint".into(),
+                Layout::TaesdOriginal { decoder: true } => "TAESD decoder".into(),
+                Layout::TaesdOriginal { decoder: false } => "TAESD encoder".into(),
             };
             return Err(WeightError::NotStableDiffusion { file, what, count: h.tensors.len(), first: h.tensors[0].name.clone() }.into());
         }
@@ -222,7 +251,7 @@ impl Loader {
                 Event::Tensor(info, data) => {
                     let Some(target) = self.targets.get(&info.name) else { continue };
                     self.peak_tensor_bytes = self.peak_tensor_bytes.max(data.len() as u64);
-                    let (shape, dtype) = self.specs[target].clone();
+                    let (shape, dtype) = self.spec_of(target).expect("a known target");
                     // One copy of the tensor in memory at a time where possible (wasm32 has
                     // little room): no conversion copy when the stored type is the GPU's.
                     let mut bytes = convert(info.dtype, &data, dtype);
@@ -250,7 +279,9 @@ impl Loader {
     /// All files read: every expected weight must be there. Returns the weights and
     /// the warnings (unexpected tensors).
     pub fn finish(self) -> crate::Result<(Weights, Vec<String>)> {
-        let mut missing: Vec<&String> = self.specs.keys().filter(|k| !self.loaded.map.contains_key(*k)).collect();
+        // A part is there when it is, or when a fused weight holding it is.
+        let covered: HashSet<&String> = self.fused.iter().filter(|(n, _)| self.loaded.map.contains_key(*n)).flat_map(|(_, (_, _, parts))| parts.iter()).collect();
+        let mut missing: Vec<&String> = self.specs.keys().filter(|k| !self.loaded.map.contains_key(*k) && !covered.contains(k)).collect();
         if !missing.is_empty() {
             missing.sort();
             let comps: HashSet<&str> = missing.iter().map(|m| m.split('/').next().unwrap_or("")).collect();

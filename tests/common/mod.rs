@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 pub mod fixtures;
 pub mod model;
+pub mod parity;
 
 use sd_webgpu::gpu::{Gpu, GpuOptions};
 

@@ -26,6 +26,10 @@
 //
 // Diffusers comparisons: tests/fixtures/e2e-short/ (3-step versions of tiny-sd15 txt2img_ddim and
 // sd15-realconfig txt2img_batch2, scripts/make_e2e_goldens.py) and sd15-realconfig's own cases.
+//   ui_turbo_taesd               SD-Turbo-style model: its defaults fill the form; 1 step vs diffusers;
+//                                TAESD preview (full size) and fast decode
+//   api_evict_text_encoder       load({ evictTextEncoder }): freed after encoding, streamed back from
+//                                the cache for a new prompt, same image
 //   resume_after_server_kill     server killed at 40 % of the UNet; resume with Range; cache sha256
 //   reload_fetches_nothing       same profile, page reload: zero requests under /model/
 //   restart_fetches_nothing      same profile, browser restart: zero requests under /model/
@@ -61,8 +65,26 @@ const MIN = 60_000;
 const API_TOL = 4e-3; // f32 storage + 8-bit rounding
 const UI_TOL = 2e-2; // f16 weights
 
+// SD-Turbo-style tiny model: tests/fixtures/sd2/model-turbo holds sd-turbo's scheduler and UNet
+// configs; its weights, the other configs and the tokenizer are model-v's (the same files, as
+// in the reference bundle), served under /model-turbo/ as if they were in one folder.
+const SD2 = path.join(ROOT, "tests/fixtures/sd2");
+const turboVirtual = Object.fromEntries(
+  [
+    ["text_encoder/config.json", "model-v/text_encoder/config.json"],
+    ["text_encoder/model.safetensors", "model-v/text_encoder/model.safetensors"],
+    ["unet/diffusion_pytorch_model.safetensors", "model-v/unet/diffusion_pytorch_model.safetensors"],
+    ["vae/config.json", "model-v/vae/config.json"],
+    ["vae/diffusion_pytorch_model.safetensors", "model-v/vae/diffusion_pytorch_model.safetensors"],
+    ["tokenizer/tokenizer_config.json", "model-v/tokenizer/tokenizer_config.json"],
+    ["tokenizer/special_tokens_map.json", "model-v/tokenizer/special_tokens_map.json"],
+    ["tokenizer/vocab.json", "../tiny-sd15/model/tokenizer/vocab.json"],
+    ["tokenizer/merges.txt", "../tiny-sd15/model/tokenizer/merges.txt"],
+  ].map(([url, file]) => [`/model-turbo/${url}`, fs.readFileSync(path.join(SD2, file))]),
+);
 const server = new TestServer({
-  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/__e2e__/": PAGES },
+  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/model-turbo/": path.join(SD2, "model-turbo"), "/taesd/": path.join(ROOT, "tests/fixtures/taesd/taesd"), "/__e2e__/": PAGES },
+  virtual: turboVirtual,
   port: Number(process.env.E2E_PORT || 0),
 });
 const base = () => server.url;
@@ -832,6 +854,117 @@ test("ui_generate", async (t) => {
 
 const UNET = "/model/unet/diffusion_pytorch_model.safetensors";
 const WEIGHTS = ["/model/text_encoder/model.safetensors", UNET, "/model/vae/diffusion_pytorch_model.safetensors"];
+
+test("ui_turbo_taesd", async (t) => {
+  // sd2/turbo_single_step through the page: the model's own defaults (1 step, guidance 0,
+  // Euler, 64² for this tiny model) fill the form, the negative prompt is greyed, and the
+  // image equals diffusers'; with the TAESD at /taesd/ loaded the live preview is TAESD's
+  // full-size decode of x0, and "fast decode" makes the image with TAESD.
+  const g = golden("turbo_single_step", SD2);
+  const b = await t.launch({ viewport: { width: 1280, height: 900 } });
+  const page = b.page;
+  const resp = await page.goto(`${base()}/index.html?model=/model-turbo/&tinyVae=/taesd/&autoload=1`);
+  assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
+  const state = await waitForState(page, ["ready", "error"], 8 * MIN);
+  const msg = await page.locator("#message").textContent().catch(() => null);
+  assert(state === "ready", `page state "${state}": ${msg}`);
+  const form = await page.evaluate(() => ({
+    steps: document.querySelector("#steps").value, guidance: document.querySelector("#guidance").value,
+    sampler: document.querySelector("#sampler").value, width: document.querySelector("#width").value,
+    height: document.querySelector("#height").value, negativeDisabled: document.querySelector("#negative").disabled,
+    fastDecodeEnabled: !document.querySelector("#fast-decode").disabled,
+  }));
+  t.log(`form after load: ${JSON.stringify(form)}`);
+  assert(form.steps === "1" && Number(form.guidance) === 0 && form.sampler === "euler", `SD-Turbo defaults not applied: ${JSON.stringify(form)}`);
+  assert(form.width === "64" && form.height === "64", `size defaults: ${form.width}x${form.height}`);
+  assert(form.negativeDisabled, "the negative prompt should be greyed at guidance 0");
+  assert(form.fastDecodeEnabled, "fast decode (TAESD) should be available with a tiny VAE loaded");
+  await page.fill("#prompt", g.case.prompt);
+  await page.setChecked("#random-seed", false);
+  await setValue(page, "#seed", String(g.case.seed));
+  const run = async (fast) => {
+    await page.setChecked("#fast-decode", fast);
+    const before = await page.locator("#gallery figure.result").count();
+    const t0 = Date.now();
+    await page.click("#generate");
+    await page.waitForFunction((n) => document.querySelectorAll("#gallery figure.result").length > n, before, { timeout: 4 * MIN });
+    const end = await waitForState(page, ["ready", "error"], 2 * MIN);
+    assert(end === "ready", `state after generation: "${end}"`);
+    const res = await page.evaluate(async () => {
+      const img = document.querySelector("#gallery figure.result img");
+      await img.decode();
+      const c = document.createElement("canvas");
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      c.getContext("2d").drawImage(img, 0, 0);
+      const pv = document.querySelector("canvas#preview");
+      const d = pv.getContext("2d").getImageData(0, 0, pv.width, pv.height).data;
+      let lo = 255, hi = 0;
+      for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) { lo = Math.min(lo, d[i + k]); hi = Math.max(hi, d[i + k]); }
+      return { px: Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data), width: c.width, height: c.height, preview: { width: pv.width, height: pv.height, range: hi - lo } };
+    });
+    t.log(`fast decode ${fast}: ${res.width}x${res.height} in ${((Date.now() - t0) / 1000).toFixed(1)} s; preview ${JSON.stringify(res.preview)}`);
+    return res;
+  };
+  const full = await run(false);
+  const cmp = compareImage(full.px, g);
+  t.log(`golden turbo_single_step (KL VAE): ${fmtCompare(cmp)} (tolerance ${UI_TOL})`);
+  assert(cmp.mean <= UI_TOL, `mean error ${cmp.mean.toExponential(3)} > ${UI_TOL}`);
+  // TAESD preview: the full-size decode of x0 (64x64), not the 8x8 latent map.
+  assert(full.preview.width === 64 && full.preview.height === 64 && full.preview.range > 8, `the preview is not TAESD's: ${JSON.stringify(full.preview)}`);
+  const fast = await run(true);
+  const diff = compareImage(fast.px, g);
+  t.log(`fast decode vs the KL-VAE golden: ${fmtCompare(diff)} (TAESD decodes differently)`);
+  assert(fast.width === 64 && fast.height === 64, `fast-decode image ${fast.width}x${fast.height}`);
+  assert(diff.mean > 1e-3, "fast decode gave the KL VAE's image: TAESD was not used");
+  const params = await page.evaluate(() => document.querySelector("#gallery figure.result figcaption")?.textContent ?? "");
+  t.log(`caption: ${JSON.stringify(params)}`);
+  fs.mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUT, "ui-turbo-taesd.png"), fullPage: true });
+});
+
+test("api_evict_text_encoder", async (t) => {
+  // load({ evictTextEncoder, tinyVae: File[] }): the text encoder is freed after encoding (the GPU holds less
+  // after a generation), a new prompt streams it back from the browser cache (no request to
+  // the server), the same prompt again needs no text encoder, and the images are the same as
+  // with the text encoder kept (the first prompt again; diffusers' golden for the second).
+  const g = golden("turbo_single_step", SD2);
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  // The TAESD comes as File objects here (a picked folder's files), the model from a URL.
+  const load = await evaluate(b.page, async () => {
+    const file = async (n) => new File([await (await fetch(`/taesd/${n}`)).blob()], n);
+    const tinyVae = [await file("config.json"), await file("diffusion_pytorch_model.safetensors")];
+    const r = await window.e2e.load({ model: "/model-turbo/", variant: null, dtype: "f32", evictTextEncoder: true, tinyVae });
+    return { ...r, tinyVae: window.e2e.sd?.tinyVae ?? null };
+  }, null, 4 * MIN, "load");
+  logLoad(t, load);
+  assert(load.ok, () => `load: ${load.error?.name}: ${load.error?.message}`);
+  assert(load.tinyVae, "the tiny VAE given as File objects was not loaded");
+  const before = await evaluate(b.page, () => window.e2e.sd.stats(), null, MIN);
+  const opts = { prompt: g.case.prompt, steps: 1, guidanceScale: 0, seed: g.case.seed, width: 64, height: 64, sampler: "euler", preview: false };
+  const other = { ...opts, prompt: "a watercolor painting of a harbor", decoder: "tiny" };
+  const a0 = await apiGenerate(t, b.page, other);
+  assert(a0.ok, () => `generate: ${a0.error?.message}`);
+  assert(a0.decoder === "tiny", `decoder "tiny" gave ${a0.decoder}`);
+  server.clearLog();
+  const a1 = await apiGenerate(t, b.page, opts);
+  assert(a1.ok, () => `generate: ${a1.error?.message}`);
+  checkGolden(t, a1, g, API_TOL, { previews: false });
+  const a2 = await apiGenerate(t, b.page, opts);
+  const a3 = await apiGenerate(t, b.page, other);
+  for (const r of [a2, a3]) assert(r.ok, () => `generate: ${r.error?.message}`);
+  const requests = server.requests("/model-turbo/").length;
+  t.log(`weights on the GPU: ${fmtBytes(before.weightsBytes)} after load, ${fmtBytes(a0.stats.weightsBytes)} after an evicting generation; ` +
+    `text encoder streamed back: first prompt ${JSON.stringify(a0.textEncoderReload)}, new prompt ${JSON.stringify(a1.textEncoderReload)}, ` +
+    `same prompt ${JSON.stringify(a2.textEncoderReload)}, first prompt again ${JSON.stringify(a3.textEncoderReload)}; ${requests} requests under /model-turbo/ meanwhile`);
+  assert(a0.stats.weightsBytes < before.weightsBytes, "the text encoder's weights were not freed");
+  assert(a0.textEncoderReload === null && a2.textEncoderReload === null, "the text encoder was streamed back without need");
+  for (const r of [a1, a3]) assert(r.textEncoderReload && r.textEncoderReload.bytes > 0, "a new prompt did not stream the text encoder back");
+  assert(requests === 0, `streaming the text encoder back fetched ${requests} files from the server instead of the cache`);
+  assert(a3.images[0].pixels.every((v, i) => v === a0.images[0].pixels[i]), "the image after the text encoder came back differs from the first one");
+  assert(a2.images[0].pixels.every((v, i) => v === a1.images[0].pixels[i]), "the cached text states gave another image");
+}, { timeoutMs: 6 * MIN });
 
 test("resume_after_server_kill", async (t) => {
   const g = G();

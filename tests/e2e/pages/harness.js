@@ -218,6 +218,9 @@ const e2e = {
       warnings: res.warnings,
       droppedTokens: res.droppedTokens,
       vaeUpcast: res.vaeUpcast,
+      decoder: res.decoder,
+      textEncoderReload: res.textEncoderReload,
+      stats: await this.sd.stats(),
       steps,
       seconds: (performance.now() - t0) / 1000,
     };

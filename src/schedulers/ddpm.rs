@@ -71,11 +71,6 @@ impl Sampler for Ddpm {
     }
     fn reset(&mut self) {}
 
-    fn add_noise_coeffs(&self, step_index: usize) -> (f64, f64) {
-        let a = self.acp[self.ts[step_index] as usize];
-        (a.sqrt(), (1.0 - a).sqrt())
-    }
-
     fn step(&mut self, i: usize) -> StepPlan {
         let t = self.ts[i];
         let a_t = self.acp[t as usize];

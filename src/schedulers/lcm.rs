@@ -83,11 +83,6 @@ impl Sampler for Lcm {
         self.acp[self.ts[i] as usize]
     }
 
-    fn add_noise_coeffs(&self, step_index: usize) -> (f64, f64) {
-        let a = self.acp[self.ts[step_index] as usize];
-        (a.sqrt(), (1.0 - a).sqrt())
-    }
-
     fn denoised(&self, i: usize) -> Combo {
         let (c_skip, c_out) = self.boundary(self.ts[i]);
         vp_x0(self.prediction, self.alpha_bar(i), 1.0).scaled(c_out).add(Term::Sample, c_skip)

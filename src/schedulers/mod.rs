@@ -185,8 +185,12 @@ pub trait Sampler: Send + std::fmt::Debug {
     /// How many slots the plans use (slot indices are `0..slots()`).
     fn slots(&self) -> usize;
     /// img2img: noisy latents = `a · sample + b · noise` for starting at `step_index`
-    /// (diffusers' `add_noise` with `timesteps[step_index]` / `set_begin_index`).
-    fn add_noise_coeffs(&self, step_index: usize) -> (f64, f64);
+    /// (diffusers' `add_noise` with `timesteps[step_index]` / `set_begin_index`): for the
+    /// variance-preserving samplers `(sqrt(ᾱ), sqrt(1 − ᾱ))` at [`Sampler::alpha_bar`].
+    fn add_noise_coeffs(&self, step_index: usize) -> (f64, f64) {
+        let a = self.alpha_bar(step_index);
+        (a.sqrt(), (1.0 - a).sqrt())
+    }
     /// Forget the history (as a fresh `set_timesteps`): the next call is a first step.
     fn reset(&mut self);
     /// img2img: the first step index for `strength` (see [`img2img_begin_index`]).

@@ -196,7 +196,7 @@ impl Sampler for Pndm {
         self.prediction
     }
     fn alpha_bar(&self, i: usize) -> f64 {
-        self.acp[(self.timesteps[i] as usize).min(self.acp.len() - 1)]
+        self.acp[self.ts[i] as usize]
     }
     fn name(&self) -> &'static str {
         "pndm"
@@ -224,11 +224,6 @@ impl Sampler for Pndm {
         self.counter = 0;
         self.ets.clear();
         self.cmo_zero = true;
-    }
-
-    fn add_noise_coeffs(&self, step_index: usize) -> (f64, f64) {
-        let a = self.acp[self.ts[step_index] as usize];
-        (a.sqrt(), (1.0 - a).sqrt())
     }
 
     fn step(&mut self, i: usize) -> StepPlan {

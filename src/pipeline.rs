@@ -98,6 +98,11 @@ impl Default for Params {
     }
 }
 
+/// Pixels per latent along a side (the VAE's downsampling: 8 for SD).
+pub fn latent_factor(sd: &StableDiffusion) -> usize {
+    1usize << sd.cfg.vae.block_out_channels.len().saturating_sub(1)
+}
+
 /// Image sides must be multiples of this (8 × 2^UNet downsamplings: 64 for SD 1.x).
 pub fn size_multiple(sd: &StableDiffusion) -> usize {
     8usize << sd.cfg.unet.downsamplings()
@@ -156,8 +161,7 @@ pub fn model_defaults(sd: &StableDiffusion, scheduler_config: Option<&str>, name
     let spacing = sched.get("timestep_spacing").and_then(|v| v.as_str()).unwrap_or("");
     let prediction = if sched.get("prediction_type").and_then(|v| v.as_str()) == Some("v_prediction") { "v_prediction" } else { "epsilon" };
     let lower = name.to_ascii_lowercase();
-    let vf = 1usize << (sd.cfg.vae.block_out_channels.len().max(1) - 1);
-    let side = sd.cfg.unet.sample_size * vf;
+    let (width, height) = default_size(sd, None);
     let family = if sd.cfg.unet.time_cond_proj_dim.is_some() || class == "LCMScheduler" || lower.contains("lcm") {
         Family::Lcm
     } else if lower.contains("turbo") || (spacing == "trailing" && class == "EulerDiscreteScheduler") {
@@ -174,7 +178,7 @@ pub fn model_defaults(sd: &StableDiffusion, scheduler_config: Option<&str>, name
         _ => (20, 7.5, "euler_a"),
     };
     let negative_prompt_used = guidance_scale > 1.0 && sd.cfg.unet.time_cond_proj_dim.is_none();
-    ModelDefaults { family, steps, guidance_scale, sampler, width: side, height: side, negative_prompt_used, prediction_type: prediction }
+    ModelDefaults { family, steps, guidance_scale, sampler, width, height, negative_prompt_used, prediction_type: prediction }
 }
 
 /// The output size when none is asked for: the model's (its UNet's `sample_size` × the VAE
@@ -183,8 +187,7 @@ pub fn model_defaults(sd: &StableDiffusion, scheduler_config: Option<&str>, name
 pub fn default_size(sd: &StableDiffusion, init_image: Option<&Rgb>) -> (usize, usize) {
     match init_image {
         None => {
-            let vf = 1usize << (sd.cfg.vae.block_out_channels.len().max(1) - 1);
-            let side = (sd.cfg.unet.sample_size * vf).max(size_multiple(sd));
+            let side = (sd.cfg.unet.sample_size * latent_factor(sd)).max(size_multiple(sd));
             (side, side)
         }
         Some(img) => {
@@ -447,11 +450,11 @@ pub async fn generate_from_text(
     let (b, first) = images_made(p);
     let lcm_w = sd.cfg.unet.time_cond_proj_dim;
     let cfg = uses_cfg(sd, p);
-    if text_states.key != (p.prompt.clone(), p.negative_prompt.clone(), b, cfg) {
+    if !text_states.is_for(sd, p) {
         return Err(Error::Invalid("the text states were encoded for other prompts or another batch".into()));
     }
     let lc = sd.cfg.vae.latent_channels;
-    let vf = 1usize << (sd.cfg.vae.block_out_channels.len() - 1);
+    let vf = latent_factor(sd);
     let (lh, lw) = (h / vf, w / vf);
     let lshape = [b, lc, lh, lw];
     let per = lc * lh * lw;

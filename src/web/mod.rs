@@ -346,41 +346,17 @@ fn count(v: Option<f64>, default: usize, what: &str) -> Result<usize, JsValue> {
     }
 }
 
-/// Generate. `params`: JSON of the API's generate options (seed already chosen);
-/// `init_rgba` + size: the img2img image as 8-bit RGBA (any size: fitted to width × height
-/// by `resizeMode`). `on_step(step, steps, preview)` is called after each step (preview:
-/// `{width, height, rgba}` or null) and returns false to cancel. Resolves to
-/// `{images: [{width, height, rgba, png, seed, parameters, batchPos}, …], warnings,
-/// droppedTokens: {prompt, negativePrompt}}`. Nothing after the VAE can lose the images: a
-/// PNG metadata problem becomes a warning.
-#[wasm_bindgen]
-pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u32, init_height: u32, on_step: js_sys::Function) -> Result<js_sys::Object, JsValue> {
-    let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
+/// The pipeline's parameters for the API's generate options on `model`: what the options
+/// leave out is the model's default (steps, guidance, sampler, size) or the pipeline's.
+fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>) -> Result<Params, JsValue> {
     if !(g.seed.is_finite() && g.seed >= 0.0 && g.seed.fract() == 0.0 && g.seed <= 9_007_199_254_740_991.0) {
         return Err(invalid(format!("seed must be a whole number between 0 and 2^53 (got {})", g.seed)));
     }
     let d = Params::default();
-    let init_image = match init_rgba {
-        Some(px) => {
-            if let Some(why) = crate::image::input_size_problem(init_width as u64, init_height as u64) {
-                return Err(invalid(why));
-            }
-            let (w, h) = (init_width as usize, init_height as usize);
-            if Some(px.len()) != w.checked_mul(h).and_then(|n| n.checked_mul(4)) {
-                return Err(invalid(format!("init image: {} bytes for {w}×{h} RGBA", px.len())));
-            }
-            let data = px.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).map(|v| v as f32 / 255.0).collect();
-            Some(Rgb { width: w, height: h, data })
-        }
-        None => None,
-    };
-    let (gpu, model) = with_state(|st| {
-        let m = st.model.clone().ok_or_else(|| invalid("no model is loaded"))?;
-        Ok((st.gpu.clone(), m))
-    })?;
-    let md = pipeline::model_defaults(&model.sd.borrow(), model.scheduler.as_deref(), &model.name);
+    let sd = model.sd.borrow();
+    let md = pipeline::model_defaults(&sd, model.scheduler.as_deref(), &model.name);
     let (dw, dh) = match init_image.as_ref() {
-        Some(_) => pipeline::default_size(&model.sd.borrow(), init_image.as_ref()),
+        Some(_) => pipeline::default_size(&sd, init_image.as_ref()),
         None => (md.width, md.height),
     };
     let decoder = match g.decoder.as_deref() {
@@ -399,7 +375,7 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         Some(m) => crate::image::ResizeMode::parse(m).map_err(js_err)?,
         None => crate::image::ResizeMode::default(),
     };
-    let p = Params {
+    Ok(Params {
         prompt: g.prompt,
         negative_prompt: g.negative_prompt,
         steps: count(g.steps, md.steps, "steps")?,
@@ -416,8 +392,39 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         decoder,
         timestep_spacing,
         prediction_type,
+    })
+}
+
+/// Generate. `params`: JSON of the API's generate options (seed already chosen);
+/// `init_rgba` + size: the img2img image as 8-bit RGBA (any size: fitted to width × height
+/// by `resizeMode`). `on_step(step, steps, preview)` is called after each step (preview:
+/// `{width, height, rgba}` or null) and returns false to cancel. Resolves to
+/// `{images: [{width, height, rgba, png, seed, parameters, batchPos}, …], warnings,
+/// droppedTokens: {prompt, negativePrompt}}`. Nothing after the VAE can lose the images: a
+/// PNG metadata problem becomes a warning.
+#[wasm_bindgen]
+pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u32, init_height: u32, on_step: js_sys::Function) -> Result<js_sys::Object, JsValue> {
+    let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
+    let init_image = match init_rgba {
+        Some(px) => {
+            if let Some(why) = crate::image::input_size_problem(init_width as u64, init_height as u64) {
+                return Err(invalid(why));
+            }
+            let (w, h) = (init_width as usize, init_height as usize);
+            if Some(px.len()) != w.checked_mul(h).and_then(|n| n.checked_mul(4)) {
+                return Err(invalid(format!("init image: {} bytes for {w}×{h} RGBA", px.len())));
+            }
+            let data = px.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).map(|v| v as f32 / 255.0).collect();
+            Some(Rgb { width: w, height: h, data })
+        }
+        None => None,
     };
+    let (gpu, model) = with_state(|st| {
+        let m = st.model.clone().ok_or_else(|| invalid("no model is loaded"))?;
+        Ok((st.gpu.clone(), m))
+    })?;
     let run = RunOptions { preview: g.preview.unwrap_or(false) };
+    let p = params_of(g, &model, init_image)?;
     let mut on = |pr: pipeline::Progress| -> bool {
         let preview = match pr.preview {
             Some(pv) => {
@@ -512,16 +519,9 @@ pub fn text_encoder_needed(params: String) -> Result<bool, JsValue> {
         if !m.evict_text_encoder || sd.has_text_encoder() {
             return Ok(false);
         }
-        let md = pipeline::model_defaults(&sd, m.scheduler.as_deref(), &m.name);
-        let p = Params {
-            prompt: g.prompt,
-            negative_prompt: g.negative_prompt,
-            guidance_scale: g.guidance_scale.unwrap_or(md.guidance_scale),
-            batch: count(g.batch, 1, "batch")?,
-            batch_pos: g.batch_pos.map(|v| count(Some(v), 1, "batchPos")).transpose()?,
-            ..Params::default()
-        };
-        Ok(!m.text_cache.borrow().as_ref().is_some_and(|t| t.is_for(&sd, &p)))
+        drop(sd);
+        let p = params_of(g, m, None)?;
+        Ok(!m.text_cache.borrow().as_ref().is_some_and(|t| t.is_for(&m.sd.borrow(), &p)))
     })
 }
 

@@ -72,24 +72,72 @@ pub struct GenerationPlan {
     pub peak_bytes: u64,
     pub max_buffer_bytes: u64,
     pub dispatches: u64,
+    /// Floating-point operations of the whole generation (matmuls, convolutions and attention,
+    /// counted from their shapes).
+    pub flops: f64,
     /// Bytes held after the generation (the weights: everything else is returned).
     pub after_bytes: u64,
+    /// Of `weights_bytes`: the text encoder's, and the tiny VAE's (0 without one).
+    pub weights_bytes_text_encoder: u64,
+    pub weights_bytes_tiny_vae: u64,
+}
+
+/// What is loaded and done around a planned generation ([`plan_generation_with`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlanExtras {
+    /// A TAESD (madebyollin/taesd's shapes) beside the model, with live previews.
+    pub tiny_vae: bool,
+    /// Free the text encoder's weights after encoding.
+    pub evict_text_encoder: bool,
 }
 
 /// Plan the generation `p` (its init image only gives the size) with the model `cfg` stored
 /// as `dtypes`, under a binding limit of `max_binding` bytes (`None`: WebGPU's default,
 /// 128 MiB).
 pub async fn plan_generation(cfg: &Configs, dtypes: impl Into<Dtypes>, p: &Params, max_binding: Option<u64>) -> crate::Result<GenerationPlan> {
+    plan_generation_with(cfg, dtypes, p, max_binding, PlanExtras::default()).await
+}
+
+/// [`plan_generation`] with a tiny VAE loaded and / or the text encoder freed after encoding.
+pub async fn plan_generation_with(cfg: &Configs, dtypes: impl Into<Dtypes>, p: &Params, max_binding: Option<u64>, x: PlanExtras) -> crate::Result<GenerationPlan> {
     let dtypes = dtypes.into();
     let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(max_binding.unwrap_or(128 << 20)), ..Default::default() }).await?;
     let weights = placeholder_weights(&gpu, cfg, dtypes, &crate::model::COMPONENTS)?;
-    let sd = StableDiffusion::new(&gpu, cfg.clone(), dtypes, weights, Vec::new())?;
+    let mut sd = StableDiffusion::new(&gpu, cfg.clone(), dtypes, weights, Vec::new())?;
+    let weights_bytes_text_encoder = component_bytes(&sd.weights, cfg, dtypes.text_encoder, "text_encoder");
+    let mut weights_bytes_tiny_vae = 0;
+    if x.tiny_vae {
+        let tcfg = crate::model::config::TinyVaeConfig::default();
+        let mut w = Weights::default();
+        for s in crate::model::taesd::TinyVae::specs(&tcfg) {
+            let t = gpu.empty(&s.shape, dtypes.vae)?;
+            weights_bytes_tiny_vae += t.bytes();
+            w.insert(s.name, t);
+        }
+        sd.tiny_vae = Some(crate::model::taesd::TinyVae::new(tcfg, dtypes.vae, w));
+    }
     let tok = crate::tokenizer::ClipTokenizer::sd15()?;
     let s0 = gpu.pool_stats();
-    let w = s0.total_bytes;
-    crate::pipeline::generate(&gpu, &sd, &tok, None, p, &mut |_| true).await?;
+    // The pipeline's own phases (crate::pipeline::generate_with is these calls).
+    let text = crate::pipeline::encode_text(&gpu, &sd, &tok, p)?;
+    if x.evict_text_encoder {
+        sd.evict_text_encoder(&gpu);
+    }
+    let run = crate::pipeline::RunOptions { preview: x.tiny_vae };
+    crate::pipeline::generate_from_text(&gpu, &sd, &text, None, p, &run, &mut |_| true).await?;
+    drop(text);
+    gpu.trim_pool();
     let s1 = gpu.pool_stats();
-    Ok(GenerationPlan { weights_bytes: w, peak_bytes: s1.peak_bytes, max_buffer_bytes: s1.max_buffer_bytes, dispatches: s1.dispatches - s0.dispatches, after_bytes: s1.total_bytes })
+    Ok(GenerationPlan {
+        weights_bytes: s0.total_bytes,
+        peak_bytes: s1.peak_bytes,
+        max_buffer_bytes: s1.max_buffer_bytes,
+        dispatches: s1.dispatches - s0.dispatches,
+        flops: s1.flops - s0.flops,
+        after_bytes: s1.total_bytes,
+        weights_bytes_text_encoder,
+        weights_bytes_tiny_vae,
+    })
 }
 
 /// Plan a generation at `height`×`width` with classifier-free guidance (UNet batch 2), and
@@ -251,31 +299,7 @@ pub struct FamilyPlan {
 pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DType, p: &Params, o: &PlanOptions) -> crate::Result<FamilyPlan> {
     let p = Params { width, height, ..p.clone() };
     let max_binding = 128u64 << 20;
-    let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(max_binding), ..Default::default() }).await?;
-    let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
-    let mut sd = StableDiffusion::new(&gpu, cfg.clone(), dtype, weights, Vec::new())?;
-    let mut tiny_bytes = 0;
-    if o.tiny_vae {
-        let tcfg = crate::model::config::TinyVaeConfig::default();
-        let mut w = Weights::default();
-        for s in crate::model::taesd::TinyVae::specs(&tcfg) {
-            let t = gpu.empty(&s.shape, dtype)?;
-            tiny_bytes += t.bytes();
-            w.insert(s.name, t);
-        }
-        sd.tiny_vae = Some(crate::model::taesd::TinyVae::new(tcfg, dtype, w));
-    }
-    let te_bytes = component_bytes(&sd.weights, cfg, dtype, "text_encoder");
-    let tok = crate::tokenizer::ClipTokenizer::sd15()?;
-    let s0 = gpu.pool_stats();
-    let text = crate::pipeline::encode_text(&gpu, &sd, &tok, &p)?;
-    if o.evict_text_encoder {
-        sd.evict_text_encoder(&gpu);
-    }
-    let run = crate::pipeline::RunOptions { preview: o.tiny_vae };
-    crate::pipeline::generate_from_text(&gpu, &sd, &text, None, &p, &run, &mut |_| true).await?;
-    drop(text);
-    let s1 = gpu.pool_stats();
+    let g = plan_generation_with(cfg, dtype, &p, Some(max_binding), PlanExtras { tiny_vae: o.tiny_vae, evict_text_encoder: o.evict_text_encoder }).await?;
     let images = p.batch_pos.map(|_| 1).unwrap_or(p.batch) as f64;
     Ok(FamilyPlan {
         family: o.family.name(),
@@ -286,14 +310,14 @@ pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DTyp
         sampler: p.sampler.clone(),
         decoder: p.decoder.name(),
         evict_text_encoder: o.evict_text_encoder,
-        flops_per_image: (s1.flops - s0.flops) / images,
-        dispatches_per_image: (s1.dispatches - s0.dispatches) as f64 / images,
-        peak_bytes: s1.peak_bytes,
-        peak_gib: s1.peak_bytes as f64 / (1u64 << 30) as f64,
-        weights_bytes: s0.total_bytes,
-        weights_bytes_text_encoder: te_bytes,
-        weights_bytes_tiny_vae: tiny_bytes,
-        max_buffer_bytes: s1.max_buffer_bytes,
+        flops_per_image: g.flops / images,
+        dispatches_per_image: g.dispatches as f64 / images,
+        peak_bytes: g.peak_bytes,
+        peak_gib: g.peak_bytes as f64 / (1u64 << 30) as f64,
+        weights_bytes: g.weights_bytes,
+        weights_bytes_text_encoder: g.weights_bytes_text_encoder,
+        weights_bytes_tiny_vae: g.weights_bytes_tiny_vae,
+        max_buffer_bytes: g.max_buffer_bytes,
         max_binding_bytes: max_binding,
     })
 }

@@ -189,20 +189,10 @@ fn params(bundle: &str, c: &serde_json::Value) -> (String, Params) {
     });
     let decoder = if c["extra_args"]["vae"] == "taesd" { Decoder::Tiny } else { Decoder::Vae };
     let p = Params {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().map(String::from),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance"].as_f64().unwrap(),
-        seed: c["seed"].as_u64().unwrap(),
-        sampler: c["sampler"].as_str().unwrap().into(),
-        width: c["width"].as_u64().unwrap() as usize,
-        height: c["height"].as_u64().unwrap() as usize,
-        batch: c["batch"].as_u64().unwrap_or(1) as usize,
-        strength: c["strength"].as_f64().unwrap_or(1.0),
         init_image,
         decoder,
         prediction_type: overrides["prediction_type"].as_str().map(|s| Prediction::parse(s).unwrap()),
-        ..Default::default()
+        ..common::parity::v2_params(c)
     };
     (sched, p)
 }
@@ -392,23 +382,33 @@ async fn sd2_single_file_text_encoder() {
 }
 gpu_test!(sd2_single_file_open_clip_text_encoder, sd2_single_file_text_encoder());
 
-/// sd2 unet: linear projections, per-block heads, cross-attention width 64, v output.
-async fn sd2_unet() {
-    let c = case("sd2", "unet");
-    let g = fx("sd2/golden.safetensors");
+/// A UNet component golden (`in`, `context`, optional `timestep_cond`, `out` at
+/// `extra_args.timestep`). With a `timestep_cond` (LCM) the UNet must also refuse to run
+/// without it (instead of silently ignoring w).
+async fn unet_component(bundle: &str, name: &str, m: Model) {
+    let c = case(bundle, name);
+    let g = fx(&format!("{bundle}/golden.safetensors"));
     let gpu = common::gpu(true).await;
-    let (sd, _) = load_model(&gpu, Model::Sd2V, DType::F32);
-    let (x, xs) = golden(&g, c["golden"]["in"].as_str().unwrap());
-    let (ctx, cs) = golden(&g, c["golden"]["context"].as_str().unwrap());
+    let (sd, _) = load_model(&gpu, m, DType::F32);
+    let up = |key: &str| {
+        let (v, shape) = golden(&g, key);
+        gpu.upload(&shape, DType::F32, &v).unwrap()
+    };
+    let xt = up(c["golden"]["in"].as_str().unwrap());
+    let ct = up(c["golden"]["context"].as_str().unwrap());
+    let wt = c["golden"]["timestep_cond"].as_str().map(up);
     let (want, _) = golden(&g, c["golden"]["out"].as_str().unwrap());
+    let b = xt.shape()[0];
     let t = c["extra_args"]["timestep"].as_f64().unwrap() as f32;
-    let xt = gpu.upload(&xs, DType::F32, &x).unwrap();
-    let ct = gpu.upload(&cs, DType::F32, &ctx).unwrap();
-    let tt = gpu.upload(&[xs[0]], DType::F32, &vec![t; xs[0]]).unwrap();
-    let y = sd.unet.forward(&sd.ctx(&gpu), &xt, &tt, &ct).unwrap();
-    assert_close("sd2/unet", &gpu.read(&y).await.unwrap(), &want, 5e-5);
+    let tt = gpu.upload(&[b], DType::F32, &vec![t; b]).unwrap();
+    let y = sd.unet.forward_cond(&sd.ctx(&gpu), &xt, &tt, &ct, wt.as_ref()).unwrap();
+    assert_close(&format!("{bundle}/{name}"), &gpu.read(&y).await.unwrap(), &want, 5e-5);
+    if wt.is_some() {
+        assert!(sd.unet.forward(&sd.ctx(&gpu), &xt, &tt, &ct).is_err(), "{bundle}/{name}: ran without timestep_cond");
+    }
 }
-gpu_test!(sd2_unet_matches_diffusers, sd2_unet());
+/// sd2 unet: linear projections, per-block heads, cross-attention width 64, v output.
+gpu_test!(sd2_unet_matches_diffusers, unet_component("sd2", "unet", Model::Sd2V));
 
 /// TAESD encode and decode (f32: 5e-5; the fp16 variant file in f16 storage: 2e-2).
 async fn taesd_components(dtype: DType, fp16_file: bool) {
@@ -493,26 +493,7 @@ fn lcm_embedding() {
 cpu_test!(lcm_guidance_embedding_matches_diffusers, lcm_embedding);
 
 /// The LCM-distilled UNet with timestep_cond.
-async fn lcm_unet_forward() {
-    let c = case("lcm", "lcm_unet_forward");
-    let g = fx("lcm/golden.safetensors");
-    let gpu = common::gpu(true).await;
-    let (sd, _) = load_model(&gpu, Model::Lcm, DType::F32);
-    let (x, xs) = golden(&g, c["golden"]["in"].as_str().unwrap());
-    let (ctx, cs) = golden(&g, c["golden"]["context"].as_str().unwrap());
-    let (w, ws) = golden(&g, c["golden"]["timestep_cond"].as_str().unwrap());
-    let (want, _) = golden(&g, c["golden"]["out"].as_str().unwrap());
-    let t = c["extra_args"]["timestep"].as_f64().unwrap() as f32;
-    let xt = gpu.upload(&xs, DType::F32, &x).unwrap();
-    let ct = gpu.upload(&cs, DType::F32, &ctx).unwrap();
-    let wt = gpu.upload(&ws, DType::F32, &w).unwrap();
-    let tt = gpu.upload(&[xs[0]], DType::F32, &vec![t; xs[0]]).unwrap();
-    let y = sd.unet.forward_cond(&sd.ctx(&gpu), &xt, &tt, &ct, Some(&wt)).unwrap();
-    assert_close("lcm/unet_forward", &gpu.read(&y).await.unwrap(), &want, 5e-5);
-    // Without the embedding the LCM UNet refuses to run (instead of silently ignoring w).
-    assert!(sd.unet.forward(&sd.ctx(&gpu), &xt, &tt, &ct).is_err());
-}
-gpu_test!(lcm_unet_forward_matches_diffusers, lcm_unet_forward());
+gpu_test!(lcm_unet_forward_matches_diffusers, unet_component("lcm", "lcm_unet_forward", Model::Lcm));
 
 /// The model says what it is: SD-Turbo (trailing Euler), SD-2 (gelu text encoder), LCM
 /// (time_cond_proj_dim / LCMScheduler), SD-1.5; and the defaults follow.

@@ -96,18 +96,7 @@ fn setup(bundle: Bundle, name: &str) -> Setup {
         Bundle::Real => {
             let c = real_case(name);
             assert_eq!(c["kind"], "pipeline");
-            let params = Params {
-                prompt: c["prompt"].as_str().unwrap().into(),
-                negative_prompt: c["negative_prompt"].as_str().map(String::from),
-                steps: c["steps"].as_u64().unwrap() as usize,
-                guidance_scale: c["guidance"].as_f64().unwrap(),
-                seed: c["seed"].as_u64().unwrap(),
-                sampler: c["sampler"].as_str().unwrap().into(),
-                width: c["width"].as_u64().unwrap() as usize,
-                height: c["height"].as_u64().unwrap() as usize,
-                batch: c["batch"].as_u64().unwrap_or(1) as usize,
-                ..Default::default()
-            };
+            let params = common::parity::v2_params(&c);
             let golden = fixtures::file("sd15-realconfig/golden.safetensors");
             let key = c["golden"]["latents"].as_str().unwrap().to_string();
             Setup {

@@ -39,3 +39,23 @@ pub fn compare(label: &str, dtype: DType, got_lat: &[f32], want_lat: &[f32], got
     }
     fails
 }
+
+/// A v2 bundle case's pipeline parameters as a user passes them (`cases.json`: prompt,
+/// negative prompt — null = not passed —, steps, guidance, seed, sampler, size, batch,
+/// strength); the case's inputs (init image, decoder, overrides) are the caller's.
+pub fn v2_params(c: &serde_json::Value) -> sd_webgpu::pipeline::Params {
+    let d = sd_webgpu::pipeline::Params::default();
+    sd_webgpu::pipeline::Params {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().map(String::from),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance"].as_f64().unwrap(),
+        seed: c["seed"].as_u64().unwrap(),
+        sampler: c["sampler"].as_str().unwrap().into(),
+        width: c["width"].as_u64().unwrap() as usize,
+        height: c["height"].as_u64().unwrap() as usize,
+        batch: c["batch"].as_u64().unwrap_or(1) as usize,
+        strength: c["strength"].as_f64().unwrap_or(d.strength),
+        ..d
+    }
+}

@@ -522,11 +522,12 @@ pub async fn generate_from_text(
     // Timestep tensors for every step, made before the loop.
     let ub = if cfg { 2 * b } else { b };
     let t_tensors: Vec<Tensor> = timesteps[begin..].iter().map(|&t| gpu.upload(&[ub], DType::F32, &vec![t as f32; ub])).collect::<Result<_>>()?;
-    // LCM: w = guidance − 1 as a sinusoidal embedding, one row per image.
+    // LCM: w = guidance − 1 as a sinusoidal embedding, one row per image, in the UNet's
+    // storage (as diffusers casts it to the latents' dtype), once for the whole loop.
     let w_cond = match lcm_w {
         Some(d) => {
             let row = guidance_embedding(p.guidance_scale - 1.0, d);
-            Some(gpu.upload(&[ub, d], DType::F32, &row.repeat(ub))?)
+            Some(gpu.upload(&[ub, d], dt, &row.repeat(ub))?)
         }
         None => None,
     };

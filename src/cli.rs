@@ -454,7 +454,7 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     } else {
         if crate::model::single_file_is_sd2(&a.model)? {
             eprintln!("SD-2.x single-file checkpoint (OpenCLIP text encoder): SD-2.1's configs and scheduler (v-prediction; --prediction-type epsilon for 512² base models)");
-            (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
+            (Source::SingleFile(a.model.clone(), Some(crate::model::Configs::sd21())), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
         } else {
             (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd15()?, None)
         }
@@ -472,10 +472,7 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     };
     let model_name = a.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let defaults = crate::pipeline::model_defaults(&sd, sched.as_deref(), &model_name);
-    let (dw, dh) = match init_image.as_ref() {
-        Some(_) => crate::pipeline::default_size(&sd, init_image.as_ref()),
-        None => (defaults.width, defaults.height),
-    };
+    let (dw, dh) = crate::pipeline::default_size(&sd, init_image.as_ref());
     let params = crate::pipeline::Params {
         prompt: a.prompt.clone(),
         negative_prompt: a.negative_prompt.clone(),

@@ -45,15 +45,9 @@ fn run(c: &Ctx, layers: &[Layer], x: &Tensor) -> Result<Tensor> {
     let mut h = x.clone();
     for l in layers {
         h = match l {
-            Layer::Conv { conv, upsample: true, relu } => {
-                let y = conv.fwd_fused(c, &h, ConvFuse { upsample: true, ..Default::default() })?;
-                if *relu {
-                    ops::unary(c.gpu, &y, Act::Relu)?
-                } else {
-                    y
-                }
+            Layer::Conv { conv, upsample, relu } => {
+                conv.fwd_fused(c, &h, ConvFuse { upsample: *upsample, act: if *relu { Act::Relu } else { Act::None }, ..Default::default() })?
             }
-            Layer::Conv { conv, upsample: false, relu } => conv.fwd(c, &h, if *relu { Act::Relu } else { Act::None }, None)?,
             Layer::Block(b) => b.fwd(c, &h)?,
         };
     }

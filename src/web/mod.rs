@@ -355,10 +355,7 @@ fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>) -> Result<Par
     let d = Params::default();
     let sd = model.sd.borrow();
     let md = pipeline::model_defaults(&sd, model.scheduler.as_deref(), &model.name);
-    let (dw, dh) = match init_image.as_ref() {
-        Some(_) => pipeline::default_size(&sd, init_image.as_ref()),
-        None => (md.width, md.height),
-    };
+    let (dw, dh) = pipeline::default_size(&sd, init_image.as_ref());
     let decoder = match g.decoder.as_deref() {
         None => pipeline::Decoder::Vae,
         Some(s) => pipeline::Decoder::parse(s).ok_or_else(|| invalid(format!("decoder must be \"vae\" or \"tiny\" (got {s:?})")))?,

@@ -9,15 +9,9 @@ use crate::gpu::{Gpu, Tensor};
 use crate::ops::{self, Act, Conv2d, ConvFuse, LayerNormIn, LinearFuse};
 use crate::weights::{Spec, Weights};
 
-/// Weight-name builder (like candle's VarBuilder, without the tensors).
-/// Weights concatenated along their first dimension after loading (q/k/v projections
-/// become one matmul): `parts` in order form `name`.
-#[derive(Clone, Debug)]
-pub struct Fusion {
-    pub name: String,
-    pub parts: Vec<String>,
-}
+pub use crate::weights::Fusion;
 
+/// Weight-name builder (like candle's VarBuilder, without the tensors).
 #[derive(Clone)]
 pub struct Vb {
     prefix: String,

@@ -117,6 +117,15 @@ pub fn convert(src: SrcDType, bytes: &[u8], dtype: DType) -> std::borrow::Cow<'_
     })
 }
 
+/// Weights concatenated along their first dimension after loading (q/k/v projections
+/// become one matmul): `parts` in order form `name`. A file may also hold `name` already
+/// fused ([`Loader::accept_fused`]).
+#[derive(Clone, Debug)]
+pub struct Fusion {
+    pub name: String,
+    pub parts: Vec<String>,
+}
+
 /// Streams files into GPU tensors for a set of expected weights.
 pub struct Loader {
     gpu: Gpu,
@@ -165,7 +174,7 @@ impl Loader {
 
     /// Also accept the fused weights of `fusions` (each standing for all its parts) when a
     /// file holds them already concatenated.
-    pub fn accept_fused(&mut self, fusions: &[crate::model::nn::Fusion]) {
+    pub fn accept_fused(&mut self, fusions: &[Fusion]) {
         for f in fusions {
             let parts: Option<Vec<&(Vec<usize>, DType)>> = f.parts.iter().map(|p| self.specs.get(p)).collect();
             let Some(parts) = parts else { continue };

@@ -52,6 +52,21 @@ class Progress {
   }
 }
 
+// Streams files of `src` into the wasm loader: [{ rel, size, component }] (component: the
+// weight layout beginFile takes). Returns the bytes fed.
+async function feedFiles(src, files) {
+  let bytes = 0;
+  for (const f of files) {
+    wasm.beginFile(f.rel, f.size ?? undefined, f.component);
+    await src.stream(f.rel, (chunk) => {
+      bytes += chunk.length;
+      wasm.feed(chunk);
+    });
+    wasm.endFile();
+  }
+  return bytes;
+}
+
 async function load(opts, post) {
   await ready.then((w) => (memory = w.memory));
   const progress = new Progress(post);
@@ -136,25 +151,16 @@ async function load(opts, post) {
   const sizes = await Promise.all(plan.map((p) => src.size(p.rel)));
   const allSizes = sizes.concat(tiny ? tiny.sizes : []);
   progress.overallTotal = allSizes.every((s) => s != null) ? allSizes.reduce((a, b) => a + b, 0) : null;
-  for (let i = 0; i < plan.length; i++) {
-    const { component, rel } = plan[i];
-    wasm.beginFile(rel, sizes[i] ?? undefined, component);
-    await src.stream(rel, (chunk) => wasm.feed(chunk));
-    wasm.endFile();
-  }
+  const files = plan.map((p, i) => ({ ...p, size: sizes[i] }));
+  await feedFiles(src, files);
   progress.send({ phase: "build", file: null }, true);
   const evict = !!opts.evictTextEncoder && !m.single;
   const warnings = JSON.parse(wasm.finishModel(m.name, tokenizer ?? undefined, scheduler ?? undefined, evict));
   if (opts.evictTextEncoder && m.single) warnings.push("evictTextEncoder is not available for a single-file checkpoint (its text encoder is inside the one file): the text encoder stays loaded");
-  textEncoder = evict ? { src, files: plan.map((p, i) => ({ ...p, size: sizes[i] })).filter((p) => p.component === "text_encoder") } : null;
+  textEncoder = evict ? { src, files: files.filter((f) => f.component === "text_encoder") } : null;
   if (tiny) {
     wasm.beginTinyVae(tiny.config ?? undefined);
-    for (let i = 0; i < tiny.files.length; i++) {
-      const f = tiny.files[i];
-      wasm.beginFile(f.rel, tiny.sizes[i] ?? undefined, f.layout);
-      await tiny.t.source.stream(f.rel, (chunk) => wasm.feed(chunk));
-      wasm.endFile();
-    }
+    await feedFiles(tiny.t.source, tiny.files.map((f, i) => ({ rel: f.rel, size: tiny.sizes[i], component: f.layout })));
     wasm.finishTinyVae(tiny.t.name);
   }
   progress.send({ phase: "ready", file: null }, true);
@@ -245,16 +251,8 @@ async function generate(id, p, initImage) {
   let textEncoderReload = null;
   if (textEncoder && wasm.textEncoderNeeded(params)) {
     const t0 = performance.now();
-    let bytes = 0;
     wasm.beginTextEncoder();
-    for (const f of textEncoder.files) {
-      wasm.beginFile(f.rel, f.size ?? undefined, "text_encoder");
-      await textEncoder.src.stream(f.rel, (chunk) => {
-        bytes += chunk.length;
-        wasm.feed(chunk);
-      });
-      wasm.endFile();
-    }
+    const bytes = await feedFiles(textEncoder.src, textEncoder.files);
     wasm.finishTextEncoder();
     textEncoderReload = { ms: performance.now() - t0, bytes };
   }

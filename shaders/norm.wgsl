@@ -9,25 +9,16 @@
 //                     read of the data (Welford + pairwise merge); the consumer (a
 //                     convolution's prologue, or affine_apply) applies it.
 //   affine_apply:     x: [N, C, HW], aff: [N, C, 2] -> y = x·scale + shift (+ SiLU)
+//   prompt_weighting: x: [R, P, C] (text states), w: [R, P] f32 (a weight per position) ->
+//                     y: [R, P, C] (any float dtype, e.g. the UNet's storage), long-prompt
+//                     weighting's mean-preserving emphasis: y = (x·w)·(mean(x) / mean(x·w)),
+//                     means over a whole row's P·C values in f32. One workgroup per row: the
+//                     two sums, then the write (f16 in pairs: rows of even length, or f32).
 const WG: u32 = 256u;
+//#include reduce.wgsl
 
 //#kernel row_stats x:read stats:write:f32
 struct Params { rows: u32, len: u32, eps: f32 }
-var<workgroup> red: array<f32, WG>;
-
-fn wg_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -130,4 +121,37 @@ fn compute(i: u32) -> f32 {
     let row = i / P.d;
     let col = i % P.d;
     return (x_ld(i) - stats_ld(2u * row)) * stats_ld(2u * row + 1u) * gamma_ld(col) + beta_ld(col);
+}
+
+//#kernel prompt_weighting x:read w:read:f32 y:write
+struct Params { rows: u32, len: u32, c: u32 }
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= P.rows) {
+        return;
+    }
+    let base = row * P.len;
+    let wbase = row * (P.len / P.c);
+    var s = 0.0;
+    var sw = 0.0;
+    for (var i = lid; i < P.len; i = i + WG) {
+        let v = x_ld(base + i);
+        s = s + v;
+        sw = sw + v * w_ld(wbase + i / P.c);
+    }
+    let before = wg_sum(lid, s) / f32(P.len);
+    let after = wg_sum(lid, sw) / f32(P.len);
+    let r = before / after;
+    for (var i = 2u * lid; i < P.len; i = i + 2u * WG) {
+        let a = (x_ld(base + i) * w_ld(wbase + i / P.c)) * r;
+        if (i + 1u < P.len) {
+            let b = (x_ld(base + i + 1u) * w_ld(wbase + (i + 1u) / P.c)) * r;
+            y_st2(base + i, a, b);
+        } else {
+            y_st(base + i, a);
+        }
+    }
 }

@@ -2,10 +2,10 @@
 //   row_max_sum: x: [R, L] -> stats: [R, 2] f32 (max of scale·x, sum of exp(scale·x - max))
 //   apply:       x: [R, L], stats: [R, 2] -> y: [R, L]
 const WG: u32 = 256u;
+//#include reduce.wgsl
 
 //#kernel row_max_sum x:read stats:write:f32
 struct Params { rows: u32, len: u32, scale: f32 }
-var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -19,31 +19,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = lid; i < P.len; i = i + WG) {
         m = max(m, P.scale * x_ld(base + i));
     }
-    red[lid] = m;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let mx = red[0];
-    workgroupBarrier();
+    let mx = wg_max(lid, m);
     var acc = 0.0;
     for (var i = lid; i < P.len; i = i + WG) {
         acc = acc + exp(P.scale * x_ld(base + i) - mx);
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let sum = wg_sum(lid, acc);
     if (lid == 0u) {
         stats_st(2u * row, mx);
-        stats_st(2u * row + 1u, red[0]);
+        stats_st(2u * row + 1u, sum);
     }
 }
 

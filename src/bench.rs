@@ -245,7 +245,7 @@ async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType) -> crate::Res
     let gpu = Gpu::new(GpuOptions { plan_only: true, ..Default::default() }).await?;
     let weights = crate::plan::placeholder_weights(&gpu, cfg, dtype, &["unet"])?;
     let (clip, unet, vae, _) = crate::model::build(cfg);
-    let sd = StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None };
+    let sd = StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None, loras: Default::default() };
     let lat = size / 8;
     let x = gpu.empty(&[2, cfg.unet.in_channels, lat, lat], dtype)?;
     let t = gpu.upload(&[2], DType::F32, &[500.0, 500.0])?;
@@ -301,7 +301,7 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
         None => {
             let weights = synthetic_weights(&gpu, &cfg, dtype, 1)?;
             let (clip, unet, vae, _) = crate::model::build(&cfg);
-            StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None }
+            StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None, loras: Default::default() }
         }
     };
     gpu.sync().await?;
@@ -476,6 +476,388 @@ pub async fn run(args: BenchArgs) -> crate::Result<()> {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {
         print!("{}", table(&r));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// `sd-webgpu bench-lora`
+
+/// The flags of `sd-webgpu bench-lora`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoraBenchArgs {
+    /// The LoRA file (e.g. `sd-webgpu synth --out DIR --lora-rank 64 --lora-only` writes
+    /// DIR/lora-rank64.safetensors for SD-1.5).
+    #[arg(long)]
+    pub lora: PathBuf,
+    /// A diffusers folder to load (default: synthetic SD-1.5 weights made in memory).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// GPU storage of the weights (the LoRA's factors are stored the same way).
+    #[arg(long, value_enum, default_value_t = BenchDtype::F16)]
+    pub dtype: BenchDtype,
+    /// Scale of the re-merge (the first merge is at scale 1).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    pub rescale: f32,
+    /// Leave out the last phase, the in-place merge without base copies that the CLI does
+    /// (the model is then left as it was loaded).
+    #[arg(long)]
+    pub no_in_place: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Parser)]
+#[command(name = "bench-lora")]
+struct LoraWrap {
+    #[command(flatten)]
+    args: LoraBenchArgs,
+}
+
+impl LoraBenchArgs {
+    /// Parse the flags as the CLI does (`args` without the `bench-lora` word).
+    pub fn parse_from<S: AsRef<str>>(args: &[S]) -> crate::Result<LoraBenchArgs> {
+        let it = std::iter::once("bench-lora".to_string()).chain(args.iter().map(|s| s.as_ref().to_string()));
+        LoraWrap::try_parse_from(it).map(|w| w.args).map_err(|e| crate::Error::Invalid(e.to_string()))
+    }
+}
+
+/// One timed LoRA phase: the call, then the GPU finished (flush + a one-value readback).
+#[derive(Clone, Debug, Serialize)]
+pub struct LoraPhase {
+    /// What it did: `load`, `merge`, `remerge`, `undo`, `merge_in_place`.
+    pub phase: &'static str,
+    /// The active LoRA scale after the phase (0: none).
+    pub scale: f32,
+    /// Wall clock of the call and the GPU work it recorded, in seconds.
+    pub wall_s: f64,
+    /// Stored weights rebuilt (merged or given back their base).
+    pub tensors: usize,
+    /// Module merges run on the GPU.
+    pub merges: usize,
+    pub dispatches: u64,
+    /// Floating-point operations of the merges (2 · rows · cols · rank each).
+    pub gflop: f64,
+    /// GPU buffers held after the phase minus before (bytes; negative: freed).
+    pub held_delta_bytes: i64,
+    /// Highest total of GPU buffers during the phase minus the total before it.
+    pub peak_extra_bytes: u64,
+    /// Base copies held after the phase.
+    pub base_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoraBenchReport {
+    pub adapter: String,
+    pub backend: String,
+    pub dtype: &'static str,
+    /// `synthetic SD-1.5` or the folder given with `--model`.
+    pub model: String,
+    pub weights_bytes: u64,
+    /// Seconds to make (or load) and upload the model's weights (set by [`bench_lora`]).
+    pub model_load_s: Option<f64>,
+    pub lora: String,
+    pub lora_file_bytes: u64,
+    pub format: &'static str,
+    pub hash: String,
+    pub rank_min: usize,
+    pub rank_max: usize,
+    pub unet_modules: usize,
+    pub text_encoder_modules: usize,
+    /// Notes of the LoRA loader (keys matching no module).
+    pub warnings: Vec<String>,
+    /// GPU bytes of the LoRA's factors (held while it is loaded).
+    pub factor_bytes: u64,
+    /// The phases in order: load, merge (scale 1), remerge (`--rescale`), undo (no LoRA),
+    /// merge_in_place (scale 1, no base copies; left out with `--no-in-place`).
+    pub phases: Vec<LoraPhase>,
+    /// Base copies held while the LoRA is active (keep_base, exact undo).
+    pub base_bytes: u64,
+    /// Weights the merge replaced (their buffers changed) and their bytes: what the base
+    /// copies should hold.
+    pub changed_weights: usize,
+    pub changed_weights_bytes: u64,
+    /// After the undo every weight is the very buffer it was before the merge.
+    pub undo_restored: bool,
+    /// Highest total of GPU buffers over the LoRA phases (weights included).
+    pub peak_bytes: u64,
+}
+
+/// Run a few merges on tiny scratch tensors of each storage type so the timed phases do not
+/// include compiling the merge and copy pipelines.
+async fn warm_lora_kernels(gpu: &Gpu, dtypes: &[DType]) -> crate::Result<()> {
+    for &d in dtypes {
+        let w = gpu.upload(&[4, 6], d, &[0.5; 24])?;
+        let up = gpu.upload(&[4, 2], d, &[0.25; 8])?;
+        let down = gpu.upload(&[2, 6], d, &[0.25; 12])?;
+        let c = crate::ops::cast(gpu, &w, d)?;
+        crate::ops::lora_merge(gpu, &c, &up, &down, crate::ops::MergeRows::default(), 1.0)?;
+        gpu.sync().await?;
+    }
+    Ok(())
+}
+
+/// Every weight's tensor (clones share the buffers: holding them costs no GPU memory while
+/// the weights hold them too).
+fn weight_map(sd: &StableDiffusion) -> HashMap<String, Tensor> {
+    sd.weights.iter().map(|(n, t)| (n.clone(), t.clone())).collect()
+}
+
+fn same_buffer(a: &Tensor, b: &Tensor) -> bool {
+    std::sync::Arc::ptr_eq(&a.buf, &b.buf)
+}
+
+fn signed_delta(after: u64, before: u64) -> i64 {
+    if after >= before {
+        i64::try_from(after - before).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from(before - after).map_or(i64::MIN, |d| -d)
+    }
+}
+
+/// Settle the pool (work finished, free buffers dropped) and start a new peak.
+async fn settle(gpu: &Gpu) -> crate::Result<PoolStats> {
+    gpu.sync().await?;
+    gpu.trim_pool();
+    gpu.reset_peak();
+    Ok(gpu.pool_stats())
+}
+
+/// Time `f` and the GPU work it records (finished: sync), with the pool's figures.
+async fn lora_phase(gpu: &Gpu, phase: &'static str, scale: f32, f: impl FnOnce() -> crate::Result<crate::model::lora::MergeReport>) -> crate::Result<(LoraPhase, u64)> {
+    let s0 = settle(gpu).await?;
+    let t = Instant::now();
+    let r = f()?;
+    gpu.sync().await?;
+    let wall_s = t.elapsed().as_secs_f64();
+    eprintln!("bench-lora: {phase} (scale {scale}) in {wall_s:.2} s: {} weights, {} merges", r.tensors, r.merges);
+    gpu.trim_pool();
+    let s1 = gpu.pool_stats();
+    Ok((
+        LoraPhase {
+            phase,
+            scale,
+            wall_s,
+            tensors: r.tensors,
+            merges: r.merges,
+            dispatches: s1.dispatches - s0.dispatches,
+            gflop: (s1.flops - s0.flops) / 1e9,
+            held_delta_bytes: signed_delta(s1.total_bytes, s0.total_bytes),
+            peak_extra_bytes: s1.peak_bytes.saturating_sub(s0.total_bytes),
+            base_bytes: 0,
+        },
+        s1.peak_bytes,
+    ))
+}
+
+/// The LoRA benchmark on a loaded model: load `args.lora`, merge it at scale 1 (base copies
+/// kept), re-merge at `args.rescale`, undo (no LoRA), and unless `args.no_in_place` merge it
+/// at scale 1 in place (no base copies, as the CLI does; the model keeps it merged).
+/// Each phase is timed from the call until the GPU has finished its work.
+pub async fn bench_lora_on(gpu: &Gpu, sd: &mut StableDiffusion, model: &str, args: &LoraBenchArgs) -> crate::Result<LoraBenchReport> {
+    if !args.rescale.is_finite() || args.rescale == 0.0 || args.rescale == 1.0 {
+        return Err(crate::Error::Invalid(format!("--rescale {} must be a number other than 0 and 1 (the merge is at 1; 0 is no LoRA)", args.rescale)));
+    }
+    let file = args.lora.display().to_string();
+    let file_bytes = std::fs::metadata(&args.lora).map_err(|e| crate::weights::WeightError::Io { file: file.clone(), detail: e.to_string() })?.len();
+    let name = crate::model::lora::name_of_file(&file);
+    let mut dts = vec![sd.dtypes.unet];
+    if sd.dtypes.text_encoder != sd.dtypes.unet {
+        dts.push(sd.dtypes.text_encoder);
+    }
+    warm_lora_kernels(gpu, &dts).await?;
+    let keep_base = sd.loras.keep_base;
+    sd.loras.keep_base = true;
+    let mut phases = Vec::new();
+    let mut peak = 0u64;
+
+    // Load: file → factors on the GPU.
+    let s0 = settle(gpu).await?;
+    let t = Instant::now();
+    let (format, hash, ranks, counts, warnings, factor_bytes) = {
+        let l = sd.load_lora(gpu, &args.lora, &name)?;
+        (l.format.name(), l.hash.clone(), l.ranks(), l.counts(), l.warnings.clone(), l.bytes())
+    };
+    gpu.sync().await?;
+    let load_s = t.elapsed().as_secs_f64();
+    gpu.trim_pool();
+    let s1 = gpu.pool_stats();
+    peak = peak.max(s1.peak_bytes);
+    eprintln!("bench-lora: loaded {name} in {load_s:.2} s");
+    phases.push(LoraPhase {
+        phase: "load",
+        scale: 0.0,
+        wall_s: load_s,
+        tensors: 0,
+        merges: 0,
+        dispatches: s1.dispatches - s0.dispatches,
+        gflop: 0.0,
+        held_delta_bytes: signed_delta(s1.total_bytes, s0.total_bytes),
+        peak_extra_bytes: s1.peak_bytes.saturating_sub(s0.total_bytes),
+        base_bytes: sd.loras.base_bytes(),
+    });
+
+    let before = weight_map(sd);
+    let one = [(name.clone(), 1.0f32)];
+    let (mut p, pk) = lora_phase(gpu, "merge", 1.0, || sd.set_loras(gpu, &one)).await?;
+    p.base_bytes = sd.loras.base_bytes();
+    let base_bytes = p.base_bytes;
+    peak = peak.max(pk);
+    phases.push(p);
+    let after = weight_map(sd);
+    let changed: Vec<&String> = after.iter().filter(|(n, t)| before.get(*n).is_none_or(|b| !same_buffer(b, t))).map(|(n, _)| n).collect();
+    let changed_weights = changed.len();
+    let changed_weights_bytes = changed.iter().map(|n| after[*n].bytes()).sum();
+    drop(after);
+
+    let re = [(name.clone(), args.rescale)];
+    let (mut p, pk) = lora_phase(gpu, "remerge", args.rescale, || sd.set_loras(gpu, &re)).await?;
+    p.base_bytes = sd.loras.base_bytes();
+    peak = peak.max(pk);
+    phases.push(p);
+
+    let (mut p, pk) = lora_phase(gpu, "undo", 0.0, || sd.set_loras(gpu, &[])).await?;
+    p.base_bytes = sd.loras.base_bytes();
+    peak = peak.max(pk);
+    phases.push(p);
+    let now = weight_map(sd);
+    let undo_restored = now.len() == before.len() && now.iter().all(|(n, t)| before.get(n).is_some_and(|b| same_buffer(b, t)));
+    drop((now, before));
+
+    if !args.no_in_place {
+        sd.loras.keep_base = false;
+        let (mut p, pk) = lora_phase(gpu, "merge_in_place", 1.0, || sd.set_loras(gpu, &one)).await?;
+        p.base_bytes = sd.loras.base_bytes();
+        peak = peak.max(pk);
+        phases.push(p);
+    } else {
+        sd.loras.keep_base = keep_base;
+    }
+
+    let info = gpu.info();
+    Ok(LoraBenchReport {
+        adapter: info.name.clone(),
+        backend: info.backend.clone(),
+        dtype: sd.dtypes.unet.name(),
+        model: model.to_string(),
+        weights_bytes: sd.weights.bytes(),
+        model_load_s: None,
+        lora: file,
+        lora_file_bytes: file_bytes,
+        format,
+        hash,
+        rank_min: ranks.0,
+        rank_max: ranks.1,
+        unet_modules: counts.0,
+        text_encoder_modules: counts.1,
+        warnings,
+        factor_bytes,
+        phases,
+        base_bytes,
+        changed_weights,
+        changed_weights_bytes,
+        undo_restored,
+        peak_bytes: peak,
+    })
+}
+
+/// `sd-webgpu bench-lora`: make (or load) the model, then [`bench_lora_on`].
+pub async fn bench_lora(args: &LoraBenchArgs) -> crate::Result<LoraBenchReport> {
+    let dtype = args.dtype.dtype();
+    let gpu = Gpu::new(GpuOptions::default()).await?;
+    let t0 = Instant::now();
+    let mut sd = match &args.model {
+        Some(dir) => StableDiffusion::load(&gpu, dir, dtype, Some("fp16"))?,
+        None => {
+            let cfg = Configs::default();
+            let weights = synthetic_weights(&gpu, &cfg, dtype, 1)?;
+            // As a loaded model: the q/k/v (and k/v) weights fused.
+            StableDiffusion::new(&gpu, cfg, dtype, weights, Vec::new())?
+        }
+    };
+    gpu.sync().await?;
+    let load_s = t0.elapsed().as_secs_f64();
+    eprintln!("bench-lora: model weights ({:.1} MiB) made / loaded in {load_s:.1} s", sd.weights.bytes() as f64 / (1u64 << 20) as f64);
+    let model = match &args.model {
+        Some(dir) => dir.display().to_string(),
+        None => "synthetic SD-1.5".into(),
+    };
+    let mut r = bench_lora_on(&gpu, &mut sd, &model, args).await?;
+    r.model_load_s = Some(load_s);
+    Ok(r)
+}
+
+fn signed_mib(b: i64) -> String {
+    format!("{:+.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+/// The readable table of a LoRA report.
+pub fn lora_table(r: &LoraBenchReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let rank = if r.rank_min == r.rank_max { r.rank_max.to_string() } else { format!("{}–{}", r.rank_min, r.rank_max) };
+    let _ = writeln!(s, "sd-webgpu bench-lora: {} on {}, {} storage", r.lora, r.model, r.dtype);
+    let _ = writeln!(s, "adapter: {} ({}); wall clock of each call until the GPU finished (flush + one-value readback), kernels compiled before", r.adapter, r.backend);
+    let _ = writeln!(
+        s,
+        "LoRA: {}, rank {rank}, {} UNet + {} text-encoder modules, file {}, hash {}",
+        r.format,
+        r.unet_modules,
+        r.text_encoder_modules,
+        mib(r.lora_file_bytes),
+        r.hash
+    );
+    match r.model_load_s {
+        Some(l) => {
+            let _ = writeln!(s, "model weights {} (made / loaded and uploaded in {l:.1} s)", mib(r.weights_bytes));
+        }
+        None => {
+            let _ = writeln!(s, "model weights {}", mib(r.weights_bytes));
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{:<30} {:>10} {:>8} {:>7} {:>8} {:>13} {:>13} {:>12}", "phase", "time", "weights", "merges", "GFLOP", "held after", "peak extra", "base copies");
+    for p in &r.phases {
+        let what = match p.phase {
+            "load" => "load (file → GPU factors)".to_string(),
+            "merge" => "merge (scale 1, keep base)".to_string(),
+            "remerge" => format!("re-merge (scale {})", p.scale),
+            "undo" => "undo (no LoRA)".to_string(),
+            "merge_in_place" => "merge in place (scale 1, CLI)".to_string(),
+            other => other.to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<30} {:>8.2} s {:>8} {:>7} {:>8.2} {:>13} {:>13} {:>12}",
+            what,
+            p.wall_s,
+            p.tensors,
+            p.merges,
+            p.gflop,
+            signed_mib(p.held_delta_bytes),
+            mib(p.peak_extra_bytes),
+            mib(p.base_bytes)
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{:<44} {:>12}", "LoRA factors on the GPU (while loaded)", mib(r.factor_bytes));
+    let _ = writeln!(s, "{:<44} {:>12}  ({} weights replaced, {})", "base copies (while active, exact undo)", mib(r.base_bytes), r.changed_weights, mib(r.changed_weights_bytes));
+    let _ = writeln!(s, "{:<44} {:>12}", "peak GPU buffers (weights included)", mib(r.peak_bytes));
+    let _ = writeln!(s, "{:<44} {:>12}", "undo gave back the very base buffers", if r.undo_restored { "yes" } else { "NO" });
+    s
+}
+
+/// `sd-webgpu bench-lora`: run and print (JSON or table).
+pub async fn run_lora(args: LoraBenchArgs) -> crate::Result<()> {
+    let r = bench_lora(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        print!("{}", lora_table(&r));
     }
     Ok(())
 }

@@ -159,6 +159,15 @@ struct GenerateArgs {
     /// Use the `fp16` weight files of a diffusers folder when present (`--no-variant`: the full ones).
     #[arg(long)]
     no_variant: bool,
+    /// Encode the prompts as plain diffusers does (brackets are text, cut at 75 tokens) instead
+    /// of A1111's syntax (`(word:1.2)`, `[word]`, up to 225 tokens; the default).
+    #[arg(long)]
+    no_prompt_weighting: bool,
+    /// A LoRA to merge into the model: FILE[:SCALE] (scale 1 when left out), repeatable; kohya /
+    /// A1111 and diffusers / PEFT files. Its name is the file name without `.safetensors`: a
+    /// `<lora:NAME:SCALE>` tag in the prompt sets its scale.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    lora: Vec<String>,
     /// Output PNG (with batch > 1: NAME-1.png, NAME-2.png, …).
     #[arg(long)]
     output: std::path::PathBuf,
@@ -207,7 +216,8 @@ enum Cmd {
         #[arg(long)]
         img2img: bool,
     },
-    /// Write synthetic random weights with the exact SD-1.5 shapes (diffusers layout).
+    /// Write synthetic random weights with the exact SD-1.5 shapes (diffusers layout), and
+    /// with --lora-rank a synthetic kohya LoRA for them.
     Synth {
         /// Output folder.
         #[arg(long)]
@@ -215,7 +225,20 @@ enum Cmd {
         /// Storage of the files.
         #[arg(long, value_enum, default_value_t = Dt::F16)]
         dtype: Dt,
+        /// Also write OUT/lora-rankN.safetensors: a kohya LoRA of rank N (alpha N, f16) over
+        /// the UNet's attention, transformer projections, feed-forward, resnet convolutions
+        /// (3×3 LoCon), time-embedding projections, shortcuts and down/upsamplers, and the text
+        /// encoder's q/k/v/out projections and MLP.
+        #[arg(long, value_name = "N")]
+        lora_rank: Option<usize>,
+        /// With --lora-rank: write only the LoRA (the model files are left as they are).
+        #[arg(long, requires = "lora_rank")]
+        lora_only: bool,
     },
+    /// Time a LoRA on a model: load, merge (scale 1), re-merge at another scale, undo and the
+    /// in-place merge the CLI does; the LoRA's GPU memory (factors, base copies, peaks).
+    /// Synthetic SD-1.5 weights made in memory unless --model.
+    BenchLora(crate::bench::LoraBenchArgs),
     /// Load a model (checking every shape) and run one UNet step on random latents.
     UnetStep {
         /// A diffusers folder (the .fp16 variant is used when present) or a .safetensors checkpoint.
@@ -278,6 +301,7 @@ async fn run(cli: Cli) -> crate::Result<()> {
     match cli.cmd {
         Cmd::Generate(a) => return generate(a).await,
         Cmd::Bench(a) => return crate::bench::run(a).await,
+        Cmd::BenchLora(a) => return crate::bench::run_lora(a).await,
         Cmd::Plan { size, dtype, model, steps, guidance, family, tiny_vae, evict_text_encoder, json: _, batch, img2img } => {
             if size == 0 || size % 64 != 0 {
                 return Err(crate::Error::Unsupported { op: "plan", detail: format!("--size {size} must be a positive multiple of 64") });
@@ -307,11 +331,27 @@ async fn run(cli: Cli) -> crate::Result<()> {
             println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             return Ok(());
         }
-        Cmd::Synth { out, dtype } => {
+        Cmd::Synth { out, dtype, lora_rank, lora_only } => {
             let t = Instant::now();
-            let files = crate::weights::synth::write_model(&out, &crate::model::Configs::default(), dt(dtype) == DType::F16)?;
-            for (c, n) in &files {
-                println!("{c}: {n} bytes");
+            let cfg = crate::model::Configs::default();
+            if !lora_only {
+                let files = crate::weights::synth::write_model(&out, &cfg, dt(dtype) == DType::F16)?;
+                for (c, n) in &files {
+                    println!("{c}: {n} bytes");
+                }
+            }
+            if let Some(rank) = lora_rank {
+                std::fs::create_dir_all(&out).map_err(|e| crate::weights::WeightError::Io { file: out.display().to_string(), detail: e.to_string() })?;
+                let file = out.join(format!("lora-rank{rank}.safetensors"));
+                let l = crate::weights::synth::write_lora(&file, &cfg, rank, 0x10a4 + rank as u64)?;
+                println!(
+                    "{}: rank {rank}, {} UNet + {} text-encoder modules, {} parameters, {} bytes",
+                    file.display(),
+                    l.unet_modules,
+                    l.text_encoder_modules,
+                    l.parameters,
+                    l.bytes
+                );
             }
             println!("wrote {} in {:.1} s", out.display(), t.elapsed().as_secs_f64());
             return Ok(());
@@ -362,7 +402,7 @@ async fn run(cli: Cli) -> crate::Result<()> {
     }
     let gpu = Gpu::new(GpuOptions::default()).await?;
     match cli.cmd {
-        Cmd::Plan { .. } | Cmd::Synth { .. } | Cmd::UnetStep { .. } | Cmd::Generate(_) | Cmd::Bench(_) => {}
+        Cmd::Plan { .. } | Cmd::Synth { .. } | Cmd::UnetStep { .. } | Cmd::Generate(_) | Cmd::Bench(_) | Cmd::BenchLora(_) => {}
         Cmd::Info => {
             println!("{}", serde_json::to_string_pretty(gpu.info()).unwrap_or_default());
         }
@@ -466,6 +506,31 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     if let Some(t) = &a.tiny_vae {
         sd.tiny_vae = Some(crate::model::taesd::TinyVae::load(&gpu, t, dtypes.vae)?);
     }
+    // LoRAs: merged once, in place (nothing to undo in one CLI run: no base copies).
+    sd.loras.keep_base = false;
+    let mut requested = Vec::new();
+    for spec in &a.lora {
+        let (file, scale) = crate::model::lora::parse_file_scale(spec);
+        let name = crate::model::lora::name_of_file(&file);
+        let l = sd.load_lora(&gpu, std::path::Path::new(&file), &name)?;
+        let (unet, te) = l.counts();
+        let (rmin, rmax) = l.ranks();
+        eprintln!("LoRA {name}: {} format, {unet} UNet + {te} text-encoder module(s), rank {}, hash {}", l.format.name(), if rmin == rmax { rmin.to_string() } else { format!("{rmin}–{rmax}") }, l.hash);
+        for w in &l.warnings {
+            eprintln!("warning: {w}");
+        }
+        requested.push((name, scale));
+    }
+    let (active, lora_warnings) = crate::model::lora::active_set(&requested, &a.prompt, &sd.loras);
+    for w in &lora_warnings {
+        eprintln!("warning: {w}");
+    }
+    if !active.is_empty() {
+        let tm = Instant::now();
+        let r = sd.set_loras(&gpu, &active)?;
+        eprintln!("merged {} LoRA module(s) into {} weight(s) on the GPU in {:.0} ms", r.merges, r.tensors, tm.elapsed().as_secs_f64() * 1000.0);
+    }
+    let used: Vec<(String, f32, String)> = active.iter().map(|(n, s)| (n.clone(), *s, sd.loras.get(n).map(|l| l.hash.clone()).unwrap_or_default())).collect();
     let decoder = match (a.decoder, a.tiny_vae.is_some()) {
         (Some(DecoderArg::Vae), _) | (None, false) => crate::pipeline::Decoder::Vae,
         (Some(DecoderArg::Tiny), _) | (None, true) => crate::pipeline::Decoder::Tiny,
@@ -501,6 +566,7 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
             ResizeArg::Fit => crate::image::ResizeMode::Fit,
             ResizeArg::Stretch => crate::image::ResizeMode::Stretch,
         },
+        prompt_weighting: !a.no_prompt_weighting,
     };
     crate::pipeline::validate(&sd, &params)?;
     eprintln!(
@@ -535,11 +601,8 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     })
     .await?;
     bar.finish_and_clear();
-    if out.dropped_tokens.0 > 0 {
-        eprintln!("warning: the prompt is longer than CLIP's 77 tokens; {} token(s) were dropped", out.dropped_tokens.0);
-    }
-    if out.dropped_tokens.1 > 0 {
-        eprintln!("warning: the negative prompt is longer than 77 tokens; {} token(s) were dropped", out.dropped_tokens.1);
+    for w in crate::pipeline::dropped_token_warnings(&params, out.dropped_tokens) {
+        eprintln!("warning: {w}");
     }
     for w in &out.warnings {
         eprintln!("warning: {w}");
@@ -552,7 +615,8 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
             let stem = a.output.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "image".into());
             a.output.with_file_name(format!("{stem}-{}.png", pos + 1))
         };
-        let text = crate::pipeline::a1111_parameters(&params, seed, &model_name, pos);
+        let mut text = crate::pipeline::a1111_parameters(&params, seed, &model_name, pos);
+        crate::pipeline::add_lora_parameters(&mut text, &params.prompt, &used);
         let png = crate::image::encode_png(img, Some(&text))?;
         if let Some(w) = &png.warning {
             eprintln!("warning: {}: {w}", path.display());

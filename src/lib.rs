@@ -15,6 +15,7 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod plan;
+pub mod prompt;
 pub mod reference;
 pub mod rng;
 pub mod schedulers;

@@ -47,6 +47,12 @@ pub struct Params {
     pub timestep_spacing: Option<Spacing>,
     /// Power users: the model's scheduler config with `prediction_type` replaced.
     pub prediction_type: Option<Prediction>,
+    /// A1111's prompt syntax, as diffusers' community `lpw_stable_diffusion.py` implements it
+    /// ([`crate::prompt`]): `(word:1.2)` / `(word)` / `[word]` weights and prompts of up to
+    /// 225 tokens in chunks of 75 (true, the default, as A1111); false: diffusers' plain
+    /// encode (brackets are text, the prompt is cut at 75 tokens). `<lora:…>` tags are taken
+    /// out of the prompt either way.
+    pub prompt_weighting: bool,
 }
 
 /// The decoder of a generation ([`Params::decoder`]).
@@ -94,6 +100,7 @@ impl Default for Params {
             decoder: Decoder::Vae,
             timestep_spacing: None,
             prediction_type: None,
+            prompt_weighting: true,
         }
     }
 }
@@ -251,7 +258,8 @@ pub struct Output {
     pub batch_positions: Vec<usize>,
     /// Final latents (before the VAE), [images, 4, h, w].
     pub latents: Vec<f32>,
-    /// Prompt tokens beyond CLIP's 77 that were dropped (prompt, negative prompt).
+    /// Prompt tokens that were dropped (prompt, negative prompt): beyond 75 (plain encode) or
+    /// beyond 225 ([`Params::prompt_weighting`]).
     pub dropped_tokens: (usize, usize),
     /// What the user should know about this image (e.g. the VAE was re-run in f32).
     pub warnings: Vec<String>,
@@ -259,6 +267,22 @@ pub struct Output {
     pub vae_upcast: bool,
     /// The decoder that made the images.
     pub decoder: Decoder,
+}
+
+/// What to tell the user about the prompt tokens a generation dropped
+/// ([`Output::dropped_tokens`]): beyond CLIP's 77 positions (plain encode) or beyond the 225
+/// tokens of [`Params::prompt_weighting`]'s 3 chunks.
+pub fn dropped_token_warnings(p: &Params, dropped: (usize, usize)) -> Vec<String> {
+    let limit = if p.prompt_weighting {
+        format!("{} tokens ({} chunks of {})", crate::prompt::MAX_CHUNKS * crate::prompt::CHUNK_TOKENS, crate::prompt::MAX_CHUNKS, crate::prompt::CHUNK_TOKENS)
+    } else {
+        format!("CLIP's {} tokens", crate::tokenizer::MAX_LEN)
+    };
+    [("prompt", dropped.0), ("negative prompt", dropped.1)]
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(what, n)| format!("The {what} is longer than {limit}: {n} token(s) at its end were dropped."))
+        .collect()
 }
 
 /// Checks the parameters against the model; the message says what to change. Returns the
@@ -356,19 +380,31 @@ pub async fn generate(
 }
 
 /// The text encoder's output for a generation: [negative × b, prompt × b] with CFG, else
-/// [prompt × b], in the UNet's storage type ([`encode_text`]).
+/// [prompt × b], each 77·k positions ([`Params::prompt_weighting`]: k chunks; else 77), in
+/// the UNet's storage type ([`encode_text`]).
 pub struct TextStates {
     states: Tensor,
-    /// Prompt tokens beyond CLIP's 77 that were dropped (prompt, negative prompt).
+    /// Prompt tokens that were dropped (prompt, negative prompt): beyond 75 (plain encode) or
+    /// beyond 225 ([`Params::prompt_weighting`]).
     pub dropped_tokens: (usize, usize),
-    key: (String, Option<String>, usize, bool),
+    key: (String, Option<String>, usize, bool, bool),
 }
 
 impl TextStates {
-    /// Whether these states serve a generation of `p` (same prompts, images and guidance mode).
+    /// Whether these states serve a generation of `p` (same prompts, prompt syntax, images
+    /// and guidance mode).
     pub fn is_for(&self, sd: &StableDiffusion, p: &Params) -> bool {
-        self.key == (p.prompt.clone(), p.negative_prompt.clone(), images_made(p).0, uses_cfg(sd, p))
+        self.key == text_key(sd, p)
     }
+
+    /// The states [rows, 77·k, hidden] (what the UNet's cross-attention gets).
+    pub fn states(&self) -> &Tensor {
+        &self.states
+    }
+}
+
+fn text_key(sd: &StableDiffusion, p: &Params) -> (String, Option<String>, usize, bool, bool) {
+    (p.prompt.clone(), p.negative_prompt.clone(), images_made(p).0, uses_cfg(sd, p), p.prompt_weighting)
 }
 
 /// Whether the generation `p` runs classifier-free guidance on `sd` (guidance > 1, and not an
@@ -384,9 +420,28 @@ fn images_made(p: &Params) -> (usize, usize) {
     }
 }
 
+/// The text encoder's input rows of a generation.
+struct Rows {
+    ids: Vec<Vec<u32>>,
+    /// A weight per position of each row; `None` when every weight is 1.
+    weights: Option<Vec<Vec<f32>>>,
+    /// Positions per row (77·k).
+    positions: usize,
+    /// Tokens cut (prompt, negative prompt).
+    dropped: (usize, usize),
+}
+
 /// Run the text encoder for `p` (the first phase of [`generate_with`]). With the states in
 /// hand the text encoder's weights may be freed ([`StableDiffusion::evict_text_encoder`]) before
 /// [`generate_from_text`] runs the rest, which lowers the peak by their size.
+///
+/// `<lora:…>` tags are taken out of the prompt ([`crate::prompt::extract_loras`]). With
+/// [`Params::prompt_weighting`] the prompts are encoded as diffusers' community
+/// `lpw_stable_diffusion.py` does (`max_embeddings_multiples=3`): k ≤ 3 chunks of 75 tokens
+/// for the prompt and (with CFG) the negative prompt alike, each chunk one row of the text
+/// encoder, then the weights applied with the mean of each row's states kept
+/// ([`ops::prompt_weighting`]; skipped when every weight is 1, so a plain prompt gives the
+/// plain encode's states). Otherwise as diffusers' StableDiffusionPipeline: 77 tokens.
 pub fn encode_text(gpu: &Gpu, sd: &StableDiffusion, tok: &ClipTokenizer, p: &Params) -> Result<TextStates> {
     validate(sd, p)?;
     let c = sd.ctx(gpu);
@@ -394,23 +449,54 @@ pub fn encode_text(gpu: &Gpu, sd: &StableDiffusion, tok: &ClipTokenizer, p: &Par
     let cfg = uses_cfg(sd, p);
     gpu.trim_pool();
     gpu.reset_peak();
-    let pos = tok.encode(&p.prompt)?;
-    let neg = tok.encode(p.negative_prompt.as_deref().unwrap_or(""))?;
-    let mut ids: Vec<u32> = Vec::new();
-    if cfg {
-        for _ in 0..b {
-            ids.extend(&neg.ids);
+    let (prompt, _) = crate::prompt::extract_loras(&p.prompt);
+    let negative = p.negative_prompt.as_deref().unwrap_or("");
+    let Rows { ids: row_ids, weights: row_weights, positions, dropped } = if p.prompt_weighting {
+        let t = crate::prompt::lpw_tokens(tok, &prompt, cfg.then_some(negative))?;
+        let k = t.chunks;
+        // Without CFG LPW never reads the negative prompt; its cut is reported all the same.
+        let neg_dropped = match &t.negative {
+            Some(n) => n.dropped,
+            None => crate::prompt::WeightedTokens::new(tok, negative)?.dropped,
+        };
+        let mut rows = Vec::new();
+        if let Some(n) = &t.negative {
+            rows.extend(std::iter::repeat_n((n.chunk_ids(tok, k), n.chunk_weights(k)), b));
         }
-    }
-    for _ in 0..b {
-        ids.extend(&pos.ids);
-    }
-    let rows = ids.len() / pos.ids.len();
-    let ids_t = gpu.upload_u32(&[rows, pos.ids.len()], &ids)?;
+        rows.extend(std::iter::repeat_n((t.prompt.chunk_ids(tok, k), t.prompt.chunk_weights(k)), b));
+        let weighted = rows.iter().any(|(_, w)| w.iter().any(|&v| v != 1.0));
+        let (ids, weights): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        Rows { ids, weights: weighted.then_some(weights), positions: crate::prompt::CHUNK_LEN * k, dropped: (t.prompt.dropped, neg_dropped) }
+    } else {
+        let pos = tok.encode(&prompt)?;
+        let neg = tok.encode(negative)?;
+        let mut rows = Vec::new();
+        if cfg {
+            rows.extend(std::iter::repeat_n(neg.ids.clone(), b));
+        }
+        rows.extend(std::iter::repeat_n(pos.ids.clone(), b));
+        Rows { ids: rows, weights: None, positions: pos.ids.len(), dropped: (pos.dropped_tokens, neg.dropped_tokens) }
+    };
+    let rows = row_ids.len();
+    let chunk = crate::tokenizer::MAX_LEN;
+    let ids: Vec<u32> = row_ids.concat();
+    // Each chunk of 77 is its own sequence for the text encoder; a row's chunks are
+    // consecutive, so [rows·k, 77, C] is [rows, 77·k, C] in memory.
+    let ids_t = gpu.upload_u32(&[ids.len() / chunk, chunk], &ids)?;
     let text = sd.clip.forward(&c, &ids_t)?;
-    let states = if text.dtype() != sd.dtypes.unet { ops::cast(gpu, &text, sd.dtypes.unet)? } else { text };
+    drop(ids_t);
+    let hidden = text.dim(-1);
+    let text = text.reshape(&[rows, positions, hidden])?;
+    let states = match row_weights {
+        Some(w) => {
+            let wt = gpu.upload(&[rows, positions], DType::F32, &w.concat())?;
+            ops::prompt_weighting(gpu, &text, &wt, sd.dtypes.unet)?
+        }
+        None if text.dtype() != sd.dtypes.unet => ops::cast(gpu, &text, sd.dtypes.unet)?,
+        None => text,
+    };
     gpu.trim_pool();
-    Ok(TextStates { states, dropped_tokens: (pos.dropped_tokens, neg.dropped_tokens), key: (p.prompt.clone(), p.negative_prompt.clone(), b, cfg) })
+    Ok(TextStates { states, dropped_tokens: dropped, key: text_key(sd, p) })
 }
 
 /// [`generate`] with run options (live preview).
@@ -795,4 +881,23 @@ pub fn a1111_parameters(p: &Params, seed: u64, model: &str, batch_pos: usize) ->
         }
     }
     s
+}
+
+/// A1111's record of the LoRAs of a generation in its `parameters` text (made by
+/// [`a1111_parameters`] for a prompt `prompt`): a `<lora:name:scale>` tag at the end of the
+/// prompt for each LoRA the prompt does not name already, and `Lora hashes: "name: hash, …"`.
+/// `loras`: (name, scale, A1111 short hash), in order.
+pub fn add_lora_parameters(text: &mut String, prompt: &str, loras: &[(String, f32, String)]) {
+    if loras.is_empty() || !text.starts_with(prompt) {
+        return;
+    }
+    let mut tags = String::new();
+    for (name, scale, _) in loras {
+        if !prompt.contains(&format!("<lora:{name}:")) && !prompt.contains(&format!("<lora:{name}>")) {
+            tags.push_str(&format!(" <lora:{name}:{scale}>"));
+        }
+    }
+    text.insert_str(prompt.len(), &tags);
+    let hashes: Vec<String> = loras.iter().map(|(n, _, h)| format!("{}: {h}", n.replace([',', ':', '"'], "_"))).collect();
+    text.push_str(&format!(", Lora hashes: \"{}\"", hashes.join(", ")));
 }

@@ -375,3 +375,34 @@ pub fn blend_tile(y: &mut [f32], tile: &[f32], nc: usize, h: usize, w: usize, th
         }
     }
 }
+
+/// LoRA merge (shaders/lora.wgsl): w [total_rows, cols] with `scale · up @ down` added to the
+/// LoRA's rows (up [rows, rank], down [rank, cols]) at `offset`, or interleaved halves.
+#[allow(clippy::too_many_arguments)]
+pub fn lora_merge(w: &[f32], cols: usize, up: &[f32], down: &[f32], rows: usize, rank: usize, offset: usize, interleave: bool, scale: f32) -> Vec<f32> {
+    let mut out = w.to_vec();
+    for o in 0..rows {
+        let stored = if interleave { if o < rows / 2 { 2 * o } else { 2 * (o - rows / 2) + 1 } } else { offset + o };
+        for j in 0..cols {
+            let acc: f64 = (0..rank).map(|r| up[o * rank + r] as f64 * down[r * cols + j] as f64).sum();
+            let i = stored * cols + j;
+            out[i] = (w[i] as f64 + scale as f64 * acc) as f32;
+        }
+    }
+    out
+}
+
+/// Long-prompt weighting (shaders/norm.wgsl `prompt_weighting`): x [rows, P, C], w [rows, P]:
+/// `(x·w)·(mean(x) / mean(x·w))` per row, means over the row's P·C values.
+pub fn prompt_weighting(x: &[f32], w: &[f32], rows: usize, p: usize, c: usize) -> Vec<f32> {
+    let len = p * c;
+    let mut y = Vec::with_capacity(x.len());
+    for r in 0..rows {
+        let xr = &x[r * len..(r + 1) * len];
+        let wr = &w[r * p..(r + 1) * p];
+        let before = xr.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+        let after = xr.iter().enumerate().map(|(i, &v)| v as f64 * wr[i / c] as f64).sum::<f64>() / len as f64;
+        y.extend(xr.iter().enumerate().map(|(i, &v)| (v as f64 * wr[i / c] as f64 * (before / after)) as f32));
+    }
+    y
+}

@@ -72,7 +72,8 @@ pub fn quantize(v: &mut [f32], dtype: DType) {
 /// Names of the kernels checked by [`run`].
 pub const KERNELS: &[&str] = &[
     "unary", "binary", "geglu", "concat_channels", "slice_channels", "upsample2x", "transpose", "token_position", "timestep",
-    "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "lincomb", "vae_sample", "to_image", "tiles", "dispatch_split",
+    "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "lincomb", "vae_sample", "to_image", "tiles", "dispatch_split", "lora_merge",
+    "prompt_weighting",
 ];
 
 struct Ctx<'a> {
@@ -443,6 +444,53 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 }
                 c.compare("tiles", &format!("blend tiles {tile} at {xs:?} into width {len}"), &out, &want, 2e-6).await?;
                 c.compare("tiles", &format!("partition of unity, width {len}"), &canvas, &vec![1.0; 8 * len], 1e-6).await?;
+            }
+        }
+        "lora_merge" => {
+            // (total rows, weight shape after the rows, LoRA rows, rank, row offset, interleave):
+            // a part of a fused q/k/v weight starting on an odd element (13 columns), GEGLU's
+            // interleaved halves, a 3×3 conv (LoCon), a linear layer covered whole.
+            for (total, rest, rows, rank, offset, inter) in [
+                (21usize, vec![13usize], 7usize, 3usize, 7usize, false),
+                (10, vec![9], 10, 2, 0, true),
+                (6, vec![4, 3, 3], 6, 5, 0, false),
+                (33, vec![17], 33, 1, 0, false),
+            ] {
+                let cols: usize = rest.iter().product();
+                let mut shape = vec![total];
+                shape.extend(&rest);
+                let (w, wv) = c.input(&shape, -1.0, 1.0)?;
+                let (up, uv) = c.input(&[rows, rank], -0.5, 0.5)?;
+                let (down, dv) = c.input(&[rank, cols], -0.5, 0.5)?;
+                let scale = 0.7;
+                ops::lora_merge(gpu, &w, &up, &down, ops::MergeRows { offset, interleave: inter }, scale)?;
+                let want = r::lora_merge(&wv, cols, &uv, &dv, rows, rank, offset, inter, scale);
+                c.compare("lora_merge", &format!("{shape:?} rows {offset}..{} rank {rank}{}", offset + rows, if inter { " interleaved" } else { "" }), &w, &want, 1e-6).await?;
+            }
+        }
+        "prompt_weighting" => {
+            // (rows, positions, channels): one chunk of SD-1.5-like states, two chunks with an
+            // odd channel count, a row of odd length (f16 pairs cannot start each row), three
+            // chunks; the last input is f32 whatever the storage (the text encoder's f32 output
+            // written as an f16 UNet's context).
+            for (rows, p, ch, f32_in) in [(2usize, 77usize, 64usize, false), (3, 154, 33, false), (3, 5, 7, false), (4, 231, 20, true)] {
+                let (x, xv) = if f32_in {
+                    let v = c.rng.vec(rows * p * ch, -1.0, 3.0);
+                    (gpu.upload(&[rows, p, ch], DType::F32, &v)?, v)
+                } else {
+                    c.input(&[rows, p, ch], -1.0, 3.0)?
+                };
+                // Weights in [0.5, 1.5), every third exactly 1 (start / end / padding positions).
+                let mut wv = c.rng.vec(rows * p, 0.5, 1.5);
+                for (i, v) in wv.iter_mut().enumerate() {
+                    if i % 3 == 0 {
+                        *v = 1.0;
+                    }
+                }
+                let w = gpu.upload(&[rows, p], DType::F32, &wv)?;
+                let y = ops::prompt_weighting(gpu, &x, &w, dtype)?;
+                let want = r::prompt_weighting(&xv, &wv, rows, p, ch);
+                c.compare("prompt_weighting", &format!("[{rows}, {p}, {ch}] from {}", if f32_in { "f32" } else { dtype.name() }), &y, &want, 1e-5).await?;
             }
         }
         "dispatch_split" => {

@@ -43,6 +43,8 @@ pub struct Encoded {
 #[derive(Clone)]
 pub struct ClipTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without truncation and padding, for [`ClipTokenizer::encode_raw`].
+    raw: Tokenizer,
     start_id: u32,
     end_id: u32,
     pad_id: u32,
@@ -224,6 +226,7 @@ impl ClipTokenizer {
                 )))
             }
         };
+        let raw = inner.clone();
         inner
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
@@ -240,7 +243,7 @@ impl ClipTokenizer {
             pad_type_id: 0,
             pad_token: pad.to_owned(),
         }));
-        Ok(Self { inner, start_id, end_id, pad_id })
+        Ok(Self { inner, raw, start_id, end_id, pad_id })
     }
 
     /// Encodes a prompt to exactly [`MAX_LEN`] ids.
@@ -260,6 +263,14 @@ impl ClipTokenizer {
             })
             .sum();
         Ok(Encoded { ids, dropped_tokens })
+    }
+
+    /// The tokens of `text` alone: no start / end token, no truncation, no padding (what
+    /// transformers' `tokenizer(text).input_ids[1:-1]` gives; long-prompt weighting tokenises
+    /// each weighted run of a prompt this way, see [`crate::prompt`]).
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.raw.encode(text, false).map_err(|e| err(format!("encoding the prompt: {e}")))?;
+        Ok(enc.get_ids().to_vec())
     }
 
     /// This tokenizer as a `tokenizer.json` (with its padding and truncation), which

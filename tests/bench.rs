@@ -187,3 +187,121 @@ fn img2img_768_plans_within_default_binding() {
     // after the generation: the weights and the UNet's timestep-frequency table (< 1 KiB)
     assert!(plan.after_bytes >= plan.weights_bytes && plan.after_bytes <= plan.weights_bytes + 1024, "memory returned: {} B held, weights {} B", plan.after_bytes, plan.weights_bytes);
 }
+
+/// Every weight of the model, read back (raw storage bytes), by name.
+async fn snapshot(gpu: &Gpu, sd: &StableDiffusion) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (n, t) in sd.weights.iter() {
+        out.insert(n.clone(), gpu.read_bytes(t).await.unwrap());
+    }
+    out
+}
+
+/// `bench-lora` on the tiny model with a synthetic rank-4 kohya LoRA written for the model's own
+/// configs (the writer of `synth --lora-rank`): the file reads as kohya f16 factors of the
+/// model's shapes; the load holds the factors; the merge replaces exactly the weights the LoRA
+/// changes and keeps one base copy of each (base bytes = the sum of the changed weights'
+/// sizes, checked against a readback of every weight); the re-merge holds nothing more; the
+/// undo gives back bit-identical weights and frees the copies; the in-place merge (the CLI's)
+/// changes the same weights and holds no copy.
+#[test]
+fn bench_lora_tiny_model() {
+    use sd_webgpu::bench::{bench_lora_on, LoraBenchArgs};
+    use sd_webgpu::weights::synth::{lora_targets, write_lora, LORA_TE_MODULES, LORA_UNET_MODULES};
+    let model = std::path::Path::new(MODEL);
+    let cfg = sd_webgpu::model::read_configs(model).unwrap();
+    let dir = std::env::temp_dir().join(format!("sd-webgpu-bench-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tiny-rank4.safetensors");
+    let rank = 4;
+    let info = write_lora(&file, &cfg, rank, 7).unwrap();
+    assert!(write_lora(&dir.join("rank0.safetensors"), &cfg, 0, 7).is_err(), "rank 0 is refused");
+
+    // The file, as the safetensors crate reads it.
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len() as u64, info.bytes);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let targets = lora_targets(&cfg);
+    assert_eq!(st.len(), 3 * targets.len());
+    assert_eq!(info.unet_modules + info.text_encoder_modules, targets.len());
+    assert_eq!(info.text_encoder_modules, LORA_TE_MODULES.len() * cfg.clip.num_hidden_layers);
+    for kind in LORA_UNET_MODULES {
+        assert!(targets.iter().any(|t| t.weight.starts_with("unet/") && t.weight.ends_with(&format!(".{kind}.weight"))), "no {kind} module");
+    }
+    let mut params = 0u64;
+    let mut factor_bytes = 0u64;
+    for t in &targets {
+        let cols: usize = t.shape[1..].iter().product();
+        let down = st.tensor(&format!("{}.lora_down.weight", t.key)).unwrap();
+        let up = st.tensor(&format!("{}.lora_up.weight", t.key)).unwrap();
+        let alpha = st.tensor(&format!("{}.alpha", t.key)).unwrap();
+        for v in [&down, &up, &alpha] {
+            assert_eq!(v.dtype(), safetensors::Dtype::F16, "{}", t.key);
+        }
+        assert_eq!(down.shape()[0], rank);
+        assert_eq!(&down.shape()[1..], &t.shape[1..], "{}: lora_down", t.key);
+        let want_up: Vec<usize> = if t.shape.len() == 4 { vec![t.shape[0], rank, 1, 1] } else { vec![t.shape[0], rank] };
+        assert_eq!(up.shape(), &want_up[..], "{}: lora_up", t.key);
+        assert_eq!(half::f16::from_le_bytes([alpha.data()[0], alpha.data()[1]]).to_f32(), rank as f32);
+        params += (rank * cols + t.shape[0] * rank) as u64;
+        factor_bytes += DType::F16.buffer_bytes(rank * cols) + DType::F16.buffer_bytes(t.shape[0] * rank);
+    }
+    assert_eq!(params, info.parameters);
+
+    pollster::block_on(async {
+        let gpu = Gpu::new(GpuOptions::default()).await.unwrap();
+        let mut sd = StableDiffusion::load(&gpu, model, DType::F16, Some("fp16")).unwrap();
+        let base = snapshot(&gpu, &sd).await;
+        let path = file.display().to_string();
+        let args = LoraBenchArgs::parse_from(&["--lora", &path, "--no-in-place"]).unwrap();
+        let r = bench_lora_on(&gpu, &mut sd, MODEL, &args).await.unwrap();
+        println!("{}", sd_webgpu::bench::lora_table(&r));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!((r.format, r.rank_min, r.rank_max), ("kohya", rank, rank));
+        assert_eq!((r.unet_modules, r.text_encoder_modules), (info.unet_modules, info.text_encoder_modules));
+        assert_eq!(r.factor_bytes, factor_bytes);
+        let names: Vec<&str> = r.phases.iter().map(|p| p.phase).collect();
+        assert_eq!(names, ["load", "merge", "remerge", "undo"]);
+        let (load, merge, remerge, undo) = (&r.phases[0], &r.phases[1], &r.phases[2], &r.phases[3]);
+        // Buffers are whole 4-byte words, at most 256 bytes more than the tensor each.
+        let slack = |n: usize| 256 * n as i64;
+        assert!(load.held_delta_bytes >= factor_bytes as i64 && load.held_delta_bytes <= factor_bytes as i64 + slack(2 * targets.len()), "load held {}", load.held_delta_bytes);
+        assert_eq!(merge.merges, targets.len());
+        assert!(merge.gflop > 0.0 && merge.dispatches >= targets.len() as u64);
+        assert_eq!(merge.tensors, r.changed_weights);
+        assert!(r.changed_weights > 0 && r.changed_weights <= targets.len(), "fused q/k/v weights take several modules");
+        assert_eq!(r.base_bytes, r.changed_weights_bytes, "one base copy per replaced weight");
+        assert_eq!(merge.base_bytes, r.base_bytes);
+        assert!(merge.held_delta_bytes >= r.base_bytes as i64 && merge.held_delta_bytes <= r.base_bytes as i64 + slack(r.changed_weights));
+        assert!(merge.peak_extra_bytes >= merge.held_delta_bytes as u64);
+        assert_eq!((remerge.tensors, remerge.merges, remerge.held_delta_bytes, remerge.base_bytes), (r.changed_weights, targets.len(), 0, r.base_bytes));
+        assert_eq!((undo.tensors, undo.merges, undo.held_delta_bytes, undo.base_bytes), (r.changed_weights, 0, -merge.held_delta_bytes, 0));
+        assert!(r.undo_restored);
+        assert!(r.peak_bytes >= sd.weights.bytes() + r.factor_bytes + r.base_bytes);
+        assert!(snapshot(&gpu, &sd).await == base, "the undo gives back the weights bit for bit");
+
+        // Again, ending with the CLI's in-place merge: the weights it changes are the ones the
+        // base copies held, and no copy is kept.
+        let args = LoraBenchArgs::parse_from(&["--lora", &path, "--rescale", "-0.75"]).unwrap();
+        let r2 = bench_lora_on(&gpu, &mut sd, MODEL, &args).await.unwrap();
+        let last = r2.phases.last().unwrap();
+        assert_eq!((last.phase, last.tensors, last.merges, last.held_delta_bytes, last.base_bytes), ("merge_in_place", r.changed_weights, targets.len(), 0, 0));
+        assert_eq!((r2.base_bytes, r2.changed_weights), (r.base_bytes, r.changed_weights));
+        let merged = snapshot(&gpu, &sd).await;
+        let changed: Vec<&String> = merged.iter().filter(|(n, b)| base[*n] != **b).map(|(n, _)| n).collect();
+        assert_eq!(changed.len(), r.changed_weights);
+        let changed_bytes: u64 = changed.iter().map(|n| sd.weights.get(n).unwrap().bytes()).sum();
+        assert_eq!(changed_bytes, r.base_bytes, "base bytes = the sum of the changed weights' sizes");
+        assert!(changed.iter().all(|n| n.starts_with("unet/") || n.starts_with("text_encoder/")));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_lora_flags() {
+    use sd_webgpu::bench::LoraBenchArgs;
+    assert!(LoraBenchArgs::parse_from::<&str>(&[]).is_err(), "--lora is required");
+    let a = LoraBenchArgs::parse_from(&["--lora", "x.safetensors"]).unwrap();
+    assert_eq!((a.rescale, a.no_in_place, a.json, a.model.is_none()), (0.5, false, false, true));
+    assert!(LoraBenchArgs::parse_from(&["--lora", "x.safetensors", "--dtype", "bf16"]).is_err());
+}

@@ -21,6 +21,7 @@ mod common;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use common::fixtures::{self, golden};
+use common::parity::assert_close;
 use common::model::{load_named, realconfig_tokenizer};
 use sd_webgpu::gpu::{DType, Gpu};
 use sd_webgpu::model::config::{ClipConfig, TinyVaeConfig, UnetConfig, VaeConfig};
@@ -31,57 +32,34 @@ use sd_webgpu::schedulers::Prediction;
 use sd_webgpu::tokenizer::ClipTokenizer;
 use sd_webgpu::weights::Layout;
 
-/// Fixture files of these bundles (tests/fixtures/…): from disk natively, embedded in this
-/// test module only for the browser.
-#[cfg(not(target_arch = "wasm32"))]
-fn fx(rel: &str) -> Vec<u8> {
-    fixtures::file(rel)
-}
-
-#[cfg(target_arch = "wasm32")]
-fn fx(rel: &str) -> Vec<u8> {
-    macro_rules! embedded {
-        ($($f:literal),*) => {
-            match rel {
-                $($f => include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/", $f)).to_vec(),)*
-                other => fixtures::file(other),
-            }
-        };
-    }
-    embedded!(
-        "sd2/cases.json",
-        "sd2/golden.safetensors",
-        "sd2/init.png",
-        "sd2/model-v/unet/config.json",
-        "sd2/model-v/unet/diffusion_pytorch_model.safetensors",
-        "sd2/model-v/vae/config.json",
-        "sd2/model-v/vae/diffusion_pytorch_model.safetensors",
-        "sd2/model-v/text_encoder/config.json",
-        "sd2/model-v/text_encoder/model.safetensors",
-        "sd2/model-v/tokenizer/tokenizer_config.json",
-        "sd2/model-v/tokenizer/special_tokens_map.json",
-        "sd2/model-turbo/unet/config.json",
-        "taesd/cases.json",
-        "taesd/golden.safetensors",
-        "taesd/init.png",
-        "taesd/taesd/config.json",
-        "taesd/taesd/diffusion_pytorch_model.safetensors",
-        "taesd/taesd/diffusion_pytorch_model.fp16.safetensors",
-        "lcm/cases.json",
-        "lcm/golden.safetensors",
-        "lcm/model-lcm/unet/config.json",
-        "lcm/model-lcm/unet/diffusion_pytorch_model.safetensors",
-        "lcm/model-lcm/scheduler/scheduler_config.json"
-    )
-}
-
-fn fx_text(rel: &str) -> String {
-    String::from_utf8(fx(rel)).expect("utf-8 fixture")
-}
+bundle_files!(
+    "sd2/cases.json",
+    "sd2/golden.safetensors",
+    "sd2/init.png",
+    "sd2/model-v/unet/config.json",
+    "sd2/model-v/unet/diffusion_pytorch_model.safetensors",
+    "sd2/model-v/vae/config.json",
+    "sd2/model-v/vae/diffusion_pytorch_model.safetensors",
+    "sd2/model-v/text_encoder/config.json",
+    "sd2/model-v/text_encoder/model.safetensors",
+    "sd2/model-v/tokenizer/tokenizer_config.json",
+    "sd2/model-v/tokenizer/special_tokens_map.json",
+    "sd2/model-turbo/unet/config.json",
+    "taesd/cases.json",
+    "taesd/golden.safetensors",
+    "taesd/init.png",
+    "taesd/taesd/config.json",
+    "taesd/taesd/diffusion_pytorch_model.safetensors",
+    "taesd/taesd/diffusion_pytorch_model.fp16.safetensors",
+    "lcm/cases.json",
+    "lcm/golden.safetensors",
+    "lcm/model-lcm/unet/config.json",
+    "lcm/model-lcm/unet/diffusion_pytorch_model.safetensors",
+    "lcm/model-lcm/scheduler/scheduler_config.json",
+);
 
 fn case(bundle: &str, name: &str) -> serde_json::Value {
-    let j: serde_json::Value = serde_json::from_str(&fx_text(&format!("{bundle}/cases.json"))).unwrap();
-    j["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap_or_else(|| panic!("{bundle} case {name}"))
+    fixtures::case(&fx(&format!("{bundle}/cases.json")), bundle, name)
 }
 
 /// The models the cases name.
@@ -283,18 +261,6 @@ native_test!(sd2_turbo_multi_step_f16, run_case("sd2", "turbo_multi_step", DType
 native_test!(taesd_img2img_f16, run_case("taesd", "img2img_taesd", DType::F16));
 native_test!(lcm_unet_f16, run_case("lcm", "lcm_unet", DType::F16));
 
-fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
-    let (e, i, m) = common::parity::max_err(got, want);
-    (e / m.max(1e-12), i)
-}
-
-fn assert_close(label: &str, got: &[f32], want: &[f32], tol: f64) {
-    let (rel, i) = rel_err(got, want);
-    let runner = if cfg!(target_arch = "wasm32") { "browser" } else { "native" };
-    log!("COMPONENT|{label}|{runner}|rel {rel:.2e}");
-    assert!(rel <= tol, "{label}: max error {rel:.3e}·max|ref| > {tol:.0e} at index {i} (ours {}, reference {})", got[i], want[i]);
-}
-
 /// sd2 text_encoder: the gelu OpenCLIP-style encoder on three prompts, '!' and padding = id 0.
 async fn sd2_text_encoder() {
     let c = case("sd2", "text_encoder");
@@ -407,7 +373,7 @@ async fn unet_component(bundle: &str, name: &str, m: Model) {
         assert!(sd.unet.forward(&sd.ctx(&gpu), &xt, &tt, &ct).is_err(), "{bundle}/{name}: ran without timestep_cond");
     }
 }
-/// sd2 unet: linear projections, per-block heads, cross-attention width 64, v output.
+// sd2 unet: linear projections, per-block heads, cross-attention width 64, v output.
 gpu_test!(sd2_unet_matches_diffusers, unet_component("sd2", "unet", Model::Sd2V));
 
 /// TAESD encode and decode (f32: 5e-5; the fp16 variant file in f16 storage: 2e-2).
@@ -492,7 +458,7 @@ fn lcm_embedding() {
 }
 cpu_test!(lcm_guidance_embedding_matches_diffusers, lcm_embedding);
 
-/// The LCM-distilled UNet with timestep_cond.
+// The LCM-distilled UNet with timestep_cond.
 gpu_test!(lcm_unet_forward_matches_diffusers, unet_component("lcm", "lcm_unet_forward", Model::Lcm));
 
 /// The model says what it is: SD-Turbo (trailing Euler), SD-2 (gelu text encoder), LCM

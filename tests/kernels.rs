@@ -52,6 +52,8 @@ gpu_test!(vae_sample, check("vae_sample"));
 gpu_test!(to_image, check("to_image"));
 gpu_test!(tiles, check("tiles"));
 gpu_test!(dispatch_split_over_65535_workgroups, check("dispatch_split"));
+gpu_test!(lora_merge, check("lora_merge"));
+gpu_test!(prompt_weighting, check("prompt_weighting"));
 
 /// The list in selftest::KERNELS is what the browser page runs: keep it equal to the tests above.
 #[test]

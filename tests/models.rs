@@ -10,24 +10,11 @@ mod common;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use common::fixtures::{self, golden};
+use common::parity::rel_err;
 use common::model::{configs, fp32_files, load_bytes, load_named, realconfig_tokenizer};
 use sd_webgpu::weights::Layout;
 use sd_webgpu::gpu::{DType, Gpu};
 use sd_webgpu::model::{StableDiffusion, COMPONENTS};
-
-fn rel_err(got: &[f32], want: &[f32]) -> (f64, usize) {
-    assert_eq!(got.len(), want.len(), "output length");
-    let max_ref = want.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
-    let (mut worst, mut wi) = (0f64, 0);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let e = (g as f64 - w as f64).abs();
-        if e > worst || e.is_nan() {
-            worst = if e.is_nan() { f64::INFINITY } else { e };
-            wi = i;
-        }
-    }
-    (worst / max_ref.max(1e-12), wi)
-}
 
 /// Component parity with f32 storage of fp32 weights: the kernels reach 1e-6…1e-5 of
 /// max|ref| on these goldens (printed by every test), so a missing bias or a wrong

@@ -5,7 +5,7 @@ import { StableDiffusion } from "./sd-webgpu.js";
 const $ = (s) => document.querySelector(s);
 const STORE_KEY = "sd-webgpu.form";
 const FIELDS = ["model", "tiny-vae", "variant", "dtype", "vae-dtype", "prompt", "negative", "steps", "guidance", "seed",
-  "random-seed", "width", "height", "sampler", "batch", "strength", "resize-mode"];
+  "random-seed", "width", "height", "sampler", "batch", "strength", "resize-mode", "prompt-weighting", "lora-url"];
 const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras", lcm: "LCM" };
 
 let sd = null;            // the loaded StableDiffusion, or null
@@ -14,6 +14,7 @@ let busy = false;         // a load or a generation is running
 let abort = null;         // AbortController of the running generation
 let lastSource = null;    // what the last load was asked for (for "Continue without caching")
 let deviceLost = null;    // message of the last device loss, until the next successful generation
+const loraScales = new Map(); // LoRA name -> the scale of the next generation (the list's order)
 
 // ---------- small helpers ----------
 
@@ -23,6 +24,8 @@ function setState(state) {
   $("#generate").disabled = !loaded;
   $("#cancel").disabled = state !== "generating";
   for (const id of ["#load", "#model-file", "#model-folder"]) $(id).disabled = !gpuOk || busy;
+  for (const id of ["#lora-load", "#lora-file"]) $(id).disabled = !loaded;
+  for (const el of document.querySelectorAll("#lora-list .lora-remove")) el.disabled = !loaded;
   $("#clear-cache").disabled = busy;
   $("#drop").classList.toggle("disabled", !gpuOk || busy);
 }
@@ -198,6 +201,8 @@ async function load(source, { cache = true } = {}) {
     const tinyVae = $("#tiny-vae").value.trim() || undefined;
     sd = await StableDiffusion.load({ model: source, tinyVae, variant, dtype: $("#dtype").value, vaeDtype, cache, onProgress, onDeviceLost });
     deviceLost = null;
+    loraScales.clear(); // LoRAs belong to the model they were loaded for
+    renderLoras();
     applyModelDefaults();
     busy = false;
     setState("ready");
@@ -207,6 +212,8 @@ async function load(source, { cache = true } = {}) {
   } catch (e) {
     sd = null;
     busy = false;
+    loraScales.clear();
+    renderLoras();
     setState("error");
     message(errorText(e), true);
     $("#download-bar").value = 0;
@@ -287,6 +294,117 @@ async function onDrop(ev) {
   load(single ? files[0] : files);
 }
 
+// ---------- LoRAs ----------
+
+async function loadLora(source) {
+  if (!sd || busy) return;
+  busy = true;
+  setState("lora");
+  const what = typeof source === "string" ? source : source.name;
+  message(`Loading the LoRA ${baseName(what)}…`);
+  $("#lora-status").textContent = "";
+  const onLoraProgress = (p) => {
+    const sizes = `${formatBytes(p.loaded)}${p.total ? ` / ${formatBytes(p.total)}` : ""}`;
+    $("#lora-status").textContent = p.phase === "download" ? `Downloading ${baseName(p.file)}: ${sizes}`
+      : p.phase === "cache" ? `Reading ${baseName(p.file)} from the browser cache: ${sizes}`
+      : p.phase === "retry" ? `Connection dropped; retrying ${baseName(p.file)}…` : "";
+  };
+  try {
+    const info = await sd.loadLora(source, { onProgress: onLoraProgress });
+    if (!loraScales.has(info.name)) loraScales.set(info.name, 1);
+    const notes = info.warnings.length ? ` Warnings: ${info.warnings.join("; ")}` : "";
+    message(`LoRA ${info.name} loaded (${info.format}, rank ${[].concat(info.rank).join("–")}, ${info.modules.unet} UNet + ${info.modules.textEncoder} text-encoder modules).${notes}`);
+    $("#lora-status").textContent = "";
+    busy = false;
+    setState("ready");
+  } catch (e) {
+    busy = false;
+    message(errorText(e), true);
+    $("#lora-status").textContent = "LoRA load failed.";
+    setState(sd ? "ready" : "error");
+  }
+  renderLoras();
+  showStats();
+}
+
+async function removeLora(name) {
+  if (!sd || busy) return;
+  busy = true;
+  setState("lora");
+  try {
+    await sd.removeLora(name);
+    loraScales.delete(name);
+    message(`LoRA ${name} removed.`);
+  } catch (e) {
+    message(errorText(e), true);
+  }
+  busy = false;
+  setState("ready");
+  renderLoras();
+  showStats();
+}
+
+// The loaded LoRAs, each with its scale (slider + number, kept in step) and a remove button.
+function renderLoras() {
+  const list = $("#lora-list");
+  const infos = sd ? sd.loras : [];
+  for (const n of [...loraScales.keys()]) if (!infos.some((l) => l.name === n)) loraScales.delete(n);
+  for (const l of infos) if (!loraScales.has(l.name)) loraScales.set(l.name, 1);
+  list.replaceChildren(...infos.map((info) => {
+    const li = document.createElement("li");
+    li.dataset.name = info.name;
+    const head = document.createElement("div");
+    head.className = "lora-head";
+    const name = document.createElement("span");
+    name.className = "lora-name";
+    name.textContent = info.name;
+    const meta = document.createElement("span");
+    meta.className = "small";
+    meta.textContent = `${info.format} · rank ${[].concat(info.rank).join("–")} · ${info.modules.unet} UNet + ${info.modules.textEncoder} text-encoder modules · ${formatBytes(info.bytes)} · hash ${info.hash}`;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "secondary lora-remove";
+    remove.textContent = "Remove";
+    remove.disabled = busy || !sd;
+    remove.onclick = () => removeLora(info.name);
+    head.append(name, remove, meta);
+    const row = document.createElement("div");
+    row.className = "row";
+    const id = `lora-scale-${[...loraScales.keys()].indexOf(info.name)}`;
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    label.textContent = "Scale";
+    const slider = document.createElement("input");
+    slider.type = "range";
+    slider.className = "lora-scale";
+    slider.id = id;
+    slider.min = "-2";
+    slider.max = "2";
+    slider.step = "0.05";
+    const num = document.createElement("input");
+    num.type = "number";
+    num.className = "lora-scale-num";
+    num.step = "0.05";
+    num.setAttribute("aria-label", `Scale of ${info.name}`);
+    const scale = loraScales.get(info.name) ?? 1;
+    slider.value = num.value = String(scale);
+    slider.oninput = () => { num.value = slider.value; loraScales.set(info.name, Number(slider.value)); };
+    num.oninput = () => {
+      const v = Number(num.value);
+      if (num.value !== "" && Number.isFinite(v)) { loraScales.set(info.name, v); slider.value = String(v); }
+    };
+    row.append(label, slider, num);
+    li.append(head, row);
+    for (const w of info.warnings) {
+      const p = document.createElement("p");
+      p.className = "small lora-warn";
+      p.textContent = w;
+      li.append(p);
+    }
+    return li;
+  }));
+}
+
 // ---------- generation ----------
 
 function readParams() {
@@ -298,7 +416,10 @@ function readParams() {
     width: num("width"), height: num("height"),
     sampler: $("#sampler").value, batch: num("batch"),
     decoder: $("#fast-decode").checked ? "tiny" : "vae",
+    promptWeighting: $("#prompt-weighting").checked,
+    loras: [...loraScales].map(([name, scale]) => ({ name, scale })),
   };
+  for (const l of p.loras) if (!Number.isFinite(l.scale)) throw new Error(`The scale of LoRA ${l.name} must be a number.`);
   if (!Number.isInteger(p.steps) || p.steps < 1 || p.steps > 1000) throw new Error("Steps must be a whole number from 1 to 1000.");
   if (!isFinite(p.guidanceScale) || $("#guidance").value === "") throw new Error("Guidance must be a number (7.5 is typical; 1 or less turns it off).");
   for (const k of ["width", "height"]) {
@@ -473,6 +594,15 @@ function wire() {
   addEventListener("dragover", (e) => e.preventDefault());
   addEventListener("drop", (e) => e.preventDefault());
 
+  $("#lora-load").onclick = () => {
+    const src = $("#lora-url").value.trim();
+    if (!src) { message("Enter the LoRA's URL or Hugging Face file (owner/repo/file.safetensors), or choose a file.", true); return; }
+    saveForm();
+    loadLora(src);
+  };
+  $("#lora-url").addEventListener("keydown", (e) => { if (e.key === "Enter") $("#lora-load").click(); });
+  $("#lora-file").onchange = (e) => { const f = e.target.files[0]; if (f) loadLora(f); e.target.value = ""; };
+
   $("#generate").onclick = generate;
   $("#cancel").onclick = () => { if (abort) { abort.abort(); $("#step-text").textContent = "Cancelling after this step…"; } };
   $("#prompt").addEventListener("keydown", (e) => {
@@ -555,5 +685,9 @@ function foreignHost(model) {
     return null;
   }
 }
+
+// For the browser console (and the end-to-end tests): the loaded model, e.g.
+// `await sdApp.model.stats()`.
+globalThis.sdApp = { get model() { return sd; } };
 
 main();

@@ -60,3 +60,9 @@ export const imageSide = (w, h, maxSide) => new LoadError(`initImage is ${w}×${
 export const imagePixels = (w, h, maxPixels) =>
   new LoadError(`initImage is ${w}×${h} (${((w * h) / 1e6).toFixed(1)} megapixels): at most ${maxPixels / 1e6} megapixels are taken; scale it down first`, "RangeError");
 export const undecodableImage = () => new LoadError("initImage: the file is not an image the browser can decode (use PNG or JPEG)");
+
+// LoRAs.
+export const loraError = (file, e) => {
+  const m = String(e?.message || e);
+  return new LoadError(m.startsWith(`${file}:`) ? `LoRA ${m}` : `LoRA ${file}: ${m}`);
+};

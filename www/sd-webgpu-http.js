@@ -60,6 +60,13 @@ export async function fetchRetry(url, init, progress, file) {
   }
 }
 
+// An error of the sink (the wasm parser refusing the bytes): never retried, thrown as it is.
+class SinkError {
+  constructor(error) {
+    this.error = error;
+  }
+}
+
 // Stream `url` into `sink`, through the cache when there is one: a complete entry is read
 // from disk; a partial one is continued with `Range: bytes=N-` when the server still has the
 // file it began with (same ETag and length); a connection that drops is retried with a Range
@@ -78,7 +85,11 @@ export async function streamUrl(url, rel, dir, sink, progress, quiet = false) {
     if (!quiet || phase === "retry") progress?.send({ phase, file: rel, loaded: pos, total, ...extra }, phase === "retry");
   };
   const give = (chunk, phase) => {
-    sink(chunk);
+    try {
+      sink(chunk);
+    } catch (e) {
+      throw new SinkError(e);
+    }
     pos += chunk.length;
     if (progress && !quiet) {
       progress.overallLoaded += chunk.length;
@@ -250,7 +261,10 @@ export async function streamUrl(url, rel, dir, sink, progress, quiet = false) {
           give(chunk, "download");
         }
       } catch (e) {
-        if (e instanceof LoadError) throw e;
+        if (e instanceof LoadError || e instanceof SinkError) {
+          reader.cancel().catch(() => {});
+          throw e;
+        }
         if (++attempt >= RETRIES) throw networkError(url, e, RETRIES, `the ${mb(pos)} downloaded are kept`);
         handle?.flush();
         report("retry", { attempt, error: String(e.message || e), waitSeconds: backoff(attempt) / 1000 });
@@ -272,7 +286,7 @@ export async function streamUrl(url, rel, dir, sink, progress, quiet = false) {
       handle = null;
       await writeMeta(dir, key, { url, total: pos, etag, complete: true });
     }
-  } catch (e) {
+  } catch (err) {
     if (handle) {
       try {
         handle.flush();
@@ -280,6 +294,9 @@ export async function streamUrl(url, rel, dir, sink, progress, quiet = false) {
       } catch {}
       handle = null;
     }
+    // The bytes that reached the cache are the server's: a later load continues from them.
+    if (err instanceof SinkError) throw err.error;
+    const e = err;
     if (isQuota(e)) {
       if (dir) await removeEntry(dir, key);
       if (!(e instanceof LoadError)) throw quotaError(rel, total != null ? total - pos : pos, null);

@@ -137,7 +137,7 @@ export function describe(model, revision, cache, progress) {
   }
   // model.url is null for a Hugging Face repo id.
   const repo = model.url == null;
-  let url = repo ? `https://huggingface.co/${model.spec}/resolve/${encodeURIComponent(revision || "main")}/` : model.url;
+  let url = repo ? hfResolve(model.spec, revision) : model.url;
   wasm.refusePickle(url.split("?")[0]);
   if (/\.safetensors(\?|$)/i.test(url)) {
     const name = decodeURIComponent(url.split("?")[0].split("/").pop());
@@ -147,4 +147,24 @@ export function describe(model, revision, cache, progress) {
   if (!url.endsWith("/")) url += "/";
   const name = repo ? model.spec : decodeURIComponent(new URL(url).pathname.split("/").filter(Boolean).pop() || new URL(url).host);
   return { single: false, name, source: new UrlSource(url, cache, progress) };
+}
+
+// A file (or, with path "", the folder) of a Hugging Face repo at a revision.
+const hfResolve = (repo, revision, path = "") => `https://huggingface.co/${repo}/resolve/${encodeURIComponent(revision || "main")}/${path}`;
+
+// A LoRA: one safetensors file, named by a URL, a Hugging Face repo file ({kind: "url", url:
+// null, spec: "owner/repo", path: "file.safetensors"}) or a File. Read through the same code
+// paths as the model's files (the cache and HTTP Range resume for URLs). Returns
+// {name: the file name, size(), stream(sink)}.
+export function describeLora(spec, revision, cache, progress) {
+  if (spec.kind === "files") {
+    const e = spec.entries[0];
+    wasm.refusePickle(e.file.name);
+    return { name: e.file.name, size: async () => e.file.size, stream: (sink) => streamFile(e.file, e.file.name, sink, progress) };
+  }
+  const url = spec.url ?? hfResolve(spec.spec, revision, spec.path.split("/").map(encodeURIComponent).join("/"));
+  wasm.refusePickle(url.split(/[?#]/)[0]);
+  const name = decodeURIComponent(url.split(/[?#]/)[0].split("/").pop() || "") || url;
+  const src = new UrlSource(url, cache, progress);
+  return { name, size: () => src.size(url), stream: (sink) => src.stream(url, sink) };
 }

@@ -2,9 +2,9 @@
 // one (network with HTTP Range resume, or the browser cache, or a local File) into the
 // wasm module as the bytes arrive, and runs generations. Messages: see sd-webgpu.js.
 import init, * as wasm from "./wasm/sd-webgpu.js";
-import { LoadError, unreadableConfig, noWeights, imageSide, imagePixels, undecodableImage } from "./sd-webgpu-errors.js";
+import { LoadError, unreadableConfig, noWeights, imageSide, imagePixels, undecodableImage, loraError } from "./sd-webgpu-errors.js";
 import { cacheDir } from "./sd-webgpu-cache.js";
-import { COMPONENTS, describe, streamFile } from "./sd-webgpu-sources.js";
+import { COMPONENTS, describe, describeLora, streamFile } from "./sd-webgpu-sources.js";
 
 const ready = init();
 
@@ -12,6 +12,8 @@ let memory = null; // the wasm instance's memory (its size is the peak: it never
 // With load({ evictTextEncoder }): where the text encoder's files are, to stream them back
 // (from the browser cache) when a new prompt needs it.
 let textEncoder = null;
+// The browser cache of this model's load (null with load({ cache: false })): LoRA files go there too.
+let cache = null;
 const cancelled = new Set();
 
 const wasmBytes = () => (memory ? memory.buffer.byteLength : 0);
@@ -71,6 +73,7 @@ async function load(opts, post) {
   await ready.then((w) => (memory = w.memory));
   const progress = new Progress(post);
   const dir = opts.cache === false ? null : await cacheDir();
+  cache = dir;
   if (dir) navigator.storage.persist?.().catch(() => {});
   const m = describe(opts.model, opts.revision, dir, progress);
   progress.send({ phase: "resolve", file: null }, true);
@@ -184,6 +187,32 @@ function tinyVaeFiles(entries, progress) {
   };
 }
 
+// ---------------------------------------------------------------- LoRA
+// A1111's name of a LoRA file: its file name without ".safetensors".
+const loraName = (file) => file.replace(/\.safetensors$/i, "");
+
+// Streams one LoRA file (URL through the cache with Range resume, or a File) into the model.
+async function loadLora(opts, post) {
+  const progress = new Progress(post);
+  const l = describeLora(opts.source, opts.revision, opts.cache === false ? null : cache, progress);
+  const name = opts.name ?? loraName(l.name);
+  progress.send({ phase: "resolve", file: l.name }, true);
+  const size = await l.size();
+  progress.overallTotal = size;
+  let info;
+  try {
+    wasm.beginLora(name, l.name, size ?? undefined);
+    await l.stream((chunk) => wasm.feedLora(chunk));
+    info = JSON.parse(wasm.finishLora());
+  } catch (e) {
+    wasm.abortLora(); // what of it is already on the GPU is freed
+    // Download errors say what failed already; the module's (a broken file…) get its name.
+    throw e instanceof LoadError || e.name !== "Error" ? e : loraError(l.name, e);
+  }
+  progress.send({ phase: "ready", file: l.name }, true);
+  return info;
+}
+
 // ---------------------------------------------------------------- generation
 // Width and height from a PNG's IHDR or a JPEG's first SOFn marker; null for other formats.
 function sniffImageSize(b) {
@@ -273,6 +302,7 @@ async function generate(id, p, initImage) {
     droppedTokens: { prompt: out.droppedTokens?.prompt ?? 0, negativePrompt: out.droppedTokens?.negativePrompt ?? 0 },
     vaeUpcast: !!out.vaeUpcast,
     decoder: out.decoder,
+    loras: Array.from(out.loras ?? [], (l) => ({ name: l.name, scale: l.scale })),
     textEncoderReload,
   };
 }
@@ -292,6 +322,16 @@ self.onmessage = async (ev) => {
         reply(out, out.images.flatMap((i) => [i.rgba.buffer, i.png.buffer]));
         break;
       }
+      case "loadLora":
+        reply(await loadLora(ev.data.options, (p) => self.postMessage({ id, type: "progress", progress: p })));
+        break;
+      case "removeLora":
+        wasm.removeLora(ev.data.name);
+        reply(JSON.parse(wasm.loras()));
+        break;
+      case "loras":
+        reply(JSON.parse(wasm.loras()));
+        break;
       case "cancel":
         cancelled.add(ev.data.target);
         break;

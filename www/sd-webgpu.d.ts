@@ -98,6 +98,17 @@ export interface GenerateOptions {
   timestepSpacing?: "leading" | "linspace" | "trailing";
   /** Power users: override the model's scheduler config (diffusers' `prediction_type`). */
   predictionType?: "epsilon" | "v_prediction";
+  /** A1111 prompt syntax (default true): `(word:1.2)`, `(word)`, `[word]` weights and prompts
+   *  longer than 75 tokens encoded in up to 3 chunks of 75 (diffusers' community
+   *  lpw_stable_diffusion). false: diffusers' plain StableDiffusionPipeline (brackets are text,
+   *  the prompt is cut at CLIP's 77 tokens). */
+  promptWeighting?: boolean;
+  /** LoRAs loaded with `loadLora()` to merge for this generation, with their scales (default
+   *  1; 0 leaves one out). The prompt's A1111 tags `<lora:name:scale>` add to these or set
+   *  their scale (a tag naming no loaded LoRA is a warning); tags are taken out of the prompt
+   *  before encoding. Merging happens on the GPU from kept base weights: changing a scale or
+   *  the set never reloads the model. A name not loaded rejects. */
+  loras?: { name: string; scale?: number }[];
   /** img2img: a PNG/JPEG Blob/File, an ImageData, or an ImageBitmap, of any size (fitted to
    *  width × height by `resizeMode`). */
   initImage?: Blob | ImageData | ImageBitmap;
@@ -135,15 +146,19 @@ export interface GeneratedImage {
 export interface GenerateResult {
   images: GeneratedImage[];
   /** Human-readable notes about this generation (e.g. "The prompt is longer than CLIP's 77
-   *  tokens: 9 token(s) at its end were dropped.", a VAE decode re-run in f32 after an f16
-   *  overflow, a PNG metadata problem). Empty when all went as asked. */
+   *  tokens: 9 token(s) at its end were dropped." — with `promptWeighting`, "longer than 225
+   *  tokens (3 chunks of 75)" —, a `<lora:…>` tag naming no loaded LoRA, a VAE decode re-run
+   *  in f32 after an f16 overflow, a PNG metadata problem). Empty when all went as asked. */
   warnings: string[];
-  /** CLIP tokens cut from the end of each prompt (it encodes 77 tokens: 75 + start and end). */
+  /** Tokens cut from the end of each prompt (beyond 75, or beyond 225 with `promptWeighting`). */
   droppedTokens: { prompt: number; negativePrompt: number };
   /** True when the f16 VAE decode overflowed and was re-run in f32. */
   vaeUpcast: boolean;
   /** The decoder that made the images. */
   decoder: "vae" | "tiny";
+  /** The LoRAs merged for this generation (scale 0 ones left out), also named in each image's
+   *  `parameters` (`<lora:name:scale>` tags and `Lora hashes`). */
+  loras: { name: string; scale: number }[];
   /** With `evictTextEncoder`: the text encoder was streamed back for this prompt (time and
    *  bytes), else null. */
   textEncoderReload: { ms: number; bytes: number } | null;
@@ -191,6 +206,62 @@ export interface Stats {
   gpuPeakBytes: number;
   /** GPU bytes of the model's weights. */
   weightsBytes: number;
+  /** GPU bytes held for LoRAs: their factors and the base copies of the weights the active
+   *  ones change (for exact undo), and of the base copies alone. */
+  loraBytes: number;
+  loraBaseBytes: number;
+  /** LoRAs loaded, and merged now. */
+  lorasLoaded: number;
+  lorasActive: number;
+  /** Bytes of weight files streamed onto the GPU since the model's worker started (the model,
+   *  the tiny VAE, a text encoder streamed back), and files begun: changing LoRAs adds nothing. */
+  weightUploadBytes: number;
+  weightUploadFiles: number;
+  /** Bytes of LoRA files streamed onto the GPU, and LoRA files loaded. */
+  loraUploadBytes: number;
+  loraUploadFiles: number;
+  /** LoRA merges run on the GPU and weights rebuilt (merged or restored), in all. */
+  loraMerges: number;
+  loraMergedTensors: number;
+}
+
+/** A loaded LoRA. */
+export interface LoraInfo {
+  /** What `loras: [{ name }]` and `<lora:name:scale>` call it (default: the file name without
+   *  ".safetensors", as A1111). */
+  name: string;
+  file: string;
+  /** How its tensors are named: "kohya" (kohya-ss / A1111), "peft" (diffusers / PEFT),
+   *  "diffusers" (older attention-processor files). */
+  format: "kohya" | "peft" | "diffusers";
+  /** A1111's short hash (first 12 hex digits of the SHA-256 of the file after its header). */
+  hash: string;
+  /** Modules it changes in the UNet and in the text encoder. */
+  modules: { unet: number; textEncoder: number };
+  /** Its rank, or [smallest, largest]. */
+  rank: number | [number, number];
+  /** Its alphas ("rank" where a module has none). */
+  alpha: string[];
+  /** GPU bytes of its factors. */
+  bytes: number;
+  /** Keys that match no module of this model, and other notes. */
+  warnings: string[];
+  /** The scale merged now (0: not merged). */
+  active?: number;
+}
+
+export interface LoadLoraOptions {
+  /** Default: the file name without ".safetensors". May not contain ":", "<" or ">". A LoRA of
+   *  the same name is replaced. */
+  name?: string;
+  /** Hugging Face revision for a repo file (default "main"). */
+  revision?: string;
+  /** Keep the file in the browser cache (default: as the model's load). */
+  cache?: boolean;
+  /** Download progress, as the model's. */
+  onProgress?: (p: LoadProgress) => void;
+  /** Cancels the load (AbortError); the model's worker restarts from the browser cache. */
+  signal?: AbortSignal;
 }
 
 export interface CacheEntry {
@@ -222,6 +293,20 @@ export class StableDiffusion {
   readonly defaults: ModelDefaults;
   /** The tiny VAE loaded with `tinyVae`, by name, or null. */
   readonly tinyVae: string | null;
+  /** The LoRAs loaded, in loading order. */
+  readonly loras: LoraInfo[];
+
+  /** Loads a LoRA for this model: `source` is a URL (absolute, or relative to the page:
+   *  starting with "/", "./" or "../"), a Hugging Face repo file
+   *  ("owner/repo/path/file.safetensors"), or a File. Streamed in chunks onto the GPU and
+   *  cached (HTTP Range resume) like the model's files. Not merged until a generation names
+   *  it. After a GPU device loss loaded LoRAs are loaded again (from the cache). Rejects with
+   *  a TypeError for a bad source / name, else an Error naming the file (not safetensors, no
+   *  LoRA keys, made for another model, download failure). */
+  loadLora(source: string | File, options?: LoadLoraOptions): Promise<LoraInfo>;
+  /** Unmerges (exactly) and frees a loaded LoRA; resolves to the LoRAs left. Rejects for a
+   *  name that is not loaded. */
+  removeLora(name: string): Promise<LoraInfo[]>;
 
   /** Rejects with a TypeError for malformed options (non-numbers, batchPos outside 1..batch,
    *  an unknown resizeMode), an "AbortError" DOMException when cancelled, else an Error. */

@@ -34,6 +34,20 @@ function modelSpec(model) {
   return { kind: "files", entries: files.map((f) => ({ file: f, path: f._relativePath || f.webkitRelativePath || f.name })) };
 }
 
+// A LoRA source the worker can take: a URL (absolute, or relative to the page: starting with
+// "/", "./" or "../"), a Hugging Face repo file "owner/repo/path/file.safetensors" (at
+// `revision`), or a File.
+function loraSpec(source) {
+  if (typeof File !== "undefined" && source instanceof File) return { kind: "files", entries: [{ file: source, path: source.name }] };
+  if (typeof source !== "string" || !source.trim()) throw new TypeError("loadLora: source must be a URL, a Hugging Face file (\"owner/repo/file.safetensors\") or a File");
+  const spec = source.trim();
+  const hf = /^([A-Za-z0-9][\w.-]*\/[\w.-]+)\/(.+)$/.exec(spec);
+  if (hf && !/^\.{1,2}\//.test(spec) && !/^[a-z][a-z0-9+.-]*:/i.test(spec)) return { kind: "url", url: null, spec: hf[1], path: hf[2] };
+  return { kind: "url", url: new URL(spec, globalThis.location?.href).href, spec };
+}
+
+const loraFileName = (spec) => (spec.kind === "files" ? spec.entries[0].file.name : decodeURIComponent((spec.url ?? spec.path).split(/[?#]/)[0].split("/").pop() || ""));
+
 export class StableDiffusion {
   #options;
   #worker = null;
@@ -41,6 +55,8 @@ export class StableDiffusion {
   #nextId = 1;
   #lost = null; // message, when the device (or the worker) was lost
   #loading = null;
+  // The LoRAs loaded, in order: name -> { spec, options } (loaded again after a device loss).
+  #loraSources = new Map();
 
   adapter = null;
   modelName = "";
@@ -51,6 +67,8 @@ export class StableDiffusion {
   defaults = null;
   /** The tiny VAE (TAESD) loaded with `tinyVae`, by name, or null. */
   tinyVae = null;
+  /** The LoRAs loaded with loadLora(), in loading order (LoraInfo). */
+  loras = [];
 
   constructor(options, token) {
     if (token !== StableDiffusion.#token) throw new TypeError("use StableDiffusion.load(options)");
@@ -169,8 +187,10 @@ export class StableDiffusion {
     }
   }
 
-  #fail(message) {
-    const lost = !this.#lost;
+  // The worker is gone (device lost, crash, or a cancelled LoRA download): pending calls
+  // reject, and the next call starts a new worker (model and LoRAs from the cache).
+  #fail(message, { notify = true } = {}) {
+    const lost = !this.#lost && notify;
     this.#lost = message;
     this.#worker?.terminate();
     this.#worker = null;
@@ -215,8 +235,68 @@ export class StableDiffusion {
   async #ensure() {
     if (this.#lost === "unloaded") throw new Error("This model was unloaded: load it again.");
     if (!this.#lost) return;
-    this.#loading ??= this.#start().finally(() => (this.#loading = null));
+    this.#loading ??= this.#start()
+      .then(() => this.#reloadLoras())
+      .finally(() => (this.#loading = null));
     await this.#loading;
+  }
+
+  // A new worker after a device loss: the LoRAs come back too (from the browser cache).
+  async #reloadLoras() {
+    const infos = [];
+    for (const [name, { spec, options }] of this.#loraSources) {
+      try {
+        infos.push(await this.#call("loadLora", { options: { ...options, source: spec, name } }));
+      } catch (e) {
+        this.#loraSources.delete(name);
+        this.warnings = [...this.warnings, `LoRA ${name} could not be loaded again after the GPU device was lost: ${e.message}`];
+      }
+    }
+    this.loras = infos;
+  }
+
+  /** Load a LoRA (kohya / A1111 or diffusers / PEFT .safetensors) for this model: streamed
+   *  and cached like the model's files. Resolves to its LoraInfo; it is merged only when a
+   *  generation names it (`loras: [{ name, scale }]` or `<lora:name:scale>` in the prompt). */
+  async loadLora(source, options = {}) {
+    const { onProgress, signal, ...rest } = options || {};
+    const spec = loraSpec(source);
+    if (rest.name != null && (typeof rest.name !== "string" || !rest.name.trim())) throw new TypeError("loadLora: name must be a non-empty string");
+    if (rest.revision != null && typeof rest.revision !== "string") throw new TypeError("loadLora: revision must be a string");
+    if (signal?.aborted) throw abortError("LoRA load cancelled");
+    await this.#ensure();
+    const name = rest.name?.trim() ?? loraFileName(spec).replace(/\.safetensors$/i, "");
+    const opts = { name, revision: rest.revision, cache: rest.cache ?? this.#options.cache };
+    let onAbort = null;
+    const aborted = new Promise((_, reject) => {
+      onAbort = () => reject(abortError("LoRA load cancelled: the model's worker restarts (what was downloaded stays in the browser cache)"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    let info;
+    try {
+      info = await Promise.race([this.#call("loadLora", { options: { ...opts, source: spec } }, { onProgress }), aborted]);
+    } catch (e) {
+      // An aborted download cannot be stopped inside the worker: it restarts (model from the cache).
+      if (e.name === "AbortError" && this.#worker) this.#fail("the LoRA load was cancelled", { notify: false });
+      throw e;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+    this.#loraSources.delete(info.name);
+    this.#loraSources.set(info.name, { spec, options: opts });
+    this.loras = [...this.loras.filter((l) => l.name !== info.name), info];
+    return info;
+  }
+
+  /** Remove a loaded LoRA: its weights are restored (exactly, from the kept base copies) and
+   *  its GPU memory freed. */
+  async removeLora(name) {
+    if (typeof name !== "string") throw new TypeError("removeLora: name must be a string");
+    await this.#ensure();
+    const list = await this.#call("removeLora", { name });
+    this.#loraSources.delete(name);
+    this.loras = this.loras.filter((l) => list.some((x) => x.name === l.name));
+    return list;
   }
 
   async generate(options) {
@@ -235,6 +315,16 @@ export class StableDiffusion {
       if (p[k] != null && !allowed.includes(p[k])) throw new TypeError(`generate: ${k} must be one of ${allowed.map((m) => `"${m}"`).join(", ")} (got ${JSON.stringify(p[k])})`);
     }
     if (p.decoder === "tiny" && !this.tinyVae) throw new TypeError('generate: decoder "tiny" needs a tiny VAE: StableDiffusion.load({ tinyVae: "madebyollin/taesd", ... })');
+    if (p.promptWeighting != null && typeof p.promptWeighting !== "boolean") throw new TypeError(`generate: promptWeighting must be true or false (got ${JSON.stringify(p.promptWeighting)})`);
+    if (p.loras != null) {
+      if (!Array.isArray(p.loras)) throw new TypeError("generate: loras must be an array of { name, scale }");
+      p.loras = p.loras.map((l, i) => {
+        if (!l || typeof l.name !== "string") throw new TypeError(`generate: loras[${i}].name must be a string`);
+        const scale = l.scale ?? 1;
+        if (typeof scale !== "number" || !Number.isFinite(scale)) throw new TypeError(`generate: loras[${i}].scale must be a finite number (got ${l.scale})`);
+        return { name: l.name, scale };
+      });
+    }
     if (p.resizeMode != null && !RESIZE_MODES.includes(p.resizeMode)) throw new TypeError(`generate: resizeMode must be one of ${RESIZE_MODES.map((m) => `"${m}"`).join(", ")} (got ${JSON.stringify(p.resizeMode)})`);
     await this.#ensure();
     const want = preview ?? !!onStep;
@@ -257,6 +347,7 @@ export class StableDiffusion {
         droppedTokens: out.droppedTokens,
         vaeUpcast: out.vaeUpcast,
         decoder: out.decoder,
+        loras: out.loras,
         textEncoderReload: out.textEncoderReload,
       };
     } finally {

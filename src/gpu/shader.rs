@@ -44,8 +44,10 @@ pub fn shader_files() -> &'static [(&'static str, &'static str)] {
         ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
         ("gemm_tile.wgsl", include_str!("../../shaders/gemm_tile.wgsl")),
         ("layout.wgsl", include_str!("../../shaders/layout.wgsl")),
+        ("lora.wgsl", include_str!("../../shaders/lora.wgsl")),
         ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
         ("norm.wgsl", include_str!("../../shaders/norm.wgsl")),
+        ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
         ("sampler.wgsl", include_str!("../../shaders/sampler.wgsl")),
         ("softmax.wgsl", include_str!("../../shaders/softmax.wgsl")),
     ]

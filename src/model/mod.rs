@@ -2,6 +2,7 @@
 pub mod blocks;
 pub mod clip;
 pub mod config;
+pub mod lora;
 pub mod nn;
 pub mod taesd;
 pub mod unet;
@@ -85,13 +86,15 @@ impl Configs {
 
     /// Layout of an original single-file checkpoint with these configs.
     pub fn single_file_layout(&self) -> Layout {
-        Layout::SingleFile {
-            unet: UnetLayout {
-                layers_per_block: self.unet.layers_per_block,
-                down_attn: self.unet.down_block_types.iter().map(|t| t.contains("CrossAttn")).collect(),
-                up_attn: self.unet.up_block_types.iter().map(|t| t.contains("CrossAttn")).collect(),
-            },
-            vae: VaeLayout { levels: self.vae.block_out_channels.len() },
+        Layout::SingleFile { unet: self.unet_layout(), vae: VaeLayout { levels: self.vae.block_out_channels.len() } }
+    }
+
+    /// The UNet's block structure as the original SD names number it.
+    pub fn unet_layout(&self) -> UnetLayout {
+        UnetLayout {
+            layers_per_block: self.unet.layers_per_block,
+            down_attn: self.unet.down_block_types.iter().map(|t| t.contains("CrossAttn")).collect(),
+            up_attn: self.unet.up_block_types.iter().map(|t| t.contains("CrossAttn")).collect(),
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct StableDiffusion {
     pub warnings: Vec<String>,
     /// The tiny autoencoder (TAESD) for previews and fast decode/encode, when loaded.
     pub tiny_vae: Option<taesd::TinyVae>,
+    /// LoRAs loaded for this model and merged into its weights ([`lora`]).
+    pub loras: lora::LoraState,
 }
 
 /// Build the networks and list every weight they need.
@@ -144,7 +149,7 @@ impl StableDiffusion {
     pub fn new(gpu: &Gpu, cfg: Configs, dtypes: impl Into<Dtypes>, mut weights: Weights, warnings: Vec<String>) -> crate::Result<StableDiffusion> {
         nn::apply_fusions(gpu, &mut weights, &build_fusions(&cfg))?;
         let (clip, unet, vae, _) = build(&cfg);
-        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtypes: dtypes.into(), warnings, tiny_vae: None })
+        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtypes: dtypes.into(), warnings, tiny_vae: None, loras: lora::LoraState::default() })
     }
 
     /// A loader for the weights of `components` (subset of [`COMPONENTS`]), each stored as
@@ -180,6 +185,10 @@ impl StableDiffusion {
                 freed += t.bytes();
             }
         }
+        // Merged LoRAs' base copies of the text encoder go too (merged again on restore).
+        freed += self.loras.base_bytes();
+        self.loras.forget_component("text_encoder");
+        freed -= self.loras.base_bytes();
         gpu.trim_pool();
         freed
     }
@@ -198,6 +207,9 @@ impl StableDiffusion {
         for (n, t) in w.iter() {
             self.weights.insert(n.clone(), t.clone());
         }
+        // Fresh base weights: merge the active LoRAs into them again.
+        self.loras.forget_component("text_encoder");
+        self.apply_loras(gpu)?;
         Ok(())
     }
 }

@@ -87,3 +87,24 @@ pub fn layer_norm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32
     gpu.map("norm.wgsl", "layer_norm_apply", &[u(d)], &[x, &stats, gamma, beta], &y)?;
     Ok(y)
 }
+
+/// Long-prompt weighting (diffusers' `lpw_stable_diffusion.py`, A1111's emphasis): the text
+/// states x [R, P, C] multiplied by a weight per position, w [R, P] (f32), then rescaled so
+/// that the mean over each row's P·C values is what it was: `y = (x·w)·(mean(x) / mean(x·w))`,
+/// in f32, written as `out` (any float dtype: the UNet's storage).
+pub fn prompt_weighting(gpu: &Gpu, x: &Tensor, w: &Tensor, out: DType) -> Result<Tensor> {
+    if x.rank() != 3 || w.shape() != [x.shape()[0], x.shape()[1]] || x.numel() == 0 || w.dtype() != DType::F32 || out == DType::U32 || x.dtype() == DType::U32 {
+        return shape_err("prompt_weighting", format!("x {:?} ({}) and weights {:?} ({}) must be [R, P, C] floats and [R, P] f32, output {}", x.shape(), x.dtype().name(), w.shape(), w.dtype().name(), out.name()));
+    }
+    let (rows, c) = (x.shape()[0], x.shape()[2]);
+    let len = x.numel() / rows;
+    let y = super::Out::new(gpu, x.shape(), out, len.is_multiple_of(2))?;
+    gpu.dispatch(Dispatch {
+        file: "norm.wgsl",
+        kernel: "prompt_weighting",
+        params: vec![u(rows), u(len), u(c)],
+        tensors: vec![x, w, &y.t],
+        workgroups: rows as u64,
+    })?;
+    y.finish(gpu)
+}

@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 use crate::gpu::{DType, Gpu, GpuOptions};
 use crate::image::{encode_png, Rgb};
 use crate::model::config::{ClipConfig, TinyVaeConfig, UnetConfig, VaeConfig};
+use crate::model::lora::LoraLoader;
 use crate::model::taesd::TinyVae;
 use crate::model::{Configs, Dtypes, StableDiffusion, COMPONENTS};
 use crate::pipeline::{self, Params, RunOptions};
@@ -27,8 +28,49 @@ struct Model {
     /// Free the text encoder's weights after each encoding (`load({ evictTextEncoder })`).
     evict_text_encoder: bool,
     /// The last text states (kept only with `evict_text_encoder`: the same prompts then need
-    /// no text encoder).
-    text_cache: RefCell<Option<pipeline::TextStates>>,
+    /// no text encoder), with the text-encoder LoRAs merged when they were made.
+    text_cache: RefCell<Option<(pipeline::TextStates, TeLoras)>>,
+}
+
+/// The LoRAs merged into the text encoder: (name, scale bits, file hash) of each active LoRA
+/// that has text-encoder modules. Text states are valid only for the set they were made with.
+type TeLoras = Vec<(String, u32, String)>;
+
+/// Active LoRAs as [`StableDiffusion::set_loras`] makes them of `wanted`: scale 0 left out,
+/// the last scale of a name wins, first-seen order.
+fn effective_loras(wanted: &[(String, f32)]) -> Vec<(String, f32)> {
+    let mut out: Vec<(String, f32)> = Vec::new();
+    for (n, s) in wanted {
+        match out.iter_mut().find(|(m, _)| m == n) {
+            Some(e) => e.1 = *s,
+            None => out.push((n.clone(), *s)),
+        }
+    }
+    out.retain(|(_, s)| *s != 0.0);
+    out
+}
+
+fn te_loras(sd: &StableDiffusion, active: &[(String, f32)]) -> TeLoras {
+    active
+        .iter()
+        .filter_map(|(n, s)| sd.loras.get(n).filter(|l| l.counts().1 > 0).map(|l| (n.clone(), s.to_bits(), l.hash.clone())))
+        .collect()
+}
+
+/// What has been written to the GPU as weights since init(): the e2e tests prove with these
+/// that changing LoRAs never reloads the model.
+#[derive(Default)]
+struct Uploads {
+    /// Bytes of weight files streamed into the model's loaders (model, tiny VAE, text encoder
+    /// streamed back), and files begun.
+    weight_bytes: u64,
+    weight_files: u64,
+    /// Bytes of LoRA files streamed, and LoRA files loaded.
+    lora_bytes: u64,
+    lora_files: u64,
+    /// LoRA merges run on the GPU and weights rebuilt by them (merge or restore), in all.
+    lora_merges: u64,
+    lora_tensors: u64,
 }
 
 struct State {
@@ -43,6 +85,9 @@ struct State {
     tiny_pending: Option<(TinyVae, String)>,
     /// The text encoder's weights being streamed back (after an eviction).
     te_loading: Option<Loader>,
+    /// A LoRA file being streamed (beginLora … finishLora).
+    lora_loading: Option<LoraLoader>,
+    uploads: Uploads,
 }
 
 thread_local! {
@@ -109,7 +154,7 @@ pub async fn init(dtype: String, vae_dtype: Option<String>, max_binding: Option<
         });
     });
     let info = serde_json::to_string(gpu.info()).map_err(|e| invalid(e.to_string()))?;
-    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtypes, loading: None, model: None, tiny_loading: None, feeding_tiny: false, tiny_pending: None, te_loading: None }));
+    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtypes, loading: None, model: None, tiny_loading: None, feeding_tiny: false, tiny_pending: None, te_loading: None, lora_loading: None, uploads: Uploads::default() }));
     Ok(info)
 }
 
@@ -154,6 +199,7 @@ pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Opti
     };
     with_state(|st| {
         st.model = None;
+        st.lora_loading = None;
         st.gpu.trim_pool();
         let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtypes, &COMPONENTS);
         st.loading = Some((cfg, loader));
@@ -167,6 +213,7 @@ pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Opti
 pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result<(), JsValue> {
     source::refuse_pickle(&name).map_err(|e| js_err(e.into()))?;
     with_state(|st| {
+        st.uploads.weight_files += 1;
         if let Some(layout) = match component.as_str() {
             "taesd" => Some(Layout::Component("taesd".into())),
             "taesd_encoder" => Some(Layout::TaesdOriginal { decoder: false }),
@@ -215,7 +262,11 @@ impl State {
 /// The next bytes of the current file (parsed and uploaded as tensors complete).
 #[wasm_bindgen]
 pub fn feed(chunk: &[u8]) -> Result<(), JsValue> {
-    with_state(|st| st.current_loader()?.feed(chunk).map_err(js_err))
+    with_state(|st| {
+        st.current_loader()?.feed(chunk).map_err(js_err)?;
+        st.uploads.weight_bytes += chunk.len() as u64;
+        Ok(())
+    })
 }
 
 /// The current file ended (checks that it was complete).
@@ -336,6 +387,36 @@ struct GenParams {
     decoder: Option<String>,
     timestep_spacing: Option<String>,
     prediction_type: Option<String>,
+    prompt_weighting: Option<bool>,
+    /// LoRAs to merge for this generation: `[{name, scale}]` (loaded with beginLora … finishLora);
+    /// the prompt's `<lora:name:scale>` tags add to / override these.
+    loras: Option<Vec<LoraRequest>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoraRequest {
+    name: String,
+    #[serde(default = "one")]
+    scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The `loras` of the generate options as (name, scale).
+fn requested_loras(g: &GenParams) -> Result<Vec<(String, f32)>, JsValue> {
+    g.loras
+        .iter()
+        .flatten()
+        .map(|l| {
+            if !l.scale.is_finite() || l.scale.abs() > 1e6 {
+                return Err(invalid(format!("loras: the scale of LoRA {:?} must be a finite number (got {})", l.name, l.scale)));
+            }
+            Ok((l.name.clone(), l.scale as f32))
+        })
+        .collect()
 }
 
 fn count(v: Option<f64>, default: usize, what: &str) -> Result<usize, JsValue> {
@@ -389,6 +470,7 @@ fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>) -> Result<Par
         decoder,
         timestep_spacing,
         prediction_type,
+        prompt_weighting: g.prompt_weighting.unwrap_or(d.prompt_weighting),
     })
 }
 
@@ -402,6 +484,7 @@ fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>) -> Result<Par
 #[wasm_bindgen]
 pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u32, init_height: u32, on_step: js_sys::Function) -> Result<js_sys::Object, JsValue> {
     let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
+    let requested = requested_loras(&g)?;
     let init_image = match init_rgba {
         Some(px) => {
             if let Some(why) = crate::image::input_size_problem(init_width as u64, init_height as u64) {
@@ -422,6 +505,28 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
     })?;
     let run = RunOptions { preview: g.preview.unwrap_or(false) };
     let p = params_of(g, &model, init_image)?;
+    // LoRAs: the requested ones and the prompt's tags (unknown tags are warnings, as in
+    // A1111), merged on the GPU from the kept base weights (nothing is reloaded); the tags are
+    // taken out of the prompt when it is encoded.
+    let (active, lora_warnings) = crate::model::lora::active_set(&requested, &p.prompt, &model.sd.borrow().loras);
+    {
+        let mut sd = model.sd.try_borrow_mut().map_err(|_| invalid("the model is busy with another generation: wait for it to finish"))?;
+        let r = sd.set_loras(&gpu, &active).map_err(js_err)?;
+        if r.text_encoder_changed {
+            // Text states made with the text encoder as it was are stale.
+            model.text_cache.borrow_mut().take();
+        }
+        with_state(|st| {
+            st.uploads.lora_merges += r.merges as u64;
+            st.uploads.lora_tensors += r.tensors as u64;
+            Ok(())
+        })?;
+    }
+    let (used, te_key): (Vec<(String, f32, String)>, TeLoras) = {
+        let sd = model.sd.borrow();
+        let used = sd.loras.active().iter().map(|(n, s)| (n.clone(), *s, sd.loras.get(n).map(|l| l.hash.clone()).unwrap_or_default())).collect();
+        (used, te_loras(&sd, sd.loras.active()))
+    };
     let mut on = |pr: pipeline::Progress| -> bool {
         let preview = match pr.preview {
             Some(pv) => {
@@ -441,9 +546,9 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
     let out = if model.evict_text_encoder {
         // The text states of these prompts: from the cache, or from the text encoder (put back
         // by the worker beforehand when it was freed), which is then freed again.
-        let cached = model.text_cache.borrow_mut().take().filter(|t| t.is_for(&model.sd.borrow(), &p));
+        let cached = model.text_cache.borrow_mut().take().filter(|(t, k)| t.is_for(&model.sd.borrow(), &p) && *k == te_key);
         let text = match cached {
-            Some(t) => t,
+            Some((t, _)) => t,
             None => {
                 if !model.sd.borrow().has_text_encoder() {
                     return Err(invalid("the text encoder was freed after the last prompt: stream it back first (beginTextEncoder)"));
@@ -456,22 +561,19 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         };
         let sd = model.sd.borrow();
         let out = pipeline::generate_from_text(&gpu, &sd, &text, model.scheduler.as_deref(), &p, &run, &mut on).await;
-        *model.text_cache.borrow_mut() = Some(text);
+        *model.text_cache.borrow_mut() = Some((text, te_key));
         gpu.trim_pool();
         out.map_err(js_err)?
     } else {
         pipeline::generate_with(&gpu, &model.sd.borrow(), &model.tok, model.scheduler.as_deref(), &p, &run, &mut on).await.map_err(js_err)?
     };
-    let mut warnings = out.warnings.clone();
-    if out.dropped_tokens.0 > 0 {
-        warnings.push(format!("The prompt is longer than CLIP's 77 tokens: {} token(s) at its end were dropped.", out.dropped_tokens.0));
-    }
-    if out.dropped_tokens.1 > 0 {
-        warnings.push(format!("The negative prompt is longer than CLIP's 77 tokens: {} token(s) at its end were dropped.", out.dropped_tokens.1));
-    }
+    let mut warnings = lora_warnings;
+    warnings.extend(pipeline::dropped_token_warnings(&p, out.dropped_tokens));
+    warnings.extend(out.warnings.iter().cloned());
     let arr = js_sys::Array::new();
     for (img, &pos) in out.images.iter().zip(&out.batch_positions) {
-        let params_text = pipeline::a1111_parameters(&p, p.seed, &model.name, pos);
+        let mut params_text = pipeline::a1111_parameters(&p, p.seed, &model.name, pos);
+        pipeline::add_lora_parameters(&mut params_text, &p.prompt, &used);
         let png = encode_png(img, Some(&params_text)).map_err(js_err)?;
         if let Some(w) = png.warning {
             warnings.push(w);
@@ -501,6 +603,14 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
     set("droppedTokens", dropped.into())?;
     set("vaeUpcast", out.vae_upcast.into())?;
     set("decoder", out.decoder.name().into())?;
+    let merged = js_sys::Array::new();
+    for (name, scale, _) in &used {
+        let o = js_sys::Object::new();
+        js_sys::Reflect::set(&o, &"name".into(), &JsValue::from_str(name))?;
+        js_sys::Reflect::set(&o, &"scale".into(), &(*scale as f64).into())?;
+        merged.push(&o);
+    }
+    set("loras", merged.into())?;
     Ok(result)
 }
 
@@ -510,6 +620,7 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
 #[wasm_bindgen(js_name = textEncoderNeeded)]
 pub fn text_encoder_needed(params: String) -> Result<bool, JsValue> {
     let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
+    let requested = requested_loras(&g)?;
     with_state(|st| {
         let m = st.model.as_ref().ok_or_else(|| invalid("no model is loaded"))?;
         let sd = m.sd.borrow();
@@ -518,7 +629,12 @@ pub fn text_encoder_needed(params: String) -> Result<bool, JsValue> {
         }
         drop(sd);
         let p = params_of(g, m, None)?;
-        Ok(!m.text_cache.borrow().as_ref().is_some_and(|t| t.is_for(&m.sd.borrow(), &p)))
+        let sd = m.sd.borrow();
+        // The text-encoder LoRAs this generation will merge (those of a changed set need the
+        // text encoder back to be merged into).
+        let (active, _) = crate::model::lora::active_set(&requested, &p.prompt, &sd.loras);
+        let key = te_loras(&sd, &effective_loras(&active));
+        Ok(!m.text_cache.borrow().as_ref().is_some_and(|(t, k)| t.is_for(&sd, &p) && *k == key))
     })
 }
 
@@ -545,13 +661,174 @@ pub fn finish_text_encoder() -> Result<(), JsValue> {
     })
 }
 
-/// GPU memory figures (JSON): live and peak bytes since the model was ready, weights.
+/// GPU memory figures (JSON): live and peak bytes since the model was ready, weights, LoRAs
+/// (their factors and the base copies of the weights they change), and what was written to
+/// the GPU as weights since init() (weight and LoRA file bytes streamed, merges run).
 #[wasm_bindgen]
 pub fn stats() -> Result<String, JsValue> {
     with_state(|st| {
         let s = st.gpu.pool_stats();
-        let weights = st.model.as_ref().map_or(0, |m| m.sd.borrow().weights.bytes());
-        Ok(serde_json::json!({"gpuLiveBytes": s.live_bytes, "gpuPeakBytes": s.peak_bytes, "gpuTotalBytes": s.total_bytes, "weightsBytes": weights}).to_string())
+        let (weights, lora, lora_base, loaded, active) = match st.model.as_ref() {
+            Some(m) => {
+                let sd = m.sd.borrow();
+                (sd.weights.bytes(), sd.loras.bytes(), sd.loras.base_bytes(), sd.loras.loaded().len(), sd.loras.active().len())
+            }
+            None => (0, 0, 0, 0, 0),
+        };
+        let u = &st.uploads;
+        Ok(serde_json::json!({
+            "gpuLiveBytes": s.live_bytes, "gpuPeakBytes": s.peak_bytes, "gpuTotalBytes": s.total_bytes, "weightsBytes": weights,
+            "loraBytes": lora, "loraBaseBytes": lora_base, "lorasLoaded": loaded, "lorasActive": active,
+            "weightUploadBytes": u.weight_bytes, "weightUploadFiles": u.weight_files,
+            "loraUploadBytes": u.lora_bytes, "loraUploadFiles": u.lora_files,
+            "loraMerges": u.lora_merges, "loraMergedTensors": u.lora_tensors,
+        })
+        .to_string())
+    })
+}
+
+// ---------------------------------------------------------------- LoRA
+
+fn model_of(st: &State) -> Result<Rc<Model>, JsValue> {
+    st.model.clone().ok_or_else(|| invalid("no model is loaded: load a model before its LoRAs"))
+}
+
+fn loaded_names(sd: &StableDiffusion) -> String {
+    let names: Vec<&str> = sd.loras.loaded().iter().map(|l| l.name.as_str()).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+/// Start a LoRA file (kohya / A1111 or diffusers / PEFT safetensors) for the loaded model:
+/// `name` is what `loras: [{name}]` and the prompt's `<lora:name:scale>` call it, `file` its
+/// file name (messages), `total` its size when known. Its bytes then go through feedLora, then
+/// finishLora. A LoRA being loaded before is dropped.
+#[wasm_bindgen(js_name = beginLora)]
+pub fn begin_lora(name: String, file: String, total: Option<f64>) -> Result<(), JsValue> {
+    if name.trim().is_empty() {
+        return Err(invalid("a LoRA needs a name (the file name without .safetensors by default)"));
+    }
+    if name.contains(':') || name.contains('>') || name.contains('<') {
+        return Err(invalid(format!("LoRA name {name:?}: a name cannot contain ':', '<' or '>' (a prompt's <lora:name:scale> tag could not name it)")));
+    }
+    source::refuse_pickle(&file).map_err(|e| js_err(e.into()))?;
+    with_state(|st| {
+        st.lora_loading = None;
+        st.gpu.trim_pool();
+        let m = model_of(st)?;
+        let loader = m.sd.borrow().lora_loader(&st.gpu, &name, &file, total.map(|t| t as u64));
+        st.lora_loading = Some(loader);
+        Ok(())
+    })
+}
+
+/// The next bytes of the LoRA file (parsed, its factors uploaded as they complete).
+#[wasm_bindgen(js_name = feedLora)]
+pub fn feed_lora(chunk: &[u8]) -> Result<(), JsValue> {
+    with_state(|st| {
+        let loader = st.lora_loading.as_mut().ok_or_else(|| invalid("beginLora() first"))?;
+        if let Err(e) = loader.feed(chunk) {
+            // A broken file: its factors go now.
+            st.lora_loading = None;
+            st.gpu.trim_pool();
+            return Err(js_err(e));
+        }
+        st.uploads.lora_bytes += chunk.len() as u64;
+        Ok(())
+    })
+}
+
+/// The LoRA file ended: check it and add it to the model (not merged until a generation asks
+/// for it). Returns its summary (JSON: name, file, format, hash, modules {unet, textEncoder},
+/// rank, alpha, bytes, warnings). A LoRA of the same name is replaced (deactivated first).
+#[wasm_bindgen(js_name = finishLora)]
+pub fn finish_lora() -> Result<String, JsValue> {
+    with_state(|st| {
+        let loader = st.lora_loading.take().ok_or_else(|| invalid("beginLora() first"))?;
+        let m = model_of(st)?;
+        let lora = match loader.finish() {
+            Ok(l) => l,
+            Err(e) => {
+                st.gpu.trim_pool();
+                return Err(js_err(e));
+            }
+        };
+        let info = lora.info().to_string();
+        let Ok(mut sd) = m.sd.try_borrow_mut() else {
+            drop(lora);
+            st.gpu.trim_pool();
+            return Err(invalid("a generation is running: load the LoRA when it has finished"));
+        };
+        if sd.loras.active().iter().any(|(n, _)| n == &lora.name) {
+            deactivate(st, &m, &mut sd, &lora.name)?;
+        }
+        sd.loras.add(lora).map_err(js_err)?;
+        st.uploads.lora_files += 1;
+        st.gpu.flush().map_err(js_err)?;
+        Ok(info)
+    })
+}
+
+/// Stop merging LoRA `name` (its weights get their base back).
+fn deactivate(st: &mut State, m: &Model, sd: &mut StableDiffusion, name: &str) -> Result<(), JsValue> {
+    let rest: Vec<(String, f32)> = sd.loras.active().iter().filter(|(n, _)| n != name).cloned().collect();
+    let r = sd.set_loras(&st.gpu, &rest).map_err(js_err)?;
+    if r.text_encoder_changed {
+        m.text_cache.borrow_mut().take();
+    }
+    st.uploads.lora_merges += r.merges as u64;
+    st.uploads.lora_tensors += r.tensors as u64;
+    Ok(())
+}
+
+/// Drop a LoRA being loaded (a failed or cancelled download): its factors are freed.
+#[wasm_bindgen(js_name = abortLora)]
+pub fn abort_lora() {
+    STATE.with(|s| {
+        if let Some(st) = s.borrow_mut().as_mut() {
+            if st.lora_loading.take().is_some() {
+                st.gpu.trim_pool();
+            }
+        }
+    });
+}
+
+/// Remove a loaded LoRA: unmerged first when it is active (its weights get their base back),
+/// then its factors and base copies are freed.
+#[wasm_bindgen(js_name = removeLora)]
+pub fn remove_lora(name: String) -> Result<(), JsValue> {
+    with_state(|st| {
+        let m = model_of(st)?;
+        let mut sd = m.sd.try_borrow_mut().map_err(|_| invalid("a generation is running: remove the LoRA when it has finished"))?;
+        if sd.loras.get(&name).is_none() {
+            return Err(invalid(format!("LoRA {name:?} is not loaded (loaded: {})", loaded_names(&sd))));
+        }
+        if sd.loras.active().iter().any(|(n, _)| n == &name) {
+            deactivate(st, &m, &mut sd, &name)?;
+        }
+        sd.loras.remove(&name).map_err(js_err)?;
+        st.gpu.trim_pool();
+        Ok(())
+    })
+}
+
+/// The loaded LoRAs (JSON): `[{...finishLora's summary, active: scale merged now or 0}]`.
+#[wasm_bindgen]
+pub fn loras() -> Result<String, JsValue> {
+    with_state(|st| {
+        let m = model_of(st)?;
+        let sd = m.sd.borrow();
+        let list: Vec<serde_json::Value> = sd
+            .loras
+            .loaded()
+            .iter()
+            .map(|l| {
+                let mut v = l.info();
+                let scale = sd.loras.active().iter().find(|(n, _)| n == &l.name).map_or(0.0, |(_, s)| *s);
+                v["active"] = serde_json::json!(scale);
+                v
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list).to_string())
     })
 }
 
@@ -565,6 +842,7 @@ pub fn unload() {
             st.tiny_loading = None;
             st.tiny_pending = None;
             st.te_loading = None;
+            st.lora_loading = None;
             st.gpu.trim_pool();
         }
     });

@@ -286,3 +286,65 @@ pub fn interleave_halves(bytes: &[u8], rows: usize) -> Vec<u8> {
     }
     out
 }
+
+fn resnet_part_original(p: &str) -> Option<String> {
+    let map = [
+        ("norm1.", "in_layers.0."),
+        ("conv1.", "in_layers.2."),
+        ("time_emb_proj.", "emb_layers.1."),
+        ("norm2.", "out_layers.0."),
+        ("conv2.", "out_layers.3."),
+        ("conv_shortcut.", "skip_connection."),
+    ];
+    let p = format!("{p}.");
+    map.iter().find_map(|(a, b)| p.strip_prefix(a).map(|rest| format!("{b}{rest}"))).map(|s| s.trim_end_matches('.').to_string())
+}
+
+/// The original (CompVis / LDM) name of a diffusers UNet module, the inverse of the
+/// single-file translation: `down_blocks.0.resnets.1.conv1` → `input_blocks.2.0.in_layers.2`,
+/// `mid_block.attentions.0.proj_in` → `middle_block.1.proj_in`. A1111-era LoRA files name
+/// their modules this way (`lora_unet_input_blocks_2_0_in_layers_2`).
+pub fn unet_original_module(m: &str, l: &UnetLayout) -> Option<String> {
+    let per = l.layers_per_block + 1;
+    match m {
+        "time_embedding.linear_1" => return Some("time_embed.0".into()),
+        "time_embedding.linear_2" => return Some("time_embed.2".into()),
+        "conv_in" => return Some("input_blocks.0.0".into()),
+        "conv_norm_out" => return Some("out.0".into()),
+        "conv_out" => return Some("out.2".into()),
+        _ => {}
+    }
+    if let Some(r) = m.strip_prefix("down_blocks.") {
+        let (i, r) = split_num(r)?;
+        if let Some(r) = r.strip_prefix("resnets.") {
+            let (j, r) = split_num(r)?;
+            return resnet_part_original(r).map(|p| format!("input_blocks.{}.0.{p}", 1 + i * per + j));
+        }
+        if let Some(r) = r.strip_prefix("attentions.") {
+            let (j, r) = split_num(r)?;
+            return Some(format!("input_blocks.{}.1.{r}", 1 + i * per + j));
+        }
+        return (r == "downsamplers.0.conv").then(|| format!("input_blocks.{}.0.op", 1 + i * per + l.layers_per_block));
+    }
+    if let Some(r) = m.strip_prefix("mid_block.") {
+        if let Some(r) = r.strip_prefix("resnets.") {
+            let (j, r) = split_num(r)?;
+            return resnet_part_original(r).map(|p| format!("middle_block.{}.{p}", 2 * j));
+        }
+        return r.strip_prefix("attentions.0.").map(|r| format!("middle_block.1.{r}"));
+    }
+    if let Some(r) = m.strip_prefix("up_blocks.") {
+        let (i, r) = split_num(r)?;
+        if let Some(r) = r.strip_prefix("resnets.") {
+            let (j, r) = split_num(r)?;
+            return resnet_part_original(r).map(|p| format!("output_blocks.{}.0.{p}", i * per + j));
+        }
+        if let Some(r) = r.strip_prefix("attentions.") {
+            let (j, r) = split_num(r)?;
+            return Some(format!("output_blocks.{}.1.{r}", i * per + j));
+        }
+        let sub = if *l.up_attn.get(i)? { 2 } else { 1 };
+        return (r == "upsamplers.0.conv").then(|| format!("output_blocks.{}.{sub}.conv", i * per + l.layers_per_block));
+    }
+    None
+}

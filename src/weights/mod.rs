@@ -50,6 +50,10 @@ impl Weights {
             })
         })
     }
+    /// The weight `name`, if loaded (no error built for a miss).
+    pub fn find(&self, name: &str) -> Option<&Tensor> {
+        self.map.get(name)
+    }
     pub fn len(&self) -> usize {
         self.map.len()
     }

@@ -2,6 +2,7 @@
 //! diffusers folder of `*.fp16.safetensors` (or fp32) files, tensor by tensor (never the
 //! whole file in memory). Values: uniform in ±1/sqrt(fan_in) for weights (keeps
 //! activations in range), 1 for norm scales, small for biases. Deterministic per seed.
+//! [`write_lora`] writes a synthetic kohya LoRA of any rank for the same shapes (f16).
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::io::Write;
@@ -38,18 +39,40 @@ pub(crate) fn value_scale(s: &Spec) -> (f32, f32) {
     (0.0, 1.0 / (fan_in.max(1) as f32).sqrt())
 }
 
-/// Write one safetensors file of `specs` (names without the component prefix).
-pub fn write_safetensors(path: &Path, specs: &[(String, Vec<usize>)], f16: bool, seed: u64) -> crate::Result<u64> {
+/// One tensor of a synthetic file: name, shape, and its values `c + scale · u`, u uniform in ±1.
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    c: f32,
+    scale: f32,
+}
+
+/// Bytes of `shape` at `es` bytes per element, checked.
+fn tensor_bytes(path: &Path, name: &str, shape: &[usize], es: u64) -> crate::Result<u64> {
+    shape
+        .iter()
+        .try_fold(es, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| WeightError::Format { file: path.display().to_string(), detail: format!("tensor {name} {shape:?}: its size overflows 64 bits") }.into())
+}
+
+/// Write `entries` as one safetensors file, header first, then tensor after tensor (one
+/// tensor's bytes in memory at a time). Returns the file's length.
+fn write_entries(path: &Path, entries: &[Entry], f16: bool, seed: u64, metadata: Option<serde_json::Map<String, serde_json::Value>>) -> crate::Result<u64> {
     let es = if f16 { 2u64 } else { 4 };
+    let overflow = || -> crate::Error { WeightError::Format { file: path.display().to_string(), detail: "the file's size overflows 64 bits".into() }.into() };
     let mut header = serde_json::Map::new();
+    if let Some(m) = metadata {
+        header.insert("__metadata__".into(), serde_json::Value::Object(m));
+    }
     let mut off = 0u64;
-    for (name, shape) in specs {
-        let n: u64 = shape.iter().map(|&d| d as u64).product::<u64>() * es;
+    for e in entries {
+        let n = tensor_bytes(path, &e.name, &e.shape, es)?;
+        let end = off.checked_add(n).ok_or_else(overflow)?;
         header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": if f16 { "F16" } else { "F32" }, "shape": shape, "data_offsets": [off, off + n]}),
+            e.name.clone(),
+            serde_json::json!({"dtype": if f16 { "F16" } else { "F32" }, "shape": e.shape, "data_offsets": [off, end]}),
         );
-        off += n;
+        off = end;
     }
     let mut h = serde_json::to_vec(&header).map_err(|e| WeightError::Io { file: path.display().to_string(), detail: e.to_string() })?;
     while h.len() % 8 != 0 {
@@ -61,12 +84,11 @@ pub fn write_safetensors(path: &Path, specs: &[(String, Vec<usize>)], f16: bool,
     w.write_all(&h).map_err(|e| io(path, e))?;
     let mut rng = Lcg(seed);
     let mut buf = Vec::new();
-    for (name, shape) in specs {
-        let (c, scale) = value_scale(&Spec { name: name.clone(), shape: shape.clone() });
-        let n: usize = shape.iter().product();
+    for e in entries {
+        let n: usize = e.shape.iter().product();
         buf.clear();
         for _ in 0..n {
-            let v = c + scale * rng.next();
+            let v = e.c + e.scale * rng.next();
             if f16 {
                 buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
             } else {
@@ -76,7 +98,132 @@ pub fn write_safetensors(path: &Path, specs: &[(String, Vec<usize>)], f16: bool,
         w.write_all(&buf).map_err(|e| io(path, e))?;
     }
     w.flush().map_err(|e| io(path, e))?;
-    Ok(8 + h.len() as u64 + off)
+    (8 + h.len() as u64).checked_add(off).ok_or_else(overflow)
+}
+
+/// Write one safetensors file of `specs` (names without the component prefix).
+pub fn write_safetensors(path: &Path, specs: &[(String, Vec<usize>)], f16: bool, seed: u64) -> crate::Result<u64> {
+    let entries: Vec<Entry> = specs
+        .iter()
+        .map(|(name, shape)| {
+            let (c, scale) = value_scale(&Spec { name: name.clone(), shape: shape.clone() });
+            Entry { name: name.clone(), shape: shape.clone(), c, scale }
+        })
+        .collect();
+    write_entries(path, &entries, f16, seed, None)
+}
+
+/// The UNet modules a typical SD-1.x LoRA changes, by the last part of their diffusers name:
+/// the attention projections, the transformers' proj_in / proj_out and feed-forward, and
+/// (LoCon, kohya's `conv_dim`) the resnets' 3×3 convolutions, time-embedding projections and
+/// 1×1 shortcuts and the down/upsampler convolutions — LCM-LoRA's `target_modules`.
+pub const LORA_UNET_MODULES: [&str; 14] = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "time_emb_proj",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+];
+
+/// The text-encoder modules a kohya LoRA changes (every CLIP layer's attention and MLP).
+pub const LORA_TE_MODULES: [&str; 6] = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2"];
+
+/// One module of a synthetic LoRA: its kohya key (`lora_unet_…` / `lora_te_text_model_…`),
+/// the weight it changes (`unet/….weight`) and that weight's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoraTarget {
+    pub key: String,
+    pub weight: String,
+    pub shape: Vec<usize>,
+}
+
+/// The modules of a synthetic kohya LoRA for `cfg`: every weight of the model's own spec
+/// list (linear [out, in] or conv [out, in, kh, kw]) whose module is one of
+/// [`LORA_UNET_MODULES`] / [`LORA_TE_MODULES`], in the specs' order.
+pub fn lora_targets(cfg: &Configs) -> Vec<LoraTarget> {
+    let (_, _, _, specs) = build(cfg);
+    let mut out = Vec::new();
+    for s in specs {
+        if s.shape.len() != 2 && s.shape.len() != 4 {
+            continue;
+        }
+        let Some(full) = s.name.strip_suffix(".weight") else { continue };
+        let Some((comp, m)) = full.split_once('/') else { continue };
+        let (prefix, kinds): (&str, &[&str]) = match comp {
+            "unet" => ("lora_unet_", &LORA_UNET_MODULES),
+            "text_encoder" => ("lora_te_text_model_", &LORA_TE_MODULES),
+            _ => continue,
+        };
+        if !kinds.iter().any(|k| m.ends_with(&format!(".{k}"))) {
+            continue;
+        }
+        out.push(LoraTarget { key: format!("{prefix}{}", m.replace('.', "_")), weight: s.name.clone(), shape: s.shape.clone() });
+    }
+    out
+}
+
+/// What [`write_lora`] wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoraFile {
+    pub rank: usize,
+    /// Modules of the UNet and of the text encoder.
+    pub unet_modules: usize,
+    pub text_encoder_modules: usize,
+    /// Parameters of the factors (`lora_down` + `lora_up`, alphas left out).
+    pub parameters: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+}
+
+/// Write a synthetic kohya LoRA of `rank` for `cfg` (f16, as LoRA files usually are): for each
+/// module of [`lora_targets`] `KEY.lora_down.weight` [rank, in] (3×3 conv: [rank, in, 3, 3]),
+/// `KEY.lora_up.weight` [out, rank] (conv: [out, rank, 1, 1]) and `KEY.alpha` = rank.
+/// Values (seeded): down uniform in ±1/sqrt(fan_in), up in ±0.1/sqrt(rank), so the merged
+/// change is a few per cent of a weight. Streamed: one tensor in memory at a time.
+pub fn write_lora(path: &Path, cfg: &Configs, rank: usize, seed: u64) -> crate::Result<LoraFile> {
+    if rank == 0 {
+        return Err(crate::Error::Invalid("a LoRA needs a rank of at least 1".into()));
+    }
+    let targets = lora_targets(cfg);
+    let mut entries = Vec::with_capacity(3 * targets.len());
+    let mut parameters = 0u64;
+    let overflow = || crate::Error::Invalid(format!("a LoRA of rank {rank} for this model has more parameters than 64 bits count"));
+    for t in &targets {
+        let (out, rest) = (t.shape[0], &t.shape[1..]);
+        let fan_in: usize = rest.iter().product();
+        let conv = t.shape.len() == 4;
+        let mut down = vec![rank];
+        down.extend_from_slice(rest);
+        let up = if conv { vec![out, rank, 1, 1] } else { vec![out, rank] };
+        for shape in [&down, &up] {
+            let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(overflow)?;
+            parameters = parameters.checked_add(n).ok_or_else(overflow)?;
+        }
+        entries.push(Entry { name: format!("{}.alpha", t.key), shape: Vec::new(), c: rank as f32, scale: 0.0 });
+        entries.push(Entry { name: format!("{}.lora_down.weight", t.key), shape: down, c: 0.0, scale: 1.0 / (fan_in.max(1) as f32).sqrt() });
+        entries.push(Entry { name: format!("{}.lora_up.weight", t.key), shape: up, c: 0.0, scale: 0.1 / (rank as f32).sqrt() });
+    }
+    let te = targets.iter().filter(|t| t.weight.starts_with("text_encoder/")).count();
+    let mut meta = serde_json::Map::new();
+    for (k, v) in [
+        ("ss_network_module", "networks.lora".to_string()),
+        ("ss_network_dim", rank.to_string()),
+        ("ss_network_alpha", rank.to_string()),
+        ("sd_webgpu_note", "synthetic random LoRA written by sd-webgpu synth".to_string()),
+    ] {
+        meta.insert(k.into(), serde_json::Value::String(v));
+    }
+    let bytes = write_entries(path, &entries, true, seed, Some(meta))?;
+    Ok(LoraFile { rank, unet_modules: targets.len() - te, text_encoder_modules: te, parameters, bytes })
 }
 
 /// Write a diffusers folder with synthetic weights for `cfg` (SD-1.5 by default).

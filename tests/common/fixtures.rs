@@ -98,3 +98,9 @@ pub fn golden(g: &[u8], name: &str) -> (Vec<f32>, Vec<usize>) {
     };
     (v, t.shape().to_vec())
 }
+
+/// The case `name` of a v2 bundle's `cases.json` (its bytes).
+pub fn case(cases_json: &[u8], bundle: &str, name: &str) -> serde_json::Value {
+    let j: serde_json::Value = serde_json::from_slice(cases_json).unwrap_or_else(|e| panic!("{bundle}/cases.json: {e}"));
+    j["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap_or_else(|| panic!("{bundle} case {name}"))
+}

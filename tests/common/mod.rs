@@ -7,6 +7,15 @@ pub mod parity;
 
 use sd_webgpu::gpu::{Gpu, GpuOptions};
 
+/// The runner's name in the `PARITY|…` / `COMPONENT|…` lines.
+pub fn runner() -> &'static str {
+    if cfg!(target_arch = "wasm32") {
+        "browser"
+    } else {
+        "native"
+    }
+}
+
 #[macro_export]
 macro_rules! log {
     ($($t:tt)*) => {{
@@ -15,6 +24,33 @@ macro_rules! log {
         #[cfg(not(target_arch = "wasm32"))]
         println!($($t)*);
     }};
+}
+
+/// Fixture files of a test file's bundles, by path under `tests/fixtures/`: defines
+/// `fx(rel) -> Vec<u8>` and `fx_text(rel) -> String` in the calling test file, reading from
+/// disk natively and embedding the listed files in that test module only for the browser
+/// (anything else falls back to `common::fixtures::file`).
+#[macro_export]
+macro_rules! bundle_files {
+    ($($f:literal),* $(,)?) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        #[allow(dead_code)]
+        fn fx(rel: &str) -> Vec<u8> {
+            crate::common::fixtures::file(rel)
+        }
+        #[cfg(target_arch = "wasm32")]
+        #[allow(dead_code)]
+        fn fx(rel: &str) -> Vec<u8> {
+            match rel {
+                $($f => include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/", $f)).to_vec(),)*
+                other => crate::common::fixtures::file(other),
+            }
+        }
+        #[allow(dead_code)]
+        fn fx_text(rel: &str) -> String {
+            String::from_utf8(fx(rel)).expect("utf-8 fixture")
+        }
+    };
 }
 
 /// Declare an async test for both runners: `gpu_test!(name, async_fn_path);`
@@ -49,6 +85,25 @@ macro_rules! native_test {
         #[cfg(target_arch = "wasm32")]
         #[wasm_bindgen_test::wasm_bindgen_test]
         #[ignore = "SwiftShader: too slow for CI's time (run natively in CI); run with -- --include-ignored"]
+        async fn $name() {
+            $body.await;
+        }
+    };
+}
+
+/// Declare an async test that CI runs in the browser only: natively it is `#[ignore]`d with
+/// `$reason` (another native test covers it), `-- --ignored` runs it.
+#[macro_export]
+macro_rules! browser_test {
+    ($name:ident, $reason:tt, $body:expr) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        #[test]
+        #[ignore = $reason]
+        fn $name() {
+            pollster::block_on($body);
+        }
+        #[cfg(target_arch = "wasm32")]
+        #[wasm_bindgen_test::wasm_bindgen_test]
         async fn $name() {
             $body.await;
         }

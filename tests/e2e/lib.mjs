@@ -111,6 +111,9 @@ export function golden(caseName = "txt2img_ddim", dir = FIXTURE) {
       height: c.height,
       sampler: c.sampler,
       batch: b,
+      // diffusers' plain StableDiffusionPipeline made these: no A1111 prompt syntax (the
+      // module's default), brackets are text and the prompt is cut at 75 tokens
+      promptWeighting: false,
     },
   };
 }

@@ -20,9 +20,16 @@
 //   batch2_matches_diffusers     v2 real-config model at /model-real/: batch 2 vs diffusers' (3 steps),
 //                                batchPos / "Batch pos" in the PNGs, GPU memory returned; batchPos 2
 //                                alone = image 2 of the batch
-//   long_prompt_warning          84-token prompt: droppedTokens.prompt 9 + warning (API), #warnings (page)
+//   long_prompt_warning          84-token prompt: without prompt weighting droppedTokens.prompt 9 + warning
+//                                (API, and #warnings on the page with its checkbox off); with it (the
+//                                default) 3 chunks of 75: nothing dropped, no warning
 //   ui_img2img_any_size          the page: a 100x70 start image -> 128x64 inputs, "Resize and fill"
 //   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots; vs diffusers
+//   ui_lora                      the page: a kohya LoRA from a URL (/lora/), scale 1 / 0.4 / a <lora:…> tag /
+//                                removed: images differ from no-LoRA and between scales, the tag equals
+//                                the slider, removal gives the no-LoRA image back; PNG parameters name
+//                                it; no model file fetched again, no weight bytes uploaded again, the
+//                                LoRA file fetched once, its GPU memory freed on removal
 //
 // Diffusers comparisons: tests/fixtures/e2e-short/ (3-step versions of tiny-sd15 txt2img_ddim and
 // sd15-realconfig txt2img_batch2, scripts/make_e2e_goldens.py) and sd15-realconfig's own cases.
@@ -83,7 +90,7 @@ const turboVirtual = Object.fromEntries(
   ].map(([url, file]) => [`/model-turbo/${url}`, fs.readFileSync(path.join(SD2, file))]),
 );
 const server = new TestServer({
-  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/model-turbo/": path.join(SD2, "model-turbo"), "/taesd/": path.join(ROOT, "tests/fixtures/taesd/taesd"), "/__e2e__/": PAGES },
+  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/model-turbo/": path.join(SD2, "model-turbo"), "/taesd/": path.join(ROOT, "tests/fixtures/taesd/taesd"), "/lora/": path.join(ROOT, "tests/fixtures/lora"), "/__e2e__/": PAGES },
   virtual: turboVirtual,
   port: Number(process.env.E2E_PORT || 0),
 });
@@ -673,9 +680,19 @@ test("long_prompt_warning", async (t) => {
   t.log(`API (${steps} steps): ${gen.seconds.toFixed(1)} s; droppedTokens ${JSON.stringify(gen.droppedTokens)}; warnings ${JSON.stringify(gen.warnings)}`);
   assert(gen.droppedTokens.prompt === 9, `droppedTokens.prompt is ${gen.droppedTokens.prompt}, expected 9`);
   assert(gen.droppedTokens.negativePrompt === 0, `droppedTokens.negativePrompt is ${gen.droppedTokens.negativePrompt}, expected 0`);
-  assert(gen.warnings.some((w) => /\b9 token/.test(w)), `no warning mentions 9 tokens: ${JSON.stringify(gen.warnings)}`);
+  assert(gen.warnings.some((w) => /CLIP's 77 tokens: 9 token/.test(w)), `no warning says 9 tokens beyond CLIP's 77 were dropped: ${JSON.stringify(gen.warnings)}`);
+  // With prompt weighting (A1111 syntax, the default) a long prompt is encoded in chunks of
+  // 75 tokens (up to 3): these 84 tokens all count.
+  const lpw = await apiGenerate(t, b.page, { ...g.options, promptWeighting: true, steps, preview: false });
+  assert(lpw.ok, () => `generate (promptWeighting) rejected: ${lpw.error.name}: ${lpw.error.message}`);
+  t.log(`API with promptWeighting: droppedTokens ${JSON.stringify(lpw.droppedTokens)}; warnings ${JSON.stringify(lpw.warnings)}`);
+  assert(lpw.droppedTokens.prompt === 0 && lpw.droppedTokens.negativePrompt === 0, `promptWeighting: droppedTokens ${JSON.stringify(lpw.droppedTokens)}, expected none`);
+  assert(!lpw.warnings.some((w) => /token/.test(w)), `promptWeighting: a token warning for an 84-token prompt: ${JSON.stringify(lpw.warnings)}`);
+  const same = lpw.images[0].pixels.every((v, i) => v === gen.images[0].pixels[i]);
+  assert(!same, "promptWeighting gave the same image as the prompt cut at 77 tokens: the last 9 tokens were not used");
 
-  // The page, in the same profile (weights from the cache), with f16 weights and an f32 VAE.
+  // The page, in the same profile (weights from the cache), with f16 weights and an f32 VAE,
+  // its "prompt weighting" box off (diffusers' plain encode).
   const page = await b.context.newPage();
   try {
     await page.goto(`${base()}/index.html?model=${REAL}&variant=none&dtype=f16&vaeDtype=f32&autoload=1`);
@@ -692,6 +709,8 @@ test("long_prompt_warning", async (t) => {
     await setValue(page, "#height", "64");
     await setValue(page, "#batch", "1");
     await page.selectOption("#sampler", g.case.sampler);
+    assert(await page.isChecked("#prompt-weighting"), "the page's prompt weighting box is not on by default");
+    await page.setChecked("#prompt-weighting", false);
     const t0 = Date.now();
     await page.click("#generate");
     await page.waitForSelector("#gallery figure.result img", { timeout: 5 * MIN });
@@ -700,7 +719,7 @@ test("long_prompt_warning", async (t) => {
     const visible = await page.isVisible("#warnings");
     t.log(`page: generated in ${((Date.now() - t0) / 1000).toFixed(1)} s, state "${end}"; #message ${JSON.stringify(shown.message)}; #warnings (visible ${visible}) ${JSON.stringify(shown.warnings)}`);
     assert(end === "ready", `state after generation: "${end}": ${shown.message}`);
-    assert(visible && /\b9 token/.test(shown.warnings || ""), `the page does not show the dropped-token warning: #warnings ${JSON.stringify(shown.warnings)} (visible ${visible})`);
+    assert(visible && /CLIP's 77 tokens: 9 token/.test(shown.warnings || ""), `the page does not show the dropped-token warning: #warnings ${JSON.stringify(shown.warnings)} (visible ${visible})`);
     await page.setViewportSize({ width: 390, height: 844 });
     fs.mkdirSync(OUT, { recursive: true });
     await page.screenshot({ path: path.join(OUT, "ui-warning-phone.png"), fullPage: true });
@@ -851,6 +870,188 @@ test("ui_generate", async (t) => {
   t.log(`screenshots in ${path.relative(ROOT, OUT)}/; at 390 px: scrollWidth ${sw.scrollWidth}, innerWidth ${sw.innerWidth}`);
   assert(sw.scrollWidth <= sw.innerWidth, `horizontal scroll at 390 px: scrollWidth ${sw.scrollWidth} > ${sw.innerWidth}`);
 });
+
+test("ui_lora", async (t) => {
+  // The kohya LoRA of tests/fixtures/lora (made for the real-config tiny SD-1.5) through the
+  // page: loaded from a URL, merged at scale 1, then 0.4, then through a <lora:…> tag, then
+  // removed. Each generation: 1 step, no CFG, 64² (SwiftShader: seconds).
+  const LORA = "/lora/lora_kohya_a.safetensors";
+  const loraSize = fs.statSync(path.join(ROOT, "tests/fixtures/lora/lora_kohya_a.safetensors")).size;
+  const b = await t.launch({ viewport: { width: 1280, height: 900 } });
+  const page = b.page;
+  server.clearLog();
+  const resp = await page.goto(`${base()}/index.html?model=${REAL}&variant=none&dtype=f32&autoload=1`);
+  assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
+  const state = await waitForState(page, ["ready", "error"], 8 * MIN);
+  assert(state === "ready", `page state "${state}": ${await page.textContent("#message")}`);
+  const stats = () => evaluate(page, () => window.sdApp.model.stats(), null, MIN, "stats");
+  const modelGets = () => {
+    const m = new Map();
+    for (const e of gets(REAL)) m.set(e.path, (m.get(e.path) || 0) + 1);
+    return m;
+  };
+  const afterLoad = modelGets();
+  const logAtLoad = server.log.length;
+  t.log(`model loaded: ${afterLoad.size} files fetched (${[...afterLoad].map(([p, n]) => `${p} x${n}`).join(", ")})`);
+  assert([...afterLoad.values()].every((n) => n === 1), `a model file was fetched more than once during the load: ${JSON.stringify([...afterLoad])}`);
+
+  await page.fill("#prompt", "a cozy cabin in a pine forest, evening light");
+  await setValue(page, "#steps", "1");
+  await setValue(page, "#guidance", "1");
+  await page.setChecked("#random-seed", false);
+  await setValue(page, "#seed", "41");
+  await setValue(page, "#width", "64");
+  await setValue(page, "#height", "64");
+  await setValue(page, "#batch", "1");
+  await page.selectOption("#sampler", "euler");
+  const generate = async (what) => {
+    const before = await page.locator("#gallery figure.result").count();
+    const t0 = Date.now();
+    await page.click("#generate");
+    await page.waitForFunction((n) => document.querySelectorAll("#gallery figure.result").length > n || document.body.dataset.state === "error", before, { timeout: 4 * MIN });
+    const end = await waitForState(page, ["ready", "error"], 2 * MIN);
+    assert(end === "ready", `${what}: state "${end}": ${await page.textContent("#message")}`);
+    const res = await page.evaluate(async () => {
+      const img = document.querySelector("#gallery figure.result img");
+      await img.decode();
+      const c = document.createElement("canvas");
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      c.getContext("2d").drawImage(img, 0, 0);
+      const w = document.querySelector("#warnings");
+      return { px: Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data), parameters: img.title, warnings: w.hidden ? "" : w.textContent };
+    });
+    t.log(`${what}: ${((Date.now() - t0) / 1000).toFixed(1)} s; parameters ${JSON.stringify(res.parameters)}${res.warnings ? `; warnings ${JSON.stringify(res.warnings)}` : ""}`);
+    return res;
+  };
+  const maxDiff = (a, b) => {
+    let m = 0;
+    for (let i = 0; i < a.length; i++) if (i % 4 !== 3) m = Math.max(m, Math.abs(a[i] - b[i]));
+    return m;
+  };
+  const meanDiff = (a, b) => {
+    let s = 0;
+    for (let i = 0; i < a.length; i++) if (i % 4 !== 3) s += Math.abs(a[i] - b[i]);
+    return s / ((a.length / 4) * 3) / 255;
+  };
+
+  const base0 = await generate("no LoRA");
+  const st0 = await stats();
+  t.log(`stats before the LoRA: ${JSON.stringify(st0)}`);
+  assert(st0.weightUploadBytes > 0 && st0.loraBytes === 0, `stats before the LoRA: ${JSON.stringify(st0)}`);
+
+  // Load it from its URL through the page.
+  await page.fill("#lora-url", LORA);
+  await page.click("#lora-load");
+  await waitForState(page, ["ready", "error"], 2 * MIN);
+  const listed = await page.evaluate(() => [...document.querySelectorAll("#lora-list li")].map((li) => ({ name: li.dataset.name, text: li.textContent, scale: li.querySelector("input.lora-scale-num")?.value })));
+  t.log(`#lora-list: ${JSON.stringify(listed)}; #message ${JSON.stringify(await page.textContent("#message"))}`);
+  assert(listed.length === 1 && listed[0].name === "lora_kohya_a" && listed[0].scale === "1", `the LoRA list after loading ${LORA}: ${JSON.stringify(listed)}`);
+  const info = await evaluate(page, () => window.sdApp.model.loras[0], null, MIN, "loras");
+  t.log(`LoraInfo: ${JSON.stringify(info)}`);
+  assert(info.format === "kohya" && info.rank === 4 && info.modules.unet === 277 && info.modules.textEncoder === 18, `LoraInfo does not describe lora_kohya_a (kohya, rank 4, 277 UNet + 18 text-encoder modules): ${JSON.stringify(info)}`);
+  assert(/^[0-9a-f]{12}$/.test(info.hash), `LoraInfo.hash ${JSON.stringify(info.hash)} is not 12 hex digits`);
+  const st1 = await stats();
+  assert(st1.loraUploadBytes === loraSize && st1.loraUploadFiles === 1, `the LoRA's bytes streamed: ${st1.loraUploadBytes} in ${st1.loraUploadFiles} file(s), the file has ${loraSize}`);
+  assert(st1.loraBytes > 0 && st1.loraBaseBytes === 0, `after loading (nothing merged): loraBytes ${st1.loraBytes}, loraBaseBytes ${st1.loraBaseBytes}`);
+
+  // Errors as clear messages, the worker still usable after them (the generations below): a
+  // 404, a safetensors file without LoRA tensors, bytes that are no safetensors, a bad name,
+  // a generation naming a LoRA that is not loaded.
+  const errors = await evaluate(page, async () => {
+    const sd = window.sdApp.model;
+    const err = async (f) => {
+      try {
+        await f();
+        return null;
+      } catch (e) {
+        return { name: e.name, message: e.message };
+      }
+    };
+    const junk = new Uint8Array(4096);
+    for (let i = 0; i < junk.length; i++) junk[i] = (i * 2654435761) >>> 24;
+    return {
+      missing: await err(() => sd.loadLora("/lora/no_such_lora.safetensors")),
+      notLora: await err(() => sd.loadLora("/lora/golden.safetensors")),
+      junk: await err(() => sd.loadLora(new File([junk], "junk.safetensors"))),
+      badName: await err(() => sd.loadLora("/lora/lora_kohya_a.safetensors", { name: "a:b" })),
+      notLoaded: await err(() => sd.generate({ prompt: "x", steps: 1, seed: 1, width: 64, height: 64, loras: [{ name: "nope", scale: 1 }] })),
+      badScale: await err(() => sd.generate({ prompt: "x", loras: [{ name: "lora_kohya_a", scale: "high" }] })),
+      removeUnknown: await err(() => sd.removeLora("nope")),
+      loras: sd.loras.map((l) => l.name),
+    };
+  }, null, 2 * MIN, "LoRA errors");
+  t.log(`errors: ${JSON.stringify(errors)}`);
+  assert(errors.missing && /no_such_lora\.safetensors: HTTP 404/.test(errors.missing.message), `a missing LoRA URL: ${JSON.stringify(errors.missing)}`);
+  assert(errors.notLora && /golden\.safetensors/.test(errors.notLora.message) && /LoRA/.test(errors.notLora.message), `a safetensors file without LoRA tensors: ${JSON.stringify(errors.notLora)}`);
+  assert(errors.junk && /junk\.safetensors/.test(errors.junk.message) && errors.junk.name === "Error", `bytes that are no safetensors: ${JSON.stringify(errors.junk)}`);
+  assert(errors.badName && /cannot contain/.test(errors.badName.message), `a name with ':': ${JSON.stringify(errors.badName)}`);
+  assert(errors.notLoaded && /"nope" is not loaded \(loaded: lora_kohya_a\)/.test(errors.notLoaded.message), `generate naming a LoRA that is not loaded: ${JSON.stringify(errors.notLoaded)}`);
+  assert(errors.badScale && errors.badScale.name === "TypeError", `a scale that is no number: ${JSON.stringify(errors.badScale)}`);
+  assert(errors.removeUnknown && /not loaded/.test(errors.removeUnknown.message), `removeLora of an unknown name: ${JSON.stringify(errors.removeUnknown)}`);
+  assert(JSON.stringify(errors.loras) === '["lora_kohya_a"]', `sd.loras after the failed loads: ${JSON.stringify(errors.loras)}`);
+  const stErr = await stats();
+  assert(stErr.loraBytes === st1.loraBytes, `failed LoRA loads left GPU memory behind: loraBytes ${stErr.loraBytes}, ${st1.loraBytes} before`);
+  assert(Math.abs(stErr.gpuLiveBytes - st1.gpuLiveBytes) <= 1024, `failed LoRA loads left GPU memory behind: gpuLiveBytes ${stErr.gpuLiveBytes}, ${st1.gpuLiveBytes} before`);
+
+  const scale = async (v) => {
+    await page.fill("#lora-list li[data-name=lora_kohya_a] input.lora-scale-num", String(v));
+    const slider = await page.inputValue("#lora-list li[data-name=lora_kohya_a] input.lora-scale");
+    assert(Number(slider) === v, `the scale slider reads ${slider} after typing ${v}`);
+  };
+  const one = await generate("scale 1");
+  const lora1 = await stats();
+  await scale(0.4);
+  const mid = await generate("scale 0.4");
+  const stMid = await stats();
+  // Scale 0 in the list, 1 through the prompt's tag (A1111), and a tag naming no loaded LoRA.
+  await scale(0);
+  await page.fill("#prompt", "a cozy cabin in a pine forest, evening light <lora:lora_kohya_a:1> <lora:not_loaded:0.5>");
+  const tag = await generate("scale 0 + <lora:lora_kohya_a:1> tag");
+  await page.fill("#prompt", "a cozy cabin in a pine forest, evening light");
+  await page.click("#lora-list li[data-name=lora_kohya_a] button.lora-remove");
+  await waitForState(page, ["ready", "error"], MIN);
+  const left = await page.locator("#lora-list li").count();
+  assert(left === 0, `${left} LoRA(s) still listed after Remove`);
+  const removed = await generate("LoRA removed");
+  const st2 = await stats();
+  t.log(`stats: scale 1 ${JSON.stringify(lora1)}; scale 0.4 ${JSON.stringify(stMid)}; after removal ${JSON.stringify(st2)}`);
+
+  const d = { lora1VsBase: meanDiff(one.px, base0.px), midVsBase: meanDiff(mid.px, base0.px), midVsOne: meanDiff(mid.px, one.px), tagVsOne: maxDiff(tag.px, one.px), removedVsBase: maxDiff(removed.px, base0.px) };
+  t.log(`image differences: ${JSON.stringify(d)} (mean |diff| in [0,1]; tag vs scale 1 and removed vs no-LoRA: max |diff| /255)`);
+  assert(d.lora1VsBase > 0.01, `the LoRA at scale 1 barely changes the image (mean |diff| ${d.lora1VsBase})`);
+  assert(d.midVsBase > 0.002 && d.midVsOne > 0.002, `scale 0.4 does not give an image between: vs no-LoRA ${d.midVsBase}, vs scale 1 ${d.midVsOne}`);
+  assert(d.midVsBase < d.lora1VsBase, `scale 0.4 is farther from no-LoRA (${d.midVsBase}) than scale 1 (${d.lora1VsBase})`);
+  assert(d.tagVsOne <= 1, `<lora:lora_kohya_a:1> in the prompt differs from the slider at 1 by up to ${d.tagVsOne}/255`);
+  assert(d.removedVsBase <= 1, `after removing the LoRA the image differs from the no-LoRA one by up to ${d.removedVsBase}/255: the base weights were not restored`);
+
+  // PNG parameters name the LoRA (A1111: a tag for a LoRA the prompt does not name, and its hash).
+  assert(one.parameters.startsWith("a cozy cabin in a pine forest, evening light <lora:lora_kohya_a:1>") && one.parameters.includes(`Lora hashes: "lora_kohya_a: ${info.hash}"`), `scale 1: parameters lack the LoRA: ${JSON.stringify(one.parameters)}`);
+  assert(mid.parameters.includes("<lora:lora_kohya_a:0.4>"), `scale 0.4: parameters lack <lora:lora_kohya_a:0.4>: ${JSON.stringify(mid.parameters)}`);
+  assert(tag.parameters.includes(`Lora hashes: "lora_kohya_a: ${info.hash}"`) && !/<lora:lora_kohya_a:1>.*<lora:lora_kohya_a/.test(tag.parameters), `tag: parameters ${JSON.stringify(tag.parameters)}`);
+  assert(/not_loaded/.test(tag.warnings), `no warning for <lora:not_loaded:0.5>: ${JSON.stringify(tag.warnings)}`);
+  assert(!removed.parameters.includes("Lora hashes") && !removed.parameters.includes("<lora:"), `after removal the parameters still name a LoRA: ${JSON.stringify(removed.parameters)}`);
+
+  // No reload: no model file was fetched again, no weight byte streamed again; only merges.
+  const later = server.log.slice(logAtLoad);
+  const modelAgain = later.filter((e) => e.path.startsWith(REAL));
+  const loraReqs = later.filter((e) => e.path === LORA);
+  t.log(`requests after the model load: ${later.map((e) => `${e.method} ${e.path} -> ${e.status}`).join(", ")}`);
+  assert(modelAgain.length === 0, `model files were fetched again: ${modelAgain.map((e) => `${e.method} ${e.path}`).join(", ")}`);
+  const loraGets = loraReqs.filter((e) => e.method === "GET" && e.status === 200);
+  assert(loraGets.length === 1 && loraGets[0].status === 200 && loraGets[0].bytes === loraSize, `the LoRA file was fetched ${loraGets.length} time(s): ${JSON.stringify(loraGets)}`);
+  for (const [k, st] of [["scale 1", lora1], ["scale 0.4", stMid], ["removed", st2]]) {
+    assert(st.weightUploadBytes === st0.weightUploadBytes && st.weightUploadFiles === st0.weightUploadFiles, `${k}: weight bytes were uploaded again (${st.weightUploadBytes} B in ${st.weightUploadFiles} files, ${st0.weightUploadBytes} B in ${st0.weightUploadFiles} at load)`);
+    assert(st.weightsBytes === st0.weightsBytes, `${k}: weightsBytes ${st.weightsBytes} != ${st0.weightsBytes}`);
+  }
+  assert(lora1.loraMerges >= 295 && lora1.loraBaseBytes > 0 && stMid.loraMerges > lora1.loraMerges, `merges: ${lora1.loraMerges} at scale 1 (base copies ${lora1.loraBaseBytes} B), ${stMid.loraMerges} after 0.4`);
+  // Removal frees the LoRA's factors and the base copies: GPU memory is the model's again.
+  assert(st2.loraBytes === 0 && st2.loraBaseBytes === 0 && st2.lorasLoaded === 0, `after removal: loraBytes ${st2.loraBytes}, loraBaseBytes ${st2.loraBaseBytes}, lorasLoaded ${st2.lorasLoaded}`);
+  assert(Math.abs(st2.gpuLiveBytes - st0.gpuLiveBytes) <= 1024, `after removal gpuLiveBytes is ${st2.gpuLiveBytes}, ${st0.gpuLiveBytes} before the LoRA: its memory was not freed`);
+
+  fs.mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUT, "ui-lora.png"), fullPage: true });
+}, { timeoutMs: 12 * MIN });
 
 const UNET = "/model/unet/diffusion_pytorch_model.safetensors";
 const WEIGHTS = ["/model/text_encoder/model.safetensors", UNET, "/model/vae/diffusion_pytorch_model.safetensors"];

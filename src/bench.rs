@@ -506,6 +506,10 @@ pub struct LoraBenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// On the planning GPU (allocates exactly as a real run, dispatches nothing): the memory
+    /// figures of the real shapes without the merge work (the times then mean nothing).
+    #[arg(long, conflicts_with = "model")]
+    pub plan: bool,
 }
 
 #[derive(Parser)]
@@ -765,10 +769,15 @@ pub async fn bench_lora_on(gpu: &Gpu, sd: &mut StableDiffusion, model: &str, arg
 /// `sd-webgpu bench-lora`: make (or load) the model, then [`bench_lora_on`].
 pub async fn bench_lora(args: &LoraBenchArgs) -> crate::Result<LoraBenchReport> {
     let dtype = args.dtype.dtype();
-    let gpu = Gpu::new(GpuOptions::default()).await?;
+    let gpu = Gpu::new(GpuOptions { plan_only: args.plan, ..Default::default() }).await?;
     let t0 = Instant::now();
     let mut sd = match &args.model {
         Some(dir) => StableDiffusion::load(&gpu, dir, dtype, Some("fp16"))?,
+        None if args.plan => {
+            let cfg = Configs::default();
+            let weights = crate::plan::placeholder_weights(&gpu, &cfg, dtype, &crate::model::COMPONENTS)?;
+            StableDiffusion::new(&gpu, cfg, dtype, weights, Vec::new())?
+        }
         None => {
             let cfg = Configs::default();
             let weights = synthetic_weights(&gpu, &cfg, dtype, 1)?;
@@ -781,6 +790,7 @@ pub async fn bench_lora(args: &LoraBenchArgs) -> crate::Result<LoraBenchReport> 
     eprintln!("bench-lora: model weights ({:.1} MiB) made / loaded in {load_s:.1} s", sd.weights.bytes() as f64 / (1u64 << 20) as f64);
     let model = match &args.model {
         Some(dir) => dir.display().to_string(),
+        None if args.plan => "SD-1.5 shapes on the planning GPU (memory only: nothing dispatched)".into(),
         None => "synthetic SD-1.5".into(),
     };
     let mut r = bench_lora_on(&gpu, &mut sd, &model, args).await?;

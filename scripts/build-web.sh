@@ -1,10 +1,67 @@
 #!/usr/bin/env bash
-# Builds the web app and the ES module into dist/ with trunk (installed by setup.sh --trunk):
+# Builds the web app and the ES module into dist/:
 #   dist/index.html        the app          dist/sd-webgpu.js (+ .d.ts)  the module
 #   dist/sd-webgpu-worker.js  its worker     dist/wasm/           wasm + wasm-bindgen glue
+#
+#   bash scripts/build-web.sh            what `trunk build --release` makes, without trunk:
+#                                        cargo + wasm-bindgen (pinned to Cargo.lock), the
+#                                        files that www/index.html's data-trunk links name
+#   bash scripts/build-web.sh --trunk    with trunk itself (installed by setup.sh --trunk)
+#
+# The tests use the first: installing trunk compiles ~400 crates (about 13 minutes on CI's
+# 2 cores) for a build that is these few steps. Both read the same places (Trunk.toml's
+# dist/public_url/filehash/inject_scripts settings and the data-trunk links), so a file added
+# to www/ without its link is missing from both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v trunk >/dev/null || bash scripts/setup.sh --trunk
-export TRUNK_SKIP_VERSION_CHECK=true
-trunk build --release "$@"
-ls -la dist dist/wasm
+
+if [ "${1:-}" = "--trunk" ]; then
+  shift
+  command -v trunk >/dev/null || bash scripts/setup.sh --trunk
+  export TRUNK_SKIP_VERSION_CHECK=true
+  trunk build --release "$@"
+  ls -la dist dist/wasm
+  exit 0
+fi
+[ $# -eq 0 ] || { echo "build-web.sh: unknown argument $1 (only --trunk)" >&2; exit 2; }
+command -v wasm-bindgen >/dev/null || bash scripts/setup.sh
+
+HTML=www/index.html
+# <link data-trunk rel="rust" ... data-target-name="sd_webgpu" data-bindgen-target="web" data-target-path="wasm" />
+rust=$(grep -o '<link data-trunk rel="rust"[^>]*>' "$HTML")
+attr() { printf '%s' "$rust" | sed -n "s/.* $1=\"\([^\"]*\)\".*/\1/p"; }
+target_name=$(attr data-target-name) bindgen_target=$(attr data-bindgen-target) target_path=$(attr data-target-path)
+[ -n "$target_name" ] && [ -n "$bindgen_target" ] && [ -n "$target_path" ] || {
+  echo "build-web.sh: $HTML: the rust link lacks data-target-name / data-bindgen-target / data-target-path: $rust" >&2; exit 1; }
+# trunk names the glue after the package (sd-webgpu.js); the worker imports ./wasm/sd-webgpu.js.
+out_name=$(sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+cargo build --release --target wasm32-unknown-unknown --lib
+rm -rf dist
+mkdir -p "dist/$target_path"
+wasm-bindgen "target/wasm32-unknown-unknown/release/$target_name.wasm" \
+  --target "$bindgen_target" --out-dir "dist/$target_path" --out-name "$out_name" --no-typescript
+
+# copy-file links: the file as it is; css links: the file, linked as a stylesheet; the rust
+# link goes (inject_scripts = false: the worker loads the wasm).
+while IFS= read -r line || [ -n "$line" ]; do
+  while [[ "$line" =~ \<link\ data-trunk\ [^\>]*\> ]]; do
+    link=${BASH_REMATCH[0]}
+    rel=$(printf '%s' "$link" | sed -n 's/.* rel="\([^"]*\)".*/\1/p')
+    href=$(printf '%s' "$link" | sed -n 's/.* href="\([^"]*\)".*/\1/p')
+    case "$rel" in
+      rust) repl="" ;;
+      copy-file) cp "www/$href" "dist/$(basename "$href")"; repl="" ;;
+      css) cp "www/$href" "dist/$(basename "$href")"; repl="<link rel=\"stylesheet\" href=\"./$(basename "$href")\"/>" ;;
+      *) echo "build-web.sh: $HTML: data-trunk rel=\"$rel\" is not handled here (copy-file, css, rust): use --trunk" >&2; exit 1 ;;
+    esac
+    line=${line/"$link"/"$repl"}
+  done
+  printf '%s\n' "$line"
+done <"$HTML" >dist/index.html
+if grep -q 'data-trunk' dist/index.html; then
+  echo "build-web.sh: dist/index.html still has data-trunk links:" >&2
+  grep -n 'data-trunk' dist/index.html >&2
+  exit 1
+fi
+ls -la dist "dist/$target_path"

@@ -2,46 +2,87 @@
 # Runs every test: the native suite on whatever Vulkan/Metal/DX12 adapter wgpu finds
 # (Mesa lavapipe on a machine without a GPU), then the same suite compiled to
 # wasm32 in headless Chromium on WebGPU (SwiftShader), then the end-to-end tests of the
-# built app (trunk → dist/) in Chromium through playwright-core, including a load of
+# built app (dist/, scripts/build-web.sh) in Chromium through playwright-core, including a load of
 # synthetic full-size SD-1.5 weights (2.1 GB) that checks the worker's wasm memory.
-# Installs what it lacks first.
+# Installs what it lacks first (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --trunk
+# No trunk: the e2e tests build dist/ with cargo + wasm-bindgen (scripts/build-web.sh).
+bash scripts/setup.sh
+echo "=== setup done at ${SECONDS} s"
 
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 chmod 700 "$XDG_RUNTIME_DIR"
 export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
 
+# The cores this run may use: a container's CPU quota (cgroup v2 cpu.max) can be far below the
+# CPUs the kernel reports, and lavapipe starts one rasterizer thread per reported CPU; so its
+# threads are set from the quota (cargo and the test harness read the quota themselves).
+CORES=$(nproc)   # the CPUs this process may run on (its affinity)
+quota="" period=""
+if [ -r /sys/fs/cgroup/cpu.max ]; then                      # cgroup v2: "max 100000" or "200000 100000"
+  read -r quota period </sys/fs/cgroup/cpu.max || true
+elif [ -r /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then       # cgroup v1: -1 when unlimited
+  quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) period=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)
+fi
+case "$quota" in
+  ''|max|-*) ;;
+  *) if [ "${period:-0}" -gt 0 ]; then
+       q=$(( (quota + period - 1) / period ))
+       if [ "$q" -ge 1 ] && [ "$q" -lt "$CORES" ]; then CORES=$q; fi
+     fi ;;
+esac
+export LP_NUM_THREADS="${LP_NUM_THREADS:-$CORES}"
+echo "=== cores: nproc $(nproc), online $(getconf _NPROCESSORS_ONLN), cgroup quota '${quota:-none} ${period:-}' -> $CORES; LP_NUM_THREADS=$LP_NUM_THREADS; memory $(free -g | awk '/^Mem/ {print $2 " GiB, " $7 " available"}')"
+
 LOG=$(mktemp)
-# Seconds per phase, printed at the end and also when the run is stopped from outside
-# (CI's time limit), so that a cut-off run still says where its time went.
-PHASES=""
+# Seconds per phase and per test binary / e2e test, printed at the end and also when the
+# run is stopped from outside (CI's time limit), so that a cut-off run still says where
+# its time went.
+TIMES=$(mktemp)
 phase() { PHASES="$PHASES $1 ${SECONDS}s"; echo "=== $1 at ${SECONDS} s"; }
-trap 'echo "=== phases (start times):$PHASES; now ${SECONDS} s"' EXIT
+PHASES=" setup 0s"
+# Copies a runner's output through, noting when each test binary (cargo's "Running" and
+# "Doc-tests" lines) or e2e test ("--- name") starts, as "<phase> <name> +<start>s".
+timed() {
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    printf '%s\n' "$line"
+    case "$line" in
+      *"     Running "*|*"   Doc-tests "*|"--- "*)
+        echo "$1 $(echo "$line" | sed -E 's/^ *(Running|Doc-tests|---) +//; s/ \(.*//') +${SECONDS}s" >>"$TIMES" ;;
+    esac
+  done
+}
+report() {
+  echo "=== phases (start times):$PHASES; now ${SECONDS} s"
+  echo "=== test binaries and e2e tests (start times; each ran until the next one's start):"
+  cat "$TIMES"
+}
+trap 'report' EXIT
 trap 'exit 143' TERM INT
 phase native
 echo "=== native: cargo test (wgpu on $(ls /usr/share/vulkan/icd.d/ 2>/dev/null | tr '\n' ' '))"
 # --nocapture: every test's figures (kernel errors, PARITY lines) are in the log.
-cargo test --release -- --nocapture 2>&1 | tee "$LOG"
+cargo test --release -- --nocapture 2>&1 | timed native | tee "$LOG"
 echo "=== native done at ${SECONDS} s"
 
 phase browser
 echo "=== browser: wasm-pack test --headless --chrome (Chromium, WebGPU on SwiftShader)"
 # wasm-pack test runs the integration tests in tests/ under wasm-bindgen-test in the browser.
 WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-3600}" \
-  wasm-pack test --headless --chrome --release 2>&1 | tee -a "$LOG"
+  wasm-pack test --headless --chrome --release 2>&1 | timed browser | tee -a "$LOG"
 echo "=== browser done at ${SECONDS} s"
 
 phase e2e
 echo "=== end-to-end: the app and the ES module in Chromium (tests/e2e, playwright-core)"
-bash scripts/e2e.sh 2>&1 | tee -a "$LOG"
+bash scripts/e2e.sh 2>&1 | timed e2e | tee -a "$LOG"
 echo "=== end-to-end done at ${SECONDS} s"
 
 phase full-size
 echo "=== end-to-end: synthetic full-size SD-1.5 weights streamed through the module"
 SYNTH=$(mktemp -d)
-trap 'rm -rf "$SYNTH"; echo "=== phases (start times):$PHASES; now ${SECONDS} s"' EXIT
+trap 'rm -rf "$SYNTH"; report' EXIT
 cargo run --release --quiet -- synth --out "$SYNTH/sd15" 2>&1 | tail -1
 SKIP_WEB_BUILD=1 bash scripts/e2e.sh --full-size "$SYNTH/sd15" 2>&1 | tee -a "$LOG"
 

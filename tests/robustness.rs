@@ -5,8 +5,10 @@
 //! equal to the planner's.
 //!
 //! Few steps (the signal is in the resizing, the tiling, the retry and the pool, not in the
-//! denoising); the browser (SwiftShader, minutes per generation) runs the first rows of the
-//! tables, and the tiled encode natively only.
+//! denoising). CI runs them natively; in the browser (SwiftShader, minutes per generation) it
+//! runs the f16-VAE retry and the size limits, and the e2e tests cover the first rows of the
+//! photo and memory tables through the page (each says which at its place); `--include-ignored`
+//! runs the first rows in the browser.
 mod common;
 
 #[cfg(target_arch = "wasm32")]
@@ -55,7 +57,9 @@ async fn img2img_any_photo() {
     let e = pipeline::generate(&gpu, &sd, &tok, None, &img2img(src, 100, 64, ResizeMode::Crop), &mut |_| true).await.err().expect("100 wide").to_string();
     assert!(e.contains("multiples of 64"), "{e}");
 }
-gpu_test!(img2img_accepts_any_photo, img2img_any_photo());
+// In the browser e2e `ui_img2img_any_size` fits a 100×70 photo to 128×64 through the page
+// (the first row here); the fitting itself is the same Rust code natively.
+native_test!(img2img_accepts_any_photo, img2img_any_photo());
 
 /// The VAE encode in overlapping tiles (blended latent distributions) against the untiled
 /// encode of a 128×128 image (16×16 latents); the bounds are what the tiny model holds.
@@ -196,7 +200,9 @@ async fn memory_returns() {
         assert_eq!(s.peak_bytes, plan.peak_bytes, "peak of the real run vs the plan");
     }
 }
-gpu_test!(gpu_memory_returns_to_the_weights, memory_returns());
+// In the browser e2e `batch2_matches_diffusers` checks the memory returned after a batch
+// (the second row here) and `plan_allocates_exactly_like_a_real_run` the planner's peak.
+native_test!(gpu_memory_returns_to_the_weights, memory_returns());
 
 /// Sizes that cannot fit are clear errors before any work: the start image's side and
 /// megapixels (a 16385-pixel side, a 42-megapixel photo; checked before its pixels are

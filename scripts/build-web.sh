@@ -29,8 +29,8 @@ command -v wasm-bindgen >/dev/null || bash scripts/setup.sh
 HTML=www/index.html
 # <link data-trunk rel="rust" ... data-target-name="sd_webgpu" data-bindgen-target="web" data-target-path="wasm" />
 rust=$(grep -o '<link data-trunk rel="rust"[^>]*>' "$HTML")
-attr() { printf '%s' "$rust" | sed -n "s/.* $1=\"\([^\"]*\)\".*/\1/p"; }
-target_name=$(attr data-target-name) bindgen_target=$(attr data-bindgen-target) target_path=$(attr data-target-path)
+attr() { printf '%s' "$1" | sed -n "s/.* $2=\"\([^\"]*\)\".*/\1/p"; }   # attr LINK NAME
+target_name=$(attr "$rust" data-target-name) bindgen_target=$(attr "$rust" data-bindgen-target) target_path=$(attr "$rust" data-target-path)
 [ -n "$target_name" ] && [ -n "$bindgen_target" ] && [ -n "$target_path" ] || {
   echo "build-web.sh: $HTML: the rust link lacks data-target-name / data-bindgen-target / data-target-path: $rust" >&2; exit 1; }
 # trunk names the glue after the package (sd-webgpu.js); the worker imports ./wasm/sd-webgpu.js.
@@ -47,8 +47,7 @@ wasm-bindgen "target/wasm32-unknown-unknown/release/$target_name.wasm" \
 while IFS= read -r line || [ -n "$line" ]; do
   while [[ "$line" =~ \<link\ data-trunk\ [^\>]*\> ]]; do
     link=${BASH_REMATCH[0]}
-    rel=$(printf '%s' "$link" | sed -n 's/.* rel="\([^"]*\)".*/\1/p')
-    href=$(printf '%s' "$link" | sed -n 's/.* href="\([^"]*\)".*/\1/p')
+    rel=$(attr "$link" rel) href=$(attr "$link" href)
     case "$rel" in
       rust) repl="" ;;
       copy-file) cp "www/$href" "dist/$(basename "$href")"; repl="" ;;

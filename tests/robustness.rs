@@ -200,8 +200,9 @@ async fn memory_returns() {
         assert_eq!(s.peak_bytes, plan.peak_bytes, "peak of the real run vs the plan");
     }
 }
-// In the browser e2e `batch2_matches_diffusers` checks the memory returned after a batch
-// (the second row here) and `plan_allocates_exactly_like_a_real_run` the planner's peak.
+// In the browser e2e `batch2_matches_diffusers` checks the memory returned after a batch of
+// 2 (64², like the second row's batch here at 128×64) and `plan_allocates_exactly_like_a_real_run`
+// the planner's peak.
 native_test!(gpu_memory_returns_to_the_weights, memory_returns());
 
 /// Sizes that cannot fit are clear errors before any work: the start image's side and

@@ -16,7 +16,8 @@ import sys
 import diffusers
 import torch
 import transformers
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 torch.set_grad_enabled(False)
@@ -28,10 +29,12 @@ FIX = os.path.join(ROOT, "tests", "fixtures")
 OUT = os.path.join(FIX, "e2e-short")
 SHORT = 3
 
-# (new name, bundle folder, model folder inside it, original case, its golden image tensor)
+# (new name, bundle folder, model folder inside it, original case, its golden image tensor, short steps)
 CASES = [
-    ("txt2img_ddim_3steps", "tiny-sd15", "model", "txt2img_ddim", "txt2img_ddim_image"),
-    ("txt2img_batch2_3steps", "sd15-realconfig", "model", "txt2img_batch2", "txt2img_batch2_image"),
+    ("txt2img_ddim_3steps", "tiny-sd15", "model", "txt2img_ddim", "txt2img_ddim_image", SHORT),
+    ("txt2img_batch2_3steps", "sd15-realconfig", "model", "txt2img_batch2", "txt2img_batch2_image", SHORT),
+    # StableDiffusionInpaintPipeline, 9-channel UNet, strength 0.75: 4 steps run 3 (the e2e ui_inpaint)
+    ("inpaint9_e2e", "inpaint", "model-inpaint", "inpaint9_partial_ddim", "inpaint9_partial_ddim_image", 4),
 ]
 
 
@@ -49,6 +52,7 @@ def case_of(bundle, name):
         prompt=c["prompt"], negative_prompt=c["negative_prompt"], steps=c["steps"], guidance=c["guidance"],
         seed=c["seed"], width=c["width"], height=c["height"], sampler=c["sampler"], batch=c["batch"] or 1,
         scheduler_class=c["scheduler"]["class"], overrides=c["scheduler"]["overrides"],
+        strength=c.get("strength"), init_image=c.get("init_image"), mask_image=c.get("mask_image"),
     )
 
 
@@ -57,6 +61,10 @@ def run(pipe, c, steps, output_type):
                 height=c["height"], width=c["width"], num_images_per_prompt=c["batch"])
     if c["negative_prompt"] is not None:
         call["negative_prompt"] = c["negative_prompt"]
+    if c.get("mask_image"):
+        d = os.path.join(FIX, c["bundle"])
+        call.update(image=Image.open(os.path.join(d, c["init_image"])), mask_image=Image.open(os.path.join(d, c["mask_image"])),
+                    strength=c["strength"])
     out = pipe(**call, generator=torch.Generator().manual_seed(c["seed"]), output_type=output_type).images
     return out if output_type == "latent" else torch.from_numpy(out)
 
@@ -64,10 +72,12 @@ def run(pipe, c, steps, output_type):
 def main():
     os.makedirs(OUT, exist_ok=True)
     tensors, cases = {}, []
-    for new, bundle, model, orig, gname in CASES:
+    for new, bundle, model, orig, gname, short in CASES:
         d = os.path.join(FIX, bundle)
         c = case_of(bundle, orig)
-        pipe = StableDiffusionPipeline.from_pretrained(os.path.join(d, model), safety_checker=None,
+        c["bundle"] = bundle
+        cls = StableDiffusionInpaintPipeline if c.get("mask_image") else StableDiffusionPipeline
+        pipe = cls.from_pretrained(os.path.join(d, model), safety_checker=None,
                                                        requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         cfg = json.load(open(os.path.join(d, model, "scheduler", "scheduler_config.json")))
@@ -79,16 +89,17 @@ def main():
         # The bundles were made on another machine: float32 summation order may differ there.
         if diff > 1e-5:
             sys.exit(f"{bundle}/{orig}: this environment does not reproduce the bundle's golden (max |d| {diff})")
-        img = run(pipe, c, SHORT, "np")
-        lat = run(pipe, c, SHORT, "latent")
+        img = run(pipe, c, short, "np")
+        lat = run(pipe, c, short, "latent")
         tensors[f"{new}_image"] = img.contiguous()
         tensors[f"{new}_latents"] = lat.contiguous()
         cases.append(dict(
-            name=new, kind="pipeline", derived_from=f"{bundle}/{orig} with steps {SHORT}", model=f"{bundle}/{model}",
-            prompt=c["prompt"], negative_prompt=c["negative_prompt"], steps=SHORT, guidance=c["guidance"],
+            name=new, kind="pipeline", derived_from=f"{bundle}/{orig} with steps {short}", model=f"{bundle}/{model}",
+            prompt=c["prompt"], negative_prompt=c["negative_prompt"], steps=short, guidance=c["guidance"],
             seed=c["seed"], width=c["width"], height=c["height"], sampler=c["sampler"], batch=c["batch"],
             scheduler={"class": c["scheduler_class"], "from_config": f"{bundle}/{model}/scheduler/scheduler_config.json",
                        "overrides": c["overrides"]},
+            **({k: c[k] for k in ("strength", "init_image", "mask_image")} if c.get("mask_image") else {}),
             golden={"image": f"{new}_image", "latents": f"{new}_latents"},
         ))
         print(f"{new}: image {tuple(img.shape)} mean {img.mean().item():.4f}; latents {tuple(lat.shape)}")

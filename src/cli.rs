@@ -137,6 +137,16 @@ struct GenerateArgs {
     /// img2img: how much to change the init image, in (0, 1].
     #[arg(long, default_value_t = 0.75)]
     strength: f64,
+    /// Inpainting (with --init-image): a mask PNG or JPEG (any size, fitted like the init
+    /// image; white = repaint, black = keep, binarised at 0.5 as diffusers does). An
+    /// inpainting model (9-channel UNet) is conditioned on it; any other model inpaints by
+    /// blending the kept region back in after every step.
+    #[arg(long)]
+    mask: Option<std::path::PathBuf>,
+    /// Inpainting: paste the kept pixels of the init image back over the result with the soft
+    /// mask (off: the whole image is the VAE's decode, as diffusers).
+    #[arg(long)]
+    paste_back: bool,
     /// img2img: how the init image is fitted to width × height: crop (scale to cover, crop
     /// the overflow; A1111 "Crop and resize"), fit (scale to fit, fill with the edges; A1111
     /// "Resize and fill") or stretch (A1111 "Just resize").
@@ -475,6 +485,13 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
         }
         None => None,
     };
+    let mask = match &a.mask {
+        Some(p) => {
+            let bytes = std::fs::read(p).map_err(|e| invalid(format!("{}: {e}", p.display())))?;
+            Some(crate::inpaint::decode_mask(&bytes, &p.display().to_string())?)
+        }
+        None => None,
+    };
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64 % 4_294_967_296).unwrap_or(0)
     });
@@ -494,7 +511,7 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     } else {
         if crate::model::single_file_is_sd2(&a.model)? {
             eprintln!("SD-2.x single-file checkpoint (OpenCLIP text encoder): SD-2.1's configs and scheduler (v-prediction; --prediction-type epsilon for 512² base models)");
-            (Source::SingleFile(a.model.clone(), Some(crate::model::Configs::sd21())), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
+            (Source::SingleFile(a.model.clone(), Some(crate::model::single_file_configs(&a.model)?)), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
         } else {
             (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd15()?, None)
         }
@@ -561,6 +578,8 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
         batch_pos: a.batch_pos,
         init_image,
         strength: a.strength,
+        mask,
+        paste_back: a.paste_back,
         resize_mode: match a.resize_mode {
             ResizeArg::Crop => crate::image::ResizeMode::Crop,
             ResizeArg::Fit => crate::image::ResizeMode::Fit,

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod error;
 pub mod gpu;
 pub mod image;
+pub mod inpaint;
 pub mod model;
 pub mod ops;
 pub mod pipeline;

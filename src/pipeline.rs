@@ -38,6 +38,15 @@ pub struct Params {
     /// img2img: the input image (any size) and the strength in (0, 1].
     pub init_image: Option<Rgb>,
     pub strength: f64,
+    /// Inpainting (with `init_image`): the mask, any size (fitted like the start image), its
+    /// grey level in every channel ([`crate::inpaint::mask_from_rgba`]); white = repaint.
+    /// An inpainting UNet (9 input channels) is conditioned on it; any other model gets the
+    /// kept region re-noised and blended in after every step (diffusers' two paths).
+    pub mask: Option<Rgb>,
+    /// Inpainting: paste the kept pixels of the start image back over the decoded image with
+    /// the soft mask (diffusers' `apply_overlay`). Off by default, as diffusers: the whole
+    /// image is the VAE's decode.
+    pub paste_back: bool,
     /// How the init image is fitted to width × height.
     pub resize_mode: ResizeMode,
     /// What makes the image from the latents (and the img2img start latents from the init
@@ -96,6 +105,8 @@ impl Default for Params {
             batch_pos: None,
             init_image: None,
             strength: 0.75,
+            mask: None,
+            paste_back: false,
             resize_mode: ResizeMode::Crop,
             decoder: Decoder::Vae,
             timestep_spacing: None,
@@ -343,8 +354,24 @@ pub fn validate(sd: &StableDiffusion, p: &Params) -> Result<(usize, usize)> {
             _ => {}
         }
     }
-    if sd.cfg.unet.in_channels != sd.cfg.vae.latent_channels {
-        return bad(format!("the UNet takes {} input channels but the VAE makes {} latent channels (inpainting models are not supported yet)", sd.cfg.unet.in_channels, sd.cfg.vae.latent_channels));
+    if let Some(m) = &p.mask {
+        if p.init_image.is_none() {
+            return bad("a mask needs a start image to inpaint (--init-image / initImage)".into());
+        }
+        if let Some(why) = crate::image::input_size_problem(m.width as u64, m.height as u64) {
+            return bad(why.replace("start image", "mask"));
+        }
+        if m.data.len() != m.width * m.height * 3 {
+            return bad(format!("the mask is {}×{} but has {} values (expected 3 per pixel)", m.width, m.height, m.data.len()));
+        }
+    }
+    let (uc, lc) = (sd.cfg.unet.in_channels, sd.cfg.vae.latent_channels);
+    if crate::inpaint::is_inpainting_unet(uc, lc) {
+        if p.mask.is_none() {
+            return bad(format!("this is an inpainting model (its UNet takes {uc} input channels: latents, mask, masked image): give a start image and a mask (--init-image and --mask / initImage and mask)"));
+        }
+    } else if uc != lc {
+        return bad(format!("the UNet takes {uc} input channels but the VAE makes {lc} latent channels (an inpainting UNet takes {})", 2 * lc + 1));
     }
     Ok((w, h))
 }
@@ -559,42 +586,55 @@ pub async fn generate_from_text(
     let mut s = schedulers::from_config_with(&p.sampler, scheduler_config, p.steps, &overrides)?;
     let timesteps: Vec<f64> = s.timesteps().to_vec();
 
+    // The encoder of start images: the VAE's posterior sample (one random draw of one
+    // image's latents) or TAESD's latents (no draw), × the scaling factor; [1, c, h, w].
+    let encode = |chw: &[f32], rng: &mut TorchRng| -> Result<Tensor> {
+        match (p.decoder, &sd.tiny_vae) {
+            (Decoder::Tiny, Some(tiny)) => {
+                let x = gpu.upload(&[1, 3, h, w], tiny.dtype, chw)?;
+                let z = tiny.encode(gpu, &x)?;
+                ops::affine(gpu, &z, tiny.cfg.scaling_factor, 0.0)
+            }
+            _ => {
+                let x = gpu.upload(&[1, 3, h, w], dts.vae, chw)?;
+                // Tiled when an untiled encode would need a buffer beyond the binding limit.
+                let (mean, logvar) = sd.vae.encode_auto(&c, &x, gpu.max_binding())?;
+                let n1 = gpu.upload(&[1, lc, lh, lw], dts.vae, &rng.randn(per))?;
+                ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)
+            }
+        }
+    };
+    // One image's tensor [1, …] repeated to `n` along the batch, as `shape`, in `dtype`.
+    let repeat = |t: &Tensor, n: usize, shape: &[usize], dtype: DType| -> Result<Tensor> {
+        let one = ops::lincomb(gpu, &[OpTerm { t, offset: 0, coef: 1.0 }], &[1, t.numel(), 1], dtype)?;
+        let mut all = one.clone();
+        for _ in 1..n {
+            all = ops::concat_channels(gpu, &all, &one)?;
+        }
+        all.reshape(shape)
+    };
+    let inpaint9 = crate::inpaint::is_inpainting_unet(sd.cfg.unet.in_channels, lc);
+    let ub = if cfg { 2 * b } else { b };
+    // Inpainting: what the loop adds to each step. `cond`: the inpainting UNet's extra input
+    // channels [ub, 1 + c, h, w] (latent mask, masked-image latents); `keep`: for other models
+    // the kept region's clean latents, the initial noise and the latent mask over every
+    // channel, blended in after each step; `paste`: the fitted start image and soft mask.
+    let mut cond: Option<Tensor> = None;
+    let mut keep: Option<(Tensor, Tensor, Tensor)> = None;
+    let mut paste: Option<(Rgb, Vec<f32>)> = None;
+
     // Initial latents (f32 on the GPU for the whole loop).
-    let (begin, mut latents) = match &p.init_image {
-        None => {
+    let (begin, mut latents) = match (&p.init_image, &p.mask) {
+        (None, _) => {
             let x = gpu.upload(&lshape, DType::F32, &draw(&mut rng))?;
             (0, ops::affine(gpu, &x, s.init_noise_sigma() as f32, 0.0)?)
         }
-        Some(img) => {
+        (Some(img), None) => {
             let begin = s.img2img_begin(p.strength)?;
             let img = crate::image::resize_to(img, w, h, p.resize_mode);
             // [-1, 1] NCHW, one image; the VAE's latent_dist.sample draws first.
-            let mut chw = vec![0f32; 3 * h * w];
-            for (i, px) in img.data.chunks_exact(3).enumerate() {
-                for ch in 0..3 {
-                    chw[ch * h * w + i] = 2.0 * px[ch] - 1.0;
-                }
-            }
-            let init = match (p.decoder, &sd.tiny_vae) {
-                // TAESD: latents = encode(x).latents · scaling_factor; no random draw.
-                (Decoder::Tiny, Some(tiny)) => {
-                    let x = gpu.upload(&[1, 3, h, w], tiny.dtype, &chw)?;
-                    let z = tiny.encode(gpu, &x)?;
-                    ops::affine(gpu, &z, tiny.cfg.scaling_factor, 0.0)?
-                }
-                _ => {
-                    let x = gpu.upload(&[1, 3, h, w], dts.vae, &chw)?;
-                    // Tiled when an untiled encode would need a buffer beyond the binding limit.
-                    let (mean, logvar) = sd.vae.encode_auto(&c, &x, gpu.max_binding())?;
-                    let n1 = gpu.upload(&[1, lc, lh, lw], dts.vae, &rng.randn(per))?;
-                    ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)?
-                }
-            };
-            let mut init_b = init.clone();
-            for _ in 1..b {
-                init_b = ops::concat_channels(gpu, &init_b.reshape(&[1, init_b.numel(), 1])?, &init.reshape(&[1, init.numel(), 1])?)?;
-            }
-            let init_b = init_b.reshape(&lshape)?;
+            let init = encode(&crate::inpaint::to_chw(&img), &mut rng)?;
+            let init_b = repeat(&init, b, &lshape, DType::F32)?;
             let noise = gpu.upload(&lshape, DType::F32, &draw(&mut rng))?;
             let (a, k) = s.add_noise_coeffs(begin);
             let t = [OpTerm { t: &init_b, offset: 0, coef: a }, OpTerm { t: &noise, offset: 0, coef: k }];
@@ -603,10 +643,52 @@ pub async fn generate_from_text(
             gpu.trim_pool();
             (begin, latents)
         }
+        (Some(img), Some(mask)) => {
+            // diffusers' order of draws: the start image's posterior sample (when the
+            // latents start from it, or the blending needs it), the noise, then the masked
+            // image's posterior sample (drawn also when a 4-channel UNet does not use it).
+            let full = p.strength >= 1.0;
+            let begin = if full { 0 } else { s.img2img_begin(p.strength)? };
+            let prep = crate::inpaint::prepare(img, mask, w, h, vf, p.resize_mode);
+            let image_b = if !inpaint9 || !full {
+                let z = encode(&prep.image_chw, &mut rng)?;
+                Some(repeat(&z, b, &lshape, DType::F32)?)
+            } else {
+                None
+            };
+            let noise = gpu.upload(&lshape, DType::F32, &draw(&mut rng))?;
+            let latents = match (&image_b, full) {
+                (Some(z), false) => {
+                    let (a, k) = s.add_noise_coeffs(begin);
+                    ops::lincomb(gpu, &[OpTerm { t: z, offset: 0, coef: a }, OpTerm { t: &noise, offset: 0, coef: k }], &lshape, DType::F32)?
+                }
+                _ => ops::affine(gpu, &noise, s.init_noise_sigma() as f32, 0.0)?,
+            };
+            if inpaint9 {
+                let masked = encode(&prep.masked_chw, &mut rng)?;
+                let m = gpu.upload(&[1, 1, lh * lw], DType::F32, &prep.latent)?;
+                let masked = ops::lincomb(gpu, &[OpTerm { t: &masked, offset: 0, coef: 1.0 }], &[1, lc, lh * lw], DType::F32)?;
+                let one = ops::concat_channels(gpu, &m, &masked)?;
+                cond = Some(repeat(&one, ub, &[ub, 1 + lc, lh, lw], dt)?);
+            } else {
+                if !matches!((p.decoder, &sd.tiny_vae), (Decoder::Tiny, Some(_))) {
+                    // The masked image's sample is not used by a 4-channel UNet: only its draw.
+                    let _ = rng.randn(per);
+                }
+                let mfull: Vec<f32> = (0..ln).map(|k| prep.latent[k % (lh * lw)]).collect();
+                let mt = gpu.upload(&lshape, DType::F32, &mfull)?;
+                keep = Some((image_b.clone().ok_or_else(|| Error::Invalid("inpainting without the start image's latents".into()))?, noise.clone(), mt));
+            }
+            if p.paste_back {
+                paste = Some((prep.image.clone(), prep.soft.clone()));
+            }
+            drop((image_b, noise));
+            gpu.trim_pool();
+            (begin, latents)
+        }
     };
 
     // Timestep tensors for every step, made before the loop.
-    let ub = if cfg { 2 * b } else { b };
     let t_tensors: Vec<Tensor> = timesteps[begin..].iter().map(|&t| gpu.upload(&[ub], DType::F32, &vec![t as f32; ub])).collect::<Result<_>>()?;
     // LCM: w = guidance − 1 as a sinusoidal embedding, one row per image, in the UNet's
     // storage (as diffusers casts it to the latents' dtype), once for the whole loop.
@@ -636,6 +718,10 @@ pub async fn generate_from_text(
             ops::concat_channels(gpu, &flat, &flat)?.reshape(&[2 * b, lc, lh, lw])?
         } else {
             x_in
+        };
+        let x_in = match &cond {
+            Some(cd) => ops::concat_channels(gpu, &x_in, cd)?,
+            None => x_in,
         };
         let out = sd.unet.forward_cond(&c, &x_in, &t_tensors[k], &text, w_cond.as_ref())?;
         drop(x_in);
@@ -675,6 +761,19 @@ pub async fn generate_from_text(
             slots[slot] = Some(t);
         }
         latents = next;
+        // A 4-channel model inpainting: the kept region is the start image's latents noised
+        // to the next step's level (clean after the last step), as diffusers blends it.
+        if let Some((z, noise, m)) = &keep {
+            let known = if k + 1 < total {
+                let (a, kn) = s.add_noise_coeffs(i + 1);
+                ops::lincomb(gpu, &[OpTerm { t: z, offset: 0, coef: a }, OpTerm { t: noise, offset: 0, coef: kn }], &lshape, DType::F32)?
+            } else {
+                z.clone()
+            };
+            let d = ops::add(gpu, &latents, &known, 1.0, -1.0)?;
+            let md = ops::mul(gpu, m, &d)?;
+            latents = ops::add(gpu, &known, &md, 1.0, 1.0)?;
+        }
         // Submits the step; in the browser also lets the event loop run (cancel messages)
         // while the GPU works, with at most one step queued ahead.
         gpu.pace().await?;
@@ -705,12 +804,12 @@ pub async fn generate_from_text(
             None => preview,
         };
         if !on_step(Progress { step: k + 1, steps: total, latents: &latents, preview }) {
-            drop((slots, text, t_tensors, w_cond, tiny_read));
+            drop((slots, text, t_tensors, w_cond, tiny_read, cond, keep));
             gpu.trim_pool();
             return Err(Error::Cancelled);
         }
     }
-    drop((slots, text, t_tensors, preview_read, tiny_read, w_cond));
+    drop((slots, text, t_tensors, preview_read, tiny_read, w_cond, cond, keep));
 
     let lat = gpu.read(&latents).await?;
     if let Some(i) = lat.iter().position(|v| !v.is_finite()) {
@@ -782,7 +881,11 @@ pub async fn generate_from_text(
             for (j, v) in data.iter_mut().enumerate() {
                 *v = (src[(j % 3) * hw + j / 3] * 0.5 + 0.5).clamp(0.0, 1.0);
             }
-            Rgb { width: w, height: h, data }
+            let img = Rgb { width: w, height: h, data };
+            match &paste {
+                Some((init, soft)) => crate::inpaint::paste_back(&img, init, soft),
+                None => img,
+            }
         })
         .collect();
     Ok(Output {
@@ -875,6 +978,9 @@ pub fn a1111_parameters(p: &Params, seed: u64, model: &str, batch_pos: usize) ->
         s.push_str(", VAE: TAESD");
     }
     if let Some(img) = &p.init_image {
+        if p.mask.is_some() {
+            s.push_str(", Mask blur: 0");
+        }
         s.push_str(&format!(", Denoising strength: {}", p.strength));
         if (img.width, img.height) != (p.width, p.height) {
             s.push_str(&format!(", Resize mode: {}", p.resize_mode.a1111()));

@@ -1,11 +1,13 @@
 // The sd-webgpu page: model loading (URL, file, folder, drag-and-drop), generation with live
 // preview, gallery. Programs only against the API in sd-webgpu.d.ts.
 import { StableDiffusion } from "./sd-webgpu.js";
+import { MaskEditor, decodeImage } from "./mask-editor.js";
 
 const $ = (s) => document.querySelector(s);
 const STORE_KEY = "sd-webgpu.form";
 const FIELDS = ["model", "tiny-vae", "variant", "dtype", "vae-dtype", "prompt", "negative", "steps", "guidance", "seed",
-  "random-seed", "width", "height", "sampler", "batch", "strength", "resize-mode", "prompt-weighting", "lora-url"];
+  "random-seed", "width", "height", "sampler", "batch", "strength", "resize-mode", "prompt-weighting", "lora-url",
+  "mask-size", "mask-soft", "paste-back", "extend-px"];
 const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras", lcm: "LCM" };
 
 let sd = null;            // the loaded StableDiffusion, or null
@@ -15,6 +17,8 @@ let abort = null;         // AbortController of the running generation
 let lastSource = null;    // what the last load was asked for (for "Continue without caching")
 let deviceLost = null;    // message of the last device loss, until the next successful generation
 const loraScales = new Map(); // LoRA name -> the scale of the next generation (the list's order)
+let editor = null;        // the MaskEditor of the start image (inpainting / outpainting)
+let lastGenerateOptions = null; // what the last Generate passed to sd.generate (for the tests)
 
 // ---------- small helpers ----------
 
@@ -434,10 +438,18 @@ function readParams() {
   }
   const init = $("#init-image").files[0];
   if (init) {
-    p.initImage = init;
+    // The file as chosen; once the editor has extended it (outpainting), the editor's image.
+    p.initImage = editor.loaded && editor.modified ? editor.imageData() : init;
     p.strength = num("strength");
     if (!(p.strength > 0 && p.strength <= 1)) throw new Error("Strength must be in (0, 1].");
     p.resizeMode = $("#resize-mode").value;
+    // Inpainting when the mask has any non-black pixel: the mask canvas at the image's size
+    // (white = repaint, black = keep); an all-black mask is plain img2img.
+    const mask = editor.loaded ? editor.maskData() : null;
+    if (mask) {
+      p.mask = mask;
+      p.pasteBack = $("#paste-back").checked;
+    }
   }
   return p;
 }
@@ -474,7 +486,9 @@ async function generate() {
     if (preview) drawPreview(preview);
   };
   try {
-    const { images, warnings = [] } = await sd.generate({ ...params, onStep, signal: abort.signal });
+    const options = { ...params, onStep, signal: abort.signal };
+    lastGenerateOptions = options;
+    const { images, warnings = [] } = await sd.generate(options);
     const secs = (performance.now() - started) / 1000;
     deviceLost = null;
     for (const img of images) addResult(img, params);
@@ -532,7 +546,7 @@ function addResult(img, params) {
   const what = `seed ${img.seed} · ${params.steps} steps · CFG ${params.guidanceScale} · ` +
     `${SAMPLER_NAMES[params.sampler] || params.sampler} · ${img.imageData.width}×${img.imageData.height}` +
     (params.batch > 1 ? ` · batch pos ${img.batchPos}/${params.batch}` : "") +
-    (params.initImage ? ` · img2img ${params.strength}` : "");
+    (params.mask ? ` · inpaint ${params.strength}${params.pasteBack ? " · pasted back" : ""}` : params.initImage ? ` · img2img ${params.strength}` : "");
   const prompt = document.createElement("span");
   prompt.className = "prompt";
   prompt.textContent = params.prompt;
@@ -554,6 +568,57 @@ function addResult(img, params) {
   cap.append(prompt, meta, actions);
   fig.append(el, cap);
   $("#gallery").prepend(fig);
+}
+
+// ---------- start image editor: inpainting mask and outpainting ----------
+
+// Width and height follow the start image (the editor's, i.e. after an extension too),
+// rounded to 64.
+function startImageSized() {
+  const w = editor.width, h = editor.height;
+  $("#width").value = String(roundTo64(w));
+  $("#height").value = String(roundTo64(h));
+  $("#init-size").textContent = `Start image ${w}×${h}${editor.modified ? " (extended)" : ""}; output ${$("#width").value}×${$("#height").value}.`;
+  saveForm();
+}
+
+function showMaskInfo() {
+  const cover = editor.coverage();
+  const any = !!editor.maskData();
+  $("#mask-info").textContent = !any ? "No mask: plain image to image. Paint the area to repaint (white), or upload a mask."
+    : `Inpainting: ${(cover * 100).toFixed(1)} % of the image is repainted (mask ≥ 50 %).`;
+  $("#paste-back").disabled = !any;
+}
+
+function wireEditor() {
+  editor = new MaskEditor({
+    stage: $("#mask-stage"),
+    image: $("#mask-image"),
+    overlay: $("#mask-canvas"),
+    brushSize: $("#mask-size"),
+    softEdge: $("#mask-soft"),
+    tool: document.querySelectorAll("input[name=mask-tool]"),
+  }, { onChange: showMaskInfo });
+  $("#mask-clear").onclick = () => editor.clear();
+  $("#mask-invert").onclick = () => editor.invert();
+  $("#mask-file").onchange = async (e) => {
+    const f = e.target.files[0];
+    if (!f || !editor.loaded) return;
+    try {
+      const bmp = await decodeImage(f);
+      editor.loadMask(bmp);
+      bmp.close?.();
+    } catch {
+      message("The mask could not be decoded: use a PNG (white = repaint, black = keep).", true);
+    }
+  };
+  for (const side of ["left", "right", "top", "bottom"]) {
+    $(`#extend-${side}`).onclick = () => {
+      const n = Number($("#extend-px").value);
+      if (!Number.isInteger(n) || n < 1 || n > 2048) { message("Extend by a whole number of pixels from 1 to 2048.", true); return; }
+      if (editor.extend({ [side]: n })) startImageSized();
+    };
+  }
 }
 
 // ---------- wiring ----------
@@ -609,29 +674,30 @@ function wire() {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
   });
 
-  let initUrl = null;
+  wireEditor();
   $("#init-image").onchange = async (e) => {
-    if (initUrl) URL.revokeObjectURL(initUrl);
     const f = e.target.files[0];
-    initUrl = f ? URL.createObjectURL(f) : null;
-    $("#init-preview").src = initUrl || "";
     $("#init-row").hidden = !f;
+    $("#mask-editor").hidden = true;
     $("#init-size").textContent = "";
+    $("#mask-file").value = "";
+    editor.clearImage();
     if (!f) return;
     // Width and height start at the image's size rounded to 64 (what the library does when
     // they are left out); a user can change them: the image is then fitted by the resize mode.
+    let bmp;
     try {
-      const bmp = await createImageBitmap(f);
-      const w = bmp.width, h = bmp.height;
-      bmp.close?.();
-      if ($("#init-image").files[0] !== f) return; // another file was chosen meanwhile
-      $("#width").value = String(roundTo64(w));
-      $("#height").value = String(roundTo64(h));
-      $("#init-size").textContent = `Start image ${w}×${h}; output ${$("#width").value}×${$("#height").value}.`;
-      saveForm();
+      bmp = await decodeImage(f);
     } catch {
       message("The start image could not be decoded: use a PNG, JPEG or WebP file.", true);
+      return;
     }
+    if ($("#init-image").files[0] !== f) { bmp.close?.(); return; } // another file was chosen meanwhile
+    editor.setImage(bmp);
+    bmp.close?.();
+    $("#mask-editor").hidden = false;
+    startImageSized();
+    showMaskInfo();
   };
   $("#init-clear").onclick = () => { $("#init-image").value = ""; $("#init-image").dispatchEvent(new Event("change")); };
   $("#clear-gallery").onclick = () => {
@@ -688,6 +754,13 @@ function foreignHost(model) {
 
 // For the browser console (and the end-to-end tests): the loaded model, e.g.
 // `await sdApp.model.stats()`.
-globalThis.sdApp = { get model() { return sd; } };
+// `sdApp.lastGenerateOptions`: the options object of the last sd.generate call (its mask is
+// the ImageData sent); `sdApp.readParams()`: what Generate would pass now (throws like it).
+globalThis.sdApp = {
+  get model() { return sd; },
+  get lastGenerateOptions() { return lastGenerateOptions; },
+  readParams: () => readParams(),
+  get editor() { return editor; },
+};
 
 main();

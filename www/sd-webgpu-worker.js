@@ -272,8 +272,9 @@ async function imageRgba(img) {
   return { rgba: new Uint8Array(d.data.buffer), width: d.width, height: d.height };
 }
 
-async function generate(id, p, initImage) {
+async function generate(id, p, initImage, maskImage) {
   const init = await imageRgba(initImage);
+  const mask = await imageRgba(maskImage);
   const seed = p.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
   const params = JSON.stringify({ ...p, seed, preview: !!p.preview });
   // The text encoder was freed after the last prompt: stream it back (from the cache).
@@ -295,7 +296,7 @@ async function generate(id, p, initImage) {
     self.postMessage({ id, type: "step", step, steps, preview }, transfer);
     return !cancelled.has(id);
   };
-  const out = await wasm.generate(params, init?.rgba, init?.width ?? 0, init?.height ?? 0, onStep);
+  const out = await wasm.generate(params, init?.rgba, init?.width ?? 0, init?.height ?? 0, mask?.rgba, mask?.width ?? 0, mask?.height ?? 0, onStep);
   return {
     images: Array.from(out.images, (o) => ({ width: o.width, height: o.height, rgba: o.rgba, png: o.png, seed: o.seed, parameters: o.parameters, batchPos: o.batchPos })),
     warnings: Array.from(out.warnings ?? [], String),
@@ -317,7 +318,7 @@ self.onmessage = async (ev) => {
         reply(await load(ev.data.options, (p) => self.postMessage({ id, type: "progress", progress: p })));
         break;
       case "generate": {
-        const out = await generate(id, ev.data.params, ev.data.initImage);
+        const out = await generate(id, ev.data.params, ev.data.initImage, ev.data.mask);
         cancelled.delete(id);
         reply(out, out.images.flatMap((i) => [i.rgba.buffer, i.png.buffer]));
         break;

@@ -300,7 +300,7 @@ export class StableDiffusion {
   }
 
   async generate(options) {
-    const { onStep, signal, initImage, preview, ...p } = options || {};
+    const { onStep, signal, initImage, mask, preview, ...p } = options || {};
     if (signal?.aborted) throw abortError();
     if (typeof p.prompt !== "string") throw new TypeError("generate: prompt must be a string");
     for (const k of ["steps", "guidanceScale", "seed", "width", "height", "strength", "batch", "batchPos"]) {
@@ -325,6 +325,8 @@ export class StableDiffusion {
         return { name: l.name, scale };
       });
     }
+    if (mask != null && initImage == null) throw new TypeError("generate: mask needs an initImage to inpaint (white = repaint, black = keep)");
+    if (p.pasteBack != null && typeof p.pasteBack !== "boolean") throw new TypeError(`generate: pasteBack must be true or false (got ${JSON.stringify(p.pasteBack)})`);
     if (p.resizeMode != null && !RESIZE_MODES.includes(p.resizeMode)) throw new TypeError(`generate: resizeMode must be one of ${RESIZE_MODES.map((m) => `"${m}"`).join(", ")} (got ${JSON.stringify(p.resizeMode)})`);
     await this.#ensure();
     const want = preview ?? !!onStep;
@@ -332,7 +334,7 @@ export class StableDiffusion {
     const abort = () => this.#worker?.postMessage({ type: "cancel", target: id });
     signal?.addEventListener("abort", abort, { once: true });
     try {
-      const pr = this.#call("generate", { params: { ...p, preview: want }, initImage }, { onStep });
+      const pr = this.#call("generate", { params: { ...p, preview: want }, initImage, mask }, { onStep });
       id = this.#nextId - 1;
       const out = await pr;
       return {

@@ -236,6 +236,12 @@ mod native {
     /// (`cond_stage_model.model.transformer.*`, where SD 1.x has
     /// `cond_stage_model.transformer.*`). Reads the safetensors header only.
     pub fn single_file_is_sd2(path: &Path) -> crate::Result<bool> {
+        Ok(single_file_header(path)?.is_some_and(|text| text.contains("\"cond_stage_model.model.transformer.resblocks.")))
+    }
+
+    /// The safetensors header of a single file (None when its length field is implausible:
+    /// the streaming parser reports that file properly later).
+    fn single_file_header(path: &Path) -> crate::Result<Option<String>> {
         use std::io::Read;
         let io = |e: std::io::Error| WeightError::Io { file: path.display().to_string(), detail: e.to_string() };
         let mut f = std::fs::File::open(path).map_err(io)?;
@@ -245,12 +251,24 @@ mod native {
         let len = f.metadata().map_err(io)?.len();
         // The streaming parser checks the header fully later; here only a bounded read.
         if n > len.saturating_sub(8) || n > (100 << 20) {
-            return Ok(false);
+            return Ok(None);
         }
         let mut h = vec![0u8; n as usize];
         f.read_exact(&mut h).map_err(io)?;
-        let text = String::from_utf8_lossy(&h);
-        Ok(text.contains("\"cond_stage_model.model.transformer.resblocks."))
+        Ok(Some(String::from_utf8_lossy(&h).into_owned()))
+    }
+
+    /// The configs of an original single-file checkpoint: SD 2.x's when its text encoder is
+    /// OpenCLIP's, else SD 1.5's; the UNet's input channels from its first convolution
+    /// (`input_blocks.0.0.weight` [C, 9, 3, 3]: an inpainting checkpoint).
+    pub fn single_file_configs(path: &Path) -> crate::Result<Configs> {
+        let mut cfg = if single_file_is_sd2(path)? { Configs::sd21() } else { Configs::default() };
+        if let Some(text) = single_file_header(path)? {
+            if let Some(c) = super::unet_in_channels_of_header(&text) {
+                cfg.unet.in_channels = c;
+            }
+        }
+        Ok(cfg)
     }
 
     /// Configs of a diffusers folder (each component's config.json).
@@ -308,8 +326,7 @@ mod native {
                 Source::SingleFile(file, cfgs) => {
                     let cfg = match cfgs {
                         Some(c) => c.clone(),
-                        None if single_file_is_sd2(file)? => Configs::sd21(),
-                        None => Configs::default(),
+                        None => single_file_configs(file)?,
                     };
                     let mut loader = Self::loader(gpu, &cfg, dtype, components);
                     stream_file(&mut loader, file, cfg.single_file_layout())?;
@@ -321,3 +338,13 @@ mod native {
 }
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::*;
+
+/// The UNet's input channels of an original single-file checkpoint, from its safetensors
+/// header text (`model.diffusion_model.input_blocks.0.0.weight`'s second dimension: 9 for
+/// an inpainting checkpoint); None when the header does not say.
+pub fn unet_in_channels_of_header(header: &str) -> Option<usize> {
+    let v: serde_json::Value = serde_json::from_str(header).ok()?;
+    let shape = v.get("model.diffusion_model.input_blocks.0.0.weight")?.get("shape")?.as_array()?;
+    let c = shape.get(1)?.as_u64()?;
+    (shape.len() == 4 && (1..=64).contains(&c)).then_some(c as usize)
+}

@@ -388,6 +388,7 @@ struct GenParams {
     timestep_spacing: Option<String>,
     prediction_type: Option<String>,
     prompt_weighting: Option<bool>,
+    paste_back: Option<bool>,
     /// LoRAs to merge for this generation: `[{name, scale}]` (loaded with beginLora … finishLora);
     /// the prompt's `<lora:name:scale>` tags add to / override these.
     loras: Option<Vec<LoraRequest>>,
@@ -429,7 +430,7 @@ fn count(v: Option<f64>, default: usize, what: &str) -> Result<usize, JsValue> {
 
 /// The pipeline's parameters for the API's generate options on `model`: what the options
 /// leave out is the model's default (steps, guidance, sampler, size) or the pipeline's.
-fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>) -> Result<Params, JsValue> {
+fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>, mask: Option<Rgb>) -> Result<Params, JsValue> {
     if !(g.seed.is_finite() && g.seed >= 0.0 && g.seed.fract() == 0.0 && g.seed <= 9_007_199_254_740_991.0) {
         return Err(invalid(format!("seed must be a whole number between 0 and 2^53 (got {})", g.seed)));
     }
@@ -466,6 +467,8 @@ fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>) -> Result<Par
         batch_pos: g.batch_pos.map(|v| count(Some(v), 1, "batchPos")).transpose()?,
         init_image,
         strength: g.strength.unwrap_or(d.strength),
+        mask,
+        paste_back: g.paste_back.unwrap_or(d.paste_back),
         resize_mode,
         decoder,
         timestep_spacing,
@@ -476,13 +479,23 @@ fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>) -> Result<Par
 
 /// Generate. `params`: JSON of the API's generate options (seed already chosen);
 /// `init_rgba` + size: the img2img image as 8-bit RGBA (any size: fitted to width × height
-/// by `resizeMode`). `on_step(step, steps, preview)` is called after each step (preview:
+/// by `resizeMode`); `mask_rgba` + size: the inpainting mask as 8-bit RGBA (any size; white =
+/// repaint; its grey level composited on black by alpha). `on_step(step, steps, preview)` is called after each step (preview:
 /// `{width, height, rgba}` or null) and returns false to cancel. Resolves to
 /// `{images: [{width, height, rgba, png, seed, parameters, batchPos}, …], warnings,
 /// droppedTokens: {prompt, negativePrompt}}`. Nothing after the VAE can lose the images: a
 /// PNG metadata problem becomes a warning.
 #[wasm_bindgen]
-pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u32, init_height: u32, on_step: js_sys::Function) -> Result<js_sys::Object, JsValue> {
+pub async fn generate(
+    params: String,
+    init_rgba: Option<Vec<u8>>,
+    init_width: u32,
+    init_height: u32,
+    mask_rgba: Option<Vec<u8>>,
+    mask_width: u32,
+    mask_height: u32,
+    on_step: js_sys::Function,
+) -> Result<js_sys::Object, JsValue> {
     let g: GenParams = serde_json::from_str(&params).map_err(|e| invalid(format!("bad generate options: {e}")))?;
     let requested = requested_loras(&g)?;
     let init_image = match init_rgba {
@@ -499,12 +512,21 @@ pub async fn generate(params: String, init_rgba: Option<Vec<u8>>, init_width: u3
         }
         None => None,
     };
+    let mask = match mask_rgba {
+        Some(px) => {
+            if let Some(why) = crate::image::input_size_problem(mask_width as u64, mask_height as u64) {
+                return Err(invalid(why.replace("start image", "mask")));
+            }
+            Some(crate::inpaint::mask_from_rgba(&px, mask_width as usize, mask_height as usize).map_err(js_err)?)
+        }
+        None => None,
+    };
     let (gpu, model) = with_state(|st| {
         let m = st.model.clone().ok_or_else(|| invalid("no model is loaded"))?;
         Ok((st.gpu.clone(), m))
     })?;
     let run = RunOptions { preview: g.preview.unwrap_or(false) };
-    let p = params_of(g, &model, init_image)?;
+    let p = params_of(g, &model, init_image, mask)?;
     // LoRAs: the requested ones and the prompt's tags (unknown tags are warnings, as in
     // A1111), merged on the GPU from the kept base weights (nothing is reloaded); the tags are
     // taken out of the prompt when it is encoded.
@@ -628,7 +650,7 @@ pub fn text_encoder_needed(params: String) -> Result<bool, JsValue> {
             return Ok(false);
         }
         drop(sd);
-        let p = params_of(g, m, None)?;
+        let p = params_of(g, m, None, None)?;
         let sd = m.sd.borrow();
         // The text-encoder LoRAs this generation will merge (those of a changed set need the
         // text encoder back to be merged into).

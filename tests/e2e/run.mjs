@@ -24,6 +24,11 @@
 //                                (API, and #warnings on the page with its checkbox off); with it (the
 //                                default) 3 chunks of 75: nothing dropped, no warning
 //   ui_img2img_any_size          the page: a 100x70 start image -> 128x64 inputs, "Resize and fill"
+//   ui_inpaint                   the page's mask editor with the 9-channel inpainting model
+//                                (/model-inpaint/): init.png + uploaded mask.png vs diffusers
+//                                (e2e-short inpaint9_e2e); the mask sent is mask.png exactly; a painted
+//                                stroke (pointer events) is exact in the mask; outpainting extends
+//                                the image and the mask (screenshots inpaint-editor / outpaint-editor)
 //   ui_generate                  the page (fp16 / f16 defaults), form, gallery, screenshots; vs diffusers
 //   ui_lora                      the page: a kohya LoRA from a URL (/lora/), scale 1 / 0.4 / a <lora:…> tag /
 //                                removed: images differ from no-LoRA and between scales, the tag equals
@@ -89,8 +94,11 @@ const turboVirtual = Object.fromEntries(
     ["tokenizer/merges.txt", "../tiny-sd15/model/tokenizer/merges.txt"],
   ].map(([url, file]) => [`/model-turbo/${url}`, fs.readFileSync(path.join(SD2, file))]),
 );
+// The inpainting bundle: model-inpaint (9-channel UNet; text encoder, VAE, tokenizer and
+// scheduler are symlinks into sd15-realconfig/model), init.png and its soft-edged mask.png.
+const INPAINT = path.join(ROOT, "tests/fixtures/inpaint");
 const server = new TestServer({
-  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/model-turbo/": path.join(SD2, "model-turbo"), "/taesd/": path.join(ROOT, "tests/fixtures/taesd/taesd"), "/lora/": path.join(ROOT, "tests/fixtures/lora"), "/__e2e__/": PAGES },
+  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/model-turbo/": path.join(SD2, "model-turbo"), "/taesd/": path.join(ROOT, "tests/fixtures/taesd/taesd"), "/lora/": path.join(ROOT, "tests/fixtures/lora"), "/model-inpaint/": path.join(INPAINT, "model-inpaint"), "/__e2e__/": PAGES },
   virtual: turboVirtual,
   port: Number(process.env.E2E_PORT || 0),
 });
@@ -771,6 +779,166 @@ test("ui_img2img_any_size", async (t) => {
   }
   shared.real = t.keep(b);
 }, { timeoutMs: 8 * MIN });
+
+test("ui_inpaint", async (t) => {
+  // The page's mask editor: diffusers' StableDiffusionInpaintPipeline golden (e2e-short
+  // inpaint9_e2e: init.png + mask.png, 4 DDIM steps with CFG, 64²) generated through the page
+  // with the uploaded mask; then a painted stroke and an outpainting extension, read through
+  // the hook sdApp.readParams() (what Generate passes to sd.generate) without generating.
+  const g = GS("inpaint9_e2e");
+  const initPng = path.join(INPAINT, "init.png"), maskPng = path.join(INPAINT, "mask.png");
+  const init = decodePng(fs.readFileSync(initPng)), maskFile = decodePng(fs.readFileSync(maskPng));
+  const W = init.width, H = init.height;
+  assert(W === g.width && H === g.height && maskFile.width === W && maskFile.height === H, `fixture sizes: init ${W}x${H}, mask ${maskFile.width}x${maskFile.height}, golden ${g.width}x${g.height}`);
+  const b = await t.launch({ viewport: { width: 1280, height: 900 } });
+  const page = b.page;
+  const resp = await page.goto(`${base()}/index.html?model=/model-inpaint/&variant=none&dtype=f32&autoload=1`);
+  assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
+  const state = await waitForState(page, ["ready", "error"], 5 * MIN);
+  assert(state === "ready", `page state "${state}": ${await page.textContent("#message")}`);
+
+  // A mask as the hook returns it: { w, h, grey (R), opaqueGrey (R = G = B, alpha 255) }.
+  const sentMask = (expr) => page.evaluate((e) => {
+    const o = e === "last" ? window.sdApp.lastGenerateOptions : window.sdApp.readParams();
+    const m = o && o.mask;
+    if (!m) return null;
+    const d = m.data;
+    let opaqueGrey = true;
+    const grey = [];
+    for (let i = 0; i < d.length; i += 4) {
+      grey.push(d[i]);
+      if (d[i + 1] !== d[i] || d[i + 2] !== d[i] || d[i + 3] !== 255) opaqueGrey = false;
+    }
+    const init = o.initImage;
+    return { isImageData: m instanceof ImageData, w: m.width, h: m.height, grey, opaqueGrey, pasteBack: o.pasteBack,
+      init: init instanceof File ? { file: init.name } : init instanceof ImageData ? { w: init.width, h: init.height, rgba: Array.from(init.data) } : String(init) };
+  }, expr);
+  const maskGrey = (x, y) => maskFile.rgba[(y * W + x) * 4];
+  const sameAsMaskPng = (m, what) => {
+    assert(m && m.isImageData, `${what}: no mask ImageData (${JSON.stringify(m && { w: m.w, h: m.h })})`);
+    assert(m.w === W && m.h === H && m.opaqueGrey, `${what}: mask is ${m.w}x${m.h}, opaque grey ${m.opaqueGrey}`);
+    let differ = 0;
+    for (let i = 0; i < W * H; i++) if (m.grey[i] !== maskFile.rgba[i * 4]) differ++;
+    assert(differ === 0, `${what}: ${differ} mask pixels differ from mask.png`);
+  };
+
+  // (a) init.png + mask.png upload, the golden's parameters.
+  await page.setInputFiles("#init-image", initPng);
+  await page.waitForFunction(() => !document.querySelector("#mask-editor").hidden, null, { timeout: 30_000 });
+  const sized = await page.evaluate(() => ({ w: document.querySelector("#width").value, h: document.querySelector("#height").value, size: document.querySelector("#init-size").textContent, info: document.querySelector("#mask-info").textContent }));
+  t.log(`start image chosen: width/height ${sized.w}x${sized.h}; #init-size ${JSON.stringify(sized.size)}; #mask-info ${JSON.stringify(sized.info)}`);
+  assert(sized.w === String(W) && sized.h === String(H), `width/height ${sized.w}x${sized.h}, expected ${W}x${H}`);
+  assert((await sentMask("now")) === null, "an empty (black) mask is sent: it must be plain img2img");
+  await page.setInputFiles("#mask-file", maskPng);
+  await page.waitForFunction(() => /Inpainting/.test(document.querySelector("#mask-info").textContent), null, { timeout: 30_000 });
+  t.log(`mask uploaded: #mask-info ${JSON.stringify(await page.textContent("#mask-info"))}`);
+  sameAsMaskPng(await sentMask("now"), "uploaded mask (readParams)");
+
+  await page.fill("#prompt", g.case.prompt);
+  await page.fill("#negative", g.case.negative_prompt);
+  await setValue(page, "#steps", String(g.case.steps));
+  await setValue(page, "#guidance", String(g.case.guidance_scale));
+  await page.setChecked("#random-seed", false);
+  await setValue(page, "#seed", String(g.case.seed));
+  await setValue(page, "#width", String(g.width));
+  await setValue(page, "#height", String(g.height));
+  await setValue(page, "#batch", "1");
+  await page.selectOption("#sampler", g.case.sampler);
+  await setValue(page, "#strength", String(g.case.strength));
+  await page.setChecked("#prompt-weighting", false); // diffusers' plain prompt encoding
+  assert(!(await page.isChecked("#paste-back")), "#paste-back is checked by default");
+  const t0 = Date.now();
+  await page.click("#generate");
+  await page.waitForFunction(() => document.querySelector("#gallery figure.result") || document.body.dataset.state === "error", null, { timeout: 6 * MIN });
+  const end = await waitForState(page, ["ready", "error"], 2 * MIN);
+  const secs = (Date.now() - t0) / 1000;
+  const sent = await sentMask("last");
+  t.log(`generated through the page in ${secs.toFixed(1)} s, state "${end}"; sent initImage ${JSON.stringify(sent && sent.init)}, pasteBack ${sent && sent.pasteBack}`);
+  sameAsMaskPng(sent, "mask passed to sd.generate");
+  assert(sent.init && sent.init.file === "init.png", `initImage passed to sd.generate: ${JSON.stringify(sent.init)}, expected the chosen file`);
+  assert(sent.pasteBack === false, `pasteBack passed: ${sent.pasteBack}, expected false`);
+  assert(end === "ready", `state after generation: "${end}": ${await page.textContent("#message")}`);
+  const res = await page.evaluate(async () => {
+    const img = document.querySelector("#gallery figure.result img");
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    c.getContext("2d").drawImage(img, 0, 0);
+    return { px: Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data), parameters: img.title, caption: document.querySelector("#gallery figure.result figcaption").textContent };
+  });
+  t.log(`parameters ${JSON.stringify(res.parameters)}; caption ${JSON.stringify(res.caption)}`);
+  const cmp = compareImage(res.px, g);
+  t.log(`golden ${g.name}: ${fmtCompare(cmp)} (tolerance ${API_TOL})`);
+  assert(cmp.mean <= API_TOL, `mean error ${cmp.mean.toExponential(3)} > ${API_TOL} (${fmtCompare(cmp)})`);
+  assert(res.parameters.includes(`Denoising strength: ${g.case.strength}`) && /Mask blur: \d+/.test(res.parameters), `parameters lack "Denoising strength: ${g.case.strength}" / "Mask blur: N": ${JSON.stringify(res.parameters)}`);
+
+  // (b) one stroke with the mouse (pointer events) over the uploaded mask: brush 12 px (radius
+  // 6), hard edge. Client coordinates -> image pixels through the canvas's box, as the page.
+  const R = 6;
+  await setValue(page, "#mask-size", String(2 * R));
+  await setValue(page, "#mask-soft", "0");
+  await page.locator("#mask-canvas").scrollIntoViewIfNeeded();
+  const box = await page.locator("#mask-canvas").boundingBox();
+  const [ax, ay, bx, by] = [14, 46, 50, 18]; // image pixels
+  const client = (x, y) => [box.x + (x * box.width) / W, box.y + (y * box.height) / H];
+  await page.mouse.move(...client(ax, ay));
+  await page.mouse.down();
+  await page.mouse.move(...client(bx, by), { steps: 12 });
+  await page.mouse.up();
+  await page.waitForFunction(() => /Inpainting/.test(document.querySelector("#mask-info").textContent), null, { timeout: 5_000 });
+  const stroked = await sentMask("now");
+  assert(stroked && stroked.w === W && stroked.h === H && stroked.opaqueGrey, `mask after the stroke: ${JSON.stringify(stroked && { w: stroked.w, h: stroked.h, opaqueGrey: stroked.opaqueGrey })}`);
+  const segDist = (px, py) => {
+    const dx = bx - ax, dy = by - ay;
+    const u = Math.max(0, Math.min(1, ((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy)));
+    return Math.hypot(px - (ax + u * dx), py - (ay + u * dy));
+  };
+  let inside = 0, insideBad = 0, away = 0, awayBad = 0, firstBad = null;
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const d = segDist(x + 0.5, y + 0.5), v = stroked.grey[y * W + x];
+      if (d < R - 1.5) {
+        inside++;
+        if (v !== 255) { insideBad++; firstBad ??= { x, y, d, v, want: 255 }; }
+      } else if (d > R + 1.5) {
+        away++;
+        if (v !== maskGrey(x, y)) { awayBad++; firstBad ??= { x, y, d, v, want: maskGrey(x, y) }; }
+      }
+    }
+  }
+  t.log(`stroke (${ax},${ay})-(${bx},${by}) radius ${R} on a ${box.width.toFixed(0)}x${box.height.toFixed(0)} px canvas: ${inside} pixels inside (${insideBad} not 255), ${away} away (${awayBad} not mask.png's)${firstBad ? `; first bad ${JSON.stringify(firstBad)}` : ""}`);
+  assert(inside > 100 && insideBad === 0 && awayBad === 0, `the stroke is not exact in the mask sent: ${insideBad} inside pixels not 255, ${awayBad} pixels away from it differ from mask.png (first ${JSON.stringify(firstBad)})`);
+  fs.mkdirSync(OUT, { recursive: true });
+  await page.locator("#mask-editor").screenshot({ path: path.join(OUT, "inpaint-editor.png") });
+
+  // (c) outpainting: 64 px on the right -> a 128x64 image (the old one at x < 64, the border
+  // its last column replicated) and mask (the old one, the border white); width becomes 128.
+  await setValue(page, "#extend-px", "64");
+  await page.click("#extend-right");
+  await page.waitForFunction(() => document.querySelector("#width").value === "128", null, { timeout: 5_000 })
+    .catch(async () => { throw new AssertionError(`width is ${await page.inputValue("#width")} after extending 64 px to the right, expected 128`); });
+  const ext = await sentMask("now");
+  const extSize = await page.evaluate(() => ({ w: document.querySelector("#width").value, h: document.querySelector("#height").value, size: document.querySelector("#init-size").textContent }));
+  t.log(`extended: width/height ${extSize.w}x${extSize.h}; #init-size ${JSON.stringify(extSize.size)}; mask ${ext && ext.w}x${ext && ext.h}; initImage ${ext && ext.init && (ext.init.file ?? `${ext.init.w}x${ext.init.h} ImageData`)}`);
+  assert(extSize.h === "64" && /128×64/.test(extSize.size), `after extending: height ${extSize.h}, #init-size ${JSON.stringify(extSize.size)}`);
+  const W2 = 2 * W;
+  assert(ext && ext.w === W2 && ext.h === H && ext.opaqueGrey, `extended mask: ${JSON.stringify(ext && { w: ext.w, h: ext.h, opaqueGrey: ext.opaqueGrey })}`);
+  assert(ext.init && ext.init.w === W2 && ext.init.h === H, `extended initImage: ${JSON.stringify(ext.init && { file: ext.init.file, w: ext.init.w, h: ext.init.h })}, expected ${W2}x${H} ImageData`);
+  let maskBad = 0, imgBad = 0;
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W2; x++) {
+      const want = x < W ? stroked.grey[y * W + x] : 255;
+      if (ext.grey[y * W2 + x] !== want) maskBad++;
+      const sx = Math.min(x, W - 1);
+      for (let c = 0; c < 4; c++) if (ext.init.rgba[(y * W2 + x) * 4 + c] !== init.rgba[(y * W + sx) * 4 + c]) imgBad++;
+    }
+  }
+  t.log(`extended mask: ${maskBad} pixels differ from (old mask | white border); extended image: ${imgBad} values differ from (init.png | its last column)`);
+  assert(maskBad === 0 && imgBad === 0, `outpainting: ${maskBad} mask pixels and ${imgBad} image values are wrong`);
+  await page.locator("#mask-editor").screenshot({ path: path.join(OUT, "outpaint-editor.png") });
+  t.log(`screenshots: ${path.relative(ROOT, OUT)}/inpaint-editor.png, outpaint-editor.png`);
+}, { timeoutMs: 10 * MIN });
 
 test("ui_generate", async (t) => {
   const g = GS("txt2img_ddim_3steps");

@@ -106,19 +106,24 @@ pub fn input_size_problem(width: u64, height: u64) -> Option<String> {
 /// before the pixels are allocated.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<Rgb> {
     let bad = |e: String| Error::Invalid(format!("{name}: not a readable PNG or JPEG image: {e}"));
+    let rgb = decode_limited(bytes, name, "image")?.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(bad("the image is empty".into()));
+    }
+    Ok(Rgb { width: w, height: h, data: rgb.into_raw().into_iter().map(|v| v as f32 / 255.0).collect() })
+}
+
+/// Decode a PNG or JPEG within the input limits (`what`: the word in the message).
+pub fn decode_limited(bytes: &[u8], name: &str, what: &str) -> Result<image::DynamicImage> {
+    let bad = |e: String| Error::Invalid(format!("{name}: not a readable PNG or JPEG {what}: {e}"));
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_INPUT_SIDE);
     limits.max_image_height = Some(MAX_INPUT_SIDE);
     limits.max_alloc = Some(1 << 30);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
-    let rgb = img.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(bad("the image is empty".into()));
-    }
-    Ok(Rgb { width: w, height: h, data: rgb.into_raw().into_iter().map(|v| v as f32 / 255.0).collect() })
+    reader.decode().map_err(|e| bad(e.to_string()))
 }
 
 /// How an img2img image is fitted to the output size (AUTOMATIC1111's resize modes).

@@ -28,20 +28,8 @@ pub fn mask_from_rgba(rgba: &[u8], width: usize, height: usize) -> Result<Rgb> {
 /// Decode a mask PNG or JPEG (grey, RGB or with alpha; any size) with [`mask_from_rgba`]'s
 /// reading. The size is checked before the pixels are allocated.
 pub fn decode_mask(bytes: &[u8], name: &str) -> Result<Rgb> {
-    let bad = |e: String| Error::Invalid(format!("{name}: not a readable PNG or JPEG mask: {e}"));
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(crate::image::MAX_INPUT_SIDE);
-    limits.max_image_height = Some(crate::image::MAX_INPUT_SIDE);
-    limits.max_alloc = Some(1 << 30);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
-    let rgba = img.to_rgba8();
-    let (w, h) = (rgba.width() as usize, rgba.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(bad("the image is empty".into()));
-    }
-    mask_from_rgba(rgba.as_raw(), w, h)
+    let rgba = crate::image::decode_limited(bytes, name, "mask")?.to_rgba8();
+    mask_from_rgba(rgba.as_raw(), rgba.width() as usize, rgba.height() as usize)
 }
 
 /// Everything the inpainting pipeline takes from the start image and the mask.

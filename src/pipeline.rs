@@ -588,6 +588,7 @@ pub async fn generate_from_text(
 
     // The encoder of start images: the VAE's posterior sample (one random draw of one
     // image's latents) or TAESD's latents (no draw), × the scaling factor; [1, c, h, w].
+    let tiny_encodes = matches!((p.decoder, &sd.tiny_vae), (Decoder::Tiny, Some(_)));
     let encode = |chw: &[f32], rng: &mut TorchRng| -> Result<Tensor> {
         match (p.decoder, &sd.tiny_vae) {
             (Decoder::Tiny, Some(tiny)) => {
@@ -670,19 +671,20 @@ pub async fn generate_from_text(
                 let masked = ops::lincomb(gpu, &[OpTerm { t: &masked, offset: 0, coef: 1.0 }], &[1, lc, lh * lw], DType::F32)?;
                 let one = ops::concat_channels(gpu, &m, &masked)?;
                 cond = Some(repeat(&one, ub, &[ub, 1 + lc, lh, lw], dt)?);
+                drop((image_b, noise));
             } else {
-                if !matches!((p.decoder, &sd.tiny_vae), (Decoder::Tiny, Some(_))) {
+                if !tiny_encodes {
                     // The masked image's sample is not used by a 4-channel UNet: only its draw.
                     let _ = rng.randn(per);
                 }
                 let mfull: Vec<f32> = (0..ln).map(|k| prep.latent[k % (lh * lw)]).collect();
                 let mt = gpu.upload(&lshape, DType::F32, &mfull)?;
-                keep = Some((image_b.clone().ok_or_else(|| Error::Invalid("inpainting without the start image's latents".into()))?, noise.clone(), mt));
+                let z = image_b.ok_or_else(|| Error::Invalid("inpainting without the start image's latents".into()))?;
+                keep = Some((z, noise, mt));
             }
             if p.paste_back {
-                paste = Some((prep.image.clone(), prep.soft.clone()));
+                paste = Some((prep.image, prep.soft));
             }
-            drop((image_b, noise));
             gpu.trim_pool();
             (begin, latents)
         }

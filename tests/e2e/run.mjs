@@ -834,16 +834,7 @@ test("ui_inpaint", async (t) => {
   t.log(`mask uploaded: #mask-info ${JSON.stringify(await page.textContent("#mask-info"))}`);
   sameAsMaskPng(await sentMask("now"), "uploaded mask (readParams)");
 
-  await page.fill("#prompt", g.case.prompt);
-  await page.fill("#negative", g.case.negative_prompt);
-  await setValue(page, "#steps", String(g.case.steps));
-  await setValue(page, "#guidance", String(g.case.guidance_scale));
-  await page.setChecked("#random-seed", false);
-  await setValue(page, "#seed", String(g.case.seed));
-  await setValue(page, "#width", String(g.width));
-  await setValue(page, "#height", String(g.height));
-  await setValue(page, "#batch", "1");
-  await page.selectOption("#sampler", g.case.sampler);
+  await fillGoldenForm(page, g);
   await setValue(page, "#strength", String(g.case.strength));
   await page.setChecked("#prompt-weighting", false); // diffusers' plain prompt encoding
   assert(!(await page.isChecked("#paste-back")), "#paste-back is checked by default");
@@ -958,16 +949,7 @@ test("ui_generate", async (t) => {
   const want = [...served.values()].reduce((a, n) => a + n, 0);
   assert(server.bytesSent("/model/") === want, `the page fetched ${server.bytesSent("/model/")} bytes under /model/ for ${want} bytes of files: something was downloaded twice`);
 
-  await page.fill("#prompt", g.case.prompt);
-  await page.fill("#negative", g.case.negative_prompt);
-  await setValue(page, "#steps", String(g.case.steps));
-  await setValue(page, "#guidance", String(g.case.guidance_scale));
-  await page.setChecked("#random-seed", false);
-  await setValue(page, "#seed", String(g.case.seed));
-  await setValue(page, "#width", String(g.width));
-  await setValue(page, "#height", String(g.height));
-  await page.selectOption("#sampler", g.case.sampler);
-  await setValue(page, "#batch", "1");
+  await fillGoldenForm(page, g);
   const form = await page.evaluate(() => Object.fromEntries(["#prompt", "#negative", "#steps", "#guidance", "#seed", "#width", "#height", "#sampler", "#batch"].map((s) => [s, document.querySelector(s).value]).concat([["#random-seed", document.querySelector("#random-seed").checked]])));
   t.log(`form: ${JSON.stringify(form)}`);
   const t0 = Date.now();
@@ -1825,6 +1807,20 @@ async function waitForState(page, states, timeoutMs) {
 }
 
 /** Sets an input/select value like a user would (fill where possible, else value + events). */
+// The page's form set to a golden case's parameters (batch 1, the case's seed).
+async function fillGoldenForm(page, g) {
+  await page.fill("#prompt", g.case.prompt);
+  await page.fill("#negative", g.case.negative_prompt);
+  await setValue(page, "#steps", String(g.case.steps));
+  await setValue(page, "#guidance", String(g.case.guidance_scale));
+  await page.setChecked("#random-seed", false);
+  await setValue(page, "#seed", String(g.case.seed));
+  await setValue(page, "#width", String(g.width));
+  await setValue(page, "#height", String(g.height));
+  await page.selectOption("#sampler", g.case.sampler);
+  await setValue(page, "#batch", "1");
+}
+
 async function setValue(page, sel, value) {
   const kind = await page.evaluate((s) => {
     const el = document.querySelector(s);

@@ -31,6 +31,7 @@ bundle_files!(
     "inpaint/golden.safetensors",
     "inpaint/init.png",
     "inpaint/mask.png",
+    "inpaint/model-inpaint/scheduler/scheduler_config.json",
     "inpaint/model-inpaint/unet/config.json",
     "inpaint/model-inpaint/unet/diffusion_pytorch_model.safetensors",
 );

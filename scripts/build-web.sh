@@ -39,7 +39,7 @@ out_name=$(sed -n 's/^name = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cargo build --release --target wasm32-unknown-unknown --lib
 rm -rf dist
 mkdir -p "dist/$target_path"
-wasm-bindgen "target/wasm32-unknown-unknown/release/$target_name.wasm" \
+wasm-bindgen "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/$target_name.wasm" \
   --target "$bindgen_target" --out-dir "dist/$target_path" --out-name "$out_name" --no-typescript
 
 # copy-file links: the file as it is; css links: the file, linked as a stylesheet; the rust

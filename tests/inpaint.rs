@@ -8,9 +8,11 @@
 //!   outside the latent mask equal the init image's latents.
 //!
 //! Asserted as the real-world parity tests: final latents max |ours − diffusers| ≤
-//! 1e-4·max|ref| (f32), image mean ≤ 2e-3 and max ≤ 2/255. CI runs every case natively; in the
-//! browser (SwiftShader: ~15 s per CFG step) CI runs the mask processing and the strength-0.75
-//! DDIM case (7 steps), the others are `#[ignore]`d there with their reason and run with
+//! 1e-4·max|ref| (f32), image mean ≤ 2e-3 and max ≤ 2/255. CI runs every case natively, and
+//! the strength-0.75 DDIM case once more from a single-file checkpoint; in the browser
+//! (SwiftShader: ~15 s per CFG step) CI runs the mask processing and the checkpoint-header
+//! reading, e2e `ui_inpaint` the 9-channel pipeline through the page against a 4-step golden
+//! of the same case; the generations are `#[ignore]`d there with their reason and run with
 //! `wasm-pack test --headless --chrome --release --test inpaint -- --include-ignored`.
 mod common;
 
@@ -84,6 +86,12 @@ cpu_test!(mask_processing, || {
 });
 
 async fn run_case(name: &'static str, dtype: DType) {
+    let nine = case(name)["model"] == "model-inpaint";
+    run_case_on(name, dtype, |gpu| if nine { load_inpaint_model(gpu, dtype) } else { common::model::load_realconfig(gpu, dtype) }).await
+}
+
+/// One case of the bundle on the model `load` gives.
+async fn run_case_on(name: &'static str, dtype: DType, load: impl FnOnce(&Gpu) -> StableDiffusion) {
     let c = case(name);
     assert_eq!(c["kind"], "pipeline");
     assert_eq!(c["pipeline"], "StableDiffusionInpaintPipeline");
@@ -96,8 +104,7 @@ async fn run_case(name: &'static str, dtype: DType) {
     let p = Params { init_image: Some(init_png()), mask: Some(mask_png()), ..common::parity::v2_params(&c) };
     let gpu = common::gpu(true).await;
     let t0 = common::now_ms();
-    let nine = c["model"] == "model-inpaint";
-    let sd = if nine { load_inpaint_model(&gpu, dtype) } else { common::model::load_realconfig(&gpu, dtype) };
+    let sd = load(&gpu);
     let tok = realconfig_tokenizer();
     let want_ts: Vec<f64> = c["scheduler"]["timesteps_visited"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let mut steps_seen = 0;
@@ -121,8 +128,130 @@ async fn run_case(name: &'static str, dtype: DType) {
     assert!(text.contains("Mask blur: 0, Denoising strength: "), "{text}");
 }
 
-gpu_test!(inpaint9_partial_ddim_f32, run_case("inpaint9_partial_ddim", DType::F32));
+// In the browser (SwiftShader, ~15 s per CFG step) e2e ui_inpaint runs the 9-channel pipeline
+// through the page against diffusers' 4-step golden of this case (tests/fixtures/e2e-short);
+// these five run there on demand (`-- --include-ignored`).
+native_test!(inpaint9_partial_ddim_f32, run_case("inpaint9_partial_ddim", DType::F32));
 native_test!(inpaint9_full_ddim_f32, run_case("inpaint9_full_ddim", DType::F32));
 native_test!(inpaint9_full_euler_a_f32, run_case("inpaint9_full_euler_a", DType::F32));
 native_test!(inpaint9_partial_euler_a_f32, run_case("inpaint9_partial_euler_a", DType::F32));
 native_test!(inpaint4_legacy_f32, run_case("inpaint4_legacy", DType::F32));
+
+/// A safetensors header of a checkpoint with the given first convolution and text-encoder key.
+fn checkpoint_bytes(conv_in: [usize; 4], te_key: &str) -> Vec<u8> {
+    let n = conv_in.iter().product::<usize>() * 4;
+    let header = serde_json::json!({
+        "model.diffusion_model.input_blocks.0.0.weight": {"dtype": "F32", "shape": conv_in, "data_offsets": [0, n]},
+        te_key: {"dtype": "F32", "shape": [1], "data_offsets": [n, n + 4]},
+    })
+    .to_string();
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.resize(b.len() + n + 4, 0);
+    b
+}
+
+// A single-file checkpoint's configs come from its header, read as the browser streams the
+// file (in chunks that split the length field and the header): a 9-channel first convolution
+// is an inpainting UNet, OpenCLIP text-encoder keys SD 2.x; an unreadable header is SD 1.5's
+// (the loader reports the file).
+cpu_test!(single_file_configs_from_the_streamed_header, || {
+    use sd_webgpu::model::{checkpoint_configs, CheckpointSniffer, Configs};
+    let sd15_te = "cond_stage_model.transformer.text_model.final_layer_norm.weight";
+    let sd2_te = "cond_stage_model.model.transformer.resblocks.0.ln_1.weight";
+    let sniff = |b: &[u8], chunk: usize, total: Option<u64>| -> (Configs, usize) {
+        let mut s = CheckpointSniffer::default();
+        for (i, c) in b.chunks(chunk).enumerate() {
+            if let Some(cfg) = s.push(c, total, false) {
+                let read = ((i + 1) * chunk).min(b.len());
+                assert_eq!(s.into_held(), &b[..read], "the held bytes are what was pushed, in order");
+                return (cfg, (i + 1) * chunk);
+            }
+        }
+        (s.push(&[], total, true).expect("the end decides"), b.len())
+    };
+    for (conv, te, channels, sd2) in [([320, 9, 3, 3], sd15_te, 9, false), ([320, 4, 3, 3], sd15_te, 4, false), ([320, 9, 3, 3], sd2_te, 9, true), ([320, 4, 3, 3], sd2_te, 4, true)] {
+        let b = checkpoint_bytes(conv, te);
+        for chunk in [3, 7, 64, 1 << 20] {
+            let (cfg, read) = sniff(&b, chunk, Some(b.len() as u64));
+            assert_eq!(cfg.unet.in_channels, channels, "{conv:?} {te} in chunks of {chunk}");
+            assert_eq!(cfg.clip.hidden_act == "gelu", sd2, "{te}: SD 2.x");
+            let header = 8 + u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+            assert!(read >= header && read < header + chunk, "decided after {read} bytes, header ends at {header}");
+        }
+        let h = String::from_utf8(b[8..8 + u64::from_le_bytes(b[..8].try_into().unwrap()) as usize].to_vec()).unwrap();
+        assert_eq!(checkpoint_configs(Some(&h)).unet.in_channels, channels);
+    }
+    let sd15 = Configs::default();
+    // A length field beyond the file or over 100 MiB, a file that ends inside its header or its
+    // length field: SD 1.5's configs, decided at once or at the end.
+    let b = checkpoint_bytes([320, 9, 3, 3], sd15_te);
+    let mut huge = b.clone();
+    huge[..8].copy_from_slice(&(200u64 << 20).to_le_bytes());
+    assert_eq!(sniff(&huge, 64, None).0.unet.in_channels, sd15.unet.in_channels);
+    assert_eq!(sniff(&huge, 64, None).1, 64, "an implausible length is decided at once");
+    assert_eq!(sniff(&b, 64, Some(100)).0.unet.in_channels, 4, "a header longer than the file");
+    assert_eq!(sniff(&b[..40], 7, None).0.unet.in_channels, 4, "a file cut inside its header");
+    assert_eq!(sniff(&b[..5], 2, None).0.unet.in_channels, 4, "a file cut inside its length");
+    assert_eq!(checkpoint_configs(None).unet.in_channels, 4);
+});
+
+/// model-inpaint as one original single-file checkpoint (as the stable-diffusion-inpainting
+/// repo's `sd-v1-5-inpainting.safetensors`): tiny-sd15's single file (its text encoder and VAE
+/// are model-inpaint's) with every UNet tensor replaced by model-inpaint's under the original
+/// name the single-file loader translates (`input_blocks.0.0.weight` [32, 9, 3, 3]).
+#[cfg(not(target_arch = "wasm32"))]
+fn inpaint_single_file() -> Vec<u8> {
+    use safetensors::tensor::TensorView;
+    let base = fixtures::file("tiny-sd15/model.safetensors");
+    let base = safetensors::SafeTensors::deserialize(&base).unwrap();
+    let unet = fx("inpaint/model-inpaint/unet/diffusion_pytorch_model.safetensors");
+    let unet = safetensors::SafeTensors::deserialize(&unet).unwrap();
+    let cfg = common::model::configs();
+    let (ul, vl) = (cfg.unet_layout(), sd_webgpu::weights::keymap::VaeLayout { levels: cfg.vae.block_out_channels.len() });
+    let mut replaced = 0;
+    let mut out = Vec::new();
+    for (name, t) in base.tensors() {
+        let t = match name.strip_prefix("model.diffusion_model.") {
+            Some(_) => {
+                let d = sd_webgpu::weights::keymap::single_file(&name, &ul, &vl).unwrap_or_else(|| panic!("{name}: no diffusers name"));
+                let u = unet.tensor(d.strip_prefix("unet/").unwrap()).unwrap_or_else(|e| panic!("{d}: {e}"));
+                replaced += 1;
+                let shape = if u.shape().iter().product::<usize>() == t.shape().iter().product::<usize>() { t.shape().to_vec() } else { u.shape().to_vec() };
+                TensorView::new(u.dtype(), shape, u.data()).unwrap()
+            }
+            None => t,
+        };
+        out.push((name, t));
+    }
+    assert_eq!(replaced, unet.len(), "every UNet tensor of model-inpaint");
+    safetensors::serialize(out, None).unwrap()
+}
+
+/// The strength-0.75 DDIM case on model-inpaint loaded from one single-file checkpoint: the
+/// 9 input channels are read from its header (the CLI's path; the browser's worker gets the
+/// same configs from the same header, tested above), the image is diffusers'.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn inpaint9_single_file_checkpoint_f32() {
+    use sd_webgpu::model::Source;
+    let path = std::env::temp_dir().join(format!("sd-webgpu-inpaint-{}.safetensors", std::process::id()));
+    std::fs::write(&path, inpaint_single_file()).unwrap();
+    let detected = sd_webgpu::model::single_file_configs(&path);
+    let result = std::panic::catch_unwind(|| {
+        let detected = detected.expect("read the header");
+        assert_eq!(detected.unet.in_channels, 9, "input_blocks.0.0.weight [32, 9, 3, 3]: an inpainting UNet");
+        assert!(!sd_webgpu::model::single_file_is_sd2(&path).unwrap());
+        // The tiny widths are not in a checkpoint (a real one has SD 1.5's): the tiny configs
+        // with the channels the header gave.
+        let mut cfg = common::model::configs();
+        cfg.unet.in_channels = detected.unet.in_channels;
+        pollster::block_on(run_case_on("inpaint9_partial_ddim", DType::F32, |gpu| {
+            StableDiffusion::load_components(gpu, &Source::SingleFile(path.clone(), Some(cfg)), DType::F32, &COMPONENTS, &[]).expect("load the single file")
+        }));
+    });
+    let _ = std::fs::remove_file(&path);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

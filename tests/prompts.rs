@@ -284,3 +284,75 @@ fn every_case_of_the_bundle_is_tested() {
         assert!(covered, "prompts case {name} has no test");
     }
 }
+
+// The parser's own cases (A1111 / LPW syntax corners, LoRA tags, chunk counts), in both runners.
+fn p(s: &str) -> Vec<(String, f64)> {
+    prompt::parse_attention(s)
+}
+fn v(items: &[(&str, f64)]) -> Vec<(String, f64)> {
+    items.iter().map(|(s, w)| (s.to_string(), *w)).collect()
+}
+
+/// The examples of `parse_prompt_attention`'s docstring (exact f64 weights).
+fn docstring_examples() {
+    assert_eq!(p("normal text"), v(&[("normal text", 1.0)]));
+    assert_eq!(p("an (important) word"), v(&[("an ", 1.0), ("important", 1.1), (" word", 1.0)]));
+    assert_eq!(p("(unbalanced"), v(&[("unbalanced", 1.1)]));
+    assert_eq!(p("\\(literal\\]"), v(&[("(literal]", 1.0)]));
+    assert_eq!(p("(unnecessary)(parens)"), v(&[("unnecessaryparens", 1.1)]));
+    // The docstring's last example verbatim.
+    assert_eq!(
+        p("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."),
+        v(&[("a ", 1.0), ("house", 1.5730000000000004), (" ", 1.1), ("on", 1.0), (" a ", 1.1), ("hill", 0.55), (", sun, ", 1.1), ("sky", 1.4641000000000006), (".", 1.1)])
+    );
+    assert_eq!(p(""), v(&[("", 1.0)]));
+}
+
+fn brackets_escapes_and_colons() {
+    // Unmatched closers are text; a colon that starts no weight is text; `\\` is one `\`;
+    // a lone `\` vanishes (LPW appends an empty run, merged away).
+    assert_eq!(p("a) b] c"), v(&[("a) b] c", 1.0)]));
+    assert_eq!(p("ratio 16:9, (x:2)"), v(&[("ratio 16:9, ", 1.0), ("x", 2.0)]));
+    assert_eq!(p("a\\\\b \\c"), v(&[("a\\b c", 1.0)]));
+    assert_eq!(p("[[x]]"), v(&[("x", (1.0 / 1.1) * (1.0 / 1.1))]));
+    assert_eq!(p("[x"), v(&[("x", 1.0 / 1.1)]));
+    // `(x:w)` outside round brackets is text; a weight closes the innermost round bracket.
+    assert_eq!(p("x:1.5)"), v(&[("x:1.5)", 1.0)]));
+    assert_eq!(p("(a [b:1.5) c]"), v(&[("a ", 1.5), ("b", 1.5 * (1.0 / 1.1)), (" c", 1.0 / 1.1)]));
+    assert_eq!(p("(a:-0.5) (b:+.5) (c:2.)"), v(&[("a", -0.5), (" ", 1.0), ("b", 0.5), (" ", 1.0), ("c", 2.0)]));
+    // `float()` reads any Unicode decimal digits, as `\d` matches them.
+    assert_eq!(p("(a:\u{0661}.\u{0665})"), v(&[("a", 1.5)]));
+    // Python's float() refuses these: LPW raises; here the colon is text.
+    assert_eq!(p("(a:1.2.3)"), v(&[("a:1.2.3", 1.1)]));
+    assert_eq!(p("(a:.)"), v(&[("a:.", 1.1)]));
+    assert_eq!(p("(a: 1.2)"), v(&[("a: 1.2", 1.1)]));
+    // Multi-byte text around the brackets.
+    assert_eq!(p("東京 (夜:1.2)"), v(&[("東京 ", 1.0), ("夜", 1.2)]));
+}
+
+fn lora_tags() {
+    assert_eq!(prompt::extract_loras("a cat <lora:foo:0.8>, <lora:bar>"), ("a cat , ".to_string(), vec![("foo".to_string(), 0.8), ("bar".to_string(), 1.0)]));
+    assert_eq!(prompt::extract_loras("<lora:my style: 1.5 >x"), ("x".to_string(), vec![("my style".to_string(), 1.5)]));
+    // Malformed: no closing `>`, bad or non-finite number, empty name, extra fields.
+    for s in ["a <lora:foo", "a <lora:foo:abc> b", "<lora:foo:inf>", "<lora::1>", "<lora:>", "<lora:a:1:2>"] {
+        assert_eq!(prompt::extract_loras(s), (s.to_string(), vec![]), "{s}");
+    }
+    // A malformed start does not hide a tag after it; other `<…>` text stays.
+    assert_eq!(prompt::extract_loras("<lora:x:y> <lora:z:0.5> <b>"), ("<lora:x:y>  <b>".to_string(), vec![("z".to_string(), 0.5)]));
+    assert_eq!(prompt::extract_loras("<lora:a<lora:b:2>"), ("<lora:a".to_string(), vec![("b".to_string(), 2.0)]));
+    assert_eq!(prompt::extract_loras(""), (String::new(), vec![]));
+}
+
+fn chunk_counts() {
+    assert_eq!(prompt::chunk_count(&[0]), 1);
+    assert_eq!(prompt::chunk_count(&[0, 0]), 1);
+    assert_eq!(prompt::chunk_count(&[75]), 1);
+    assert_eq!(prompt::chunk_count(&[76, 3]), 2);
+    assert_eq!(prompt::chunk_count(&[3, 150]), 2);
+    assert_eq!(prompt::chunk_count(&[151]), 3);
+    assert_eq!(prompt::chunk_count(&[225]), 3);
+}
+cpu_test!(parser_docstring_examples, docstring_examples);
+cpu_test!(parser_brackets_escapes_and_colons, brackets_escapes_and_colons);
+cpu_test!(parser_lora_tags, lora_tags);
+cpu_test!(parser_chunk_counts, chunk_counts);

@@ -232,11 +232,10 @@ mod native {
     }
 
 
-    /// Whether an original single-file checkpoint is SD 2.x: its text encoder is OpenCLIP's
-    /// (`cond_stage_model.model.transformer.*`, where SD 1.x has
-    /// `cond_stage_model.transformer.*`). Reads the safetensors header only.
+    /// Whether an original single-file checkpoint is SD 2.x (see [`super::checkpoint_configs`]).
+    /// Reads the safetensors header only.
     pub fn single_file_is_sd2(path: &Path) -> crate::Result<bool> {
-        Ok(single_file_header(path)?.is_some_and(|text| text.contains("\"cond_stage_model.model.transformer.resblocks.")))
+        Ok(single_file_header(path)?.as_deref().is_some_and(super::checkpoint_is_sd2))
     }
 
     /// The safetensors header of a single file (None when its length field is implausible:
@@ -247,28 +246,16 @@ mod native {
         let mut f = std::fs::File::open(path).map_err(io)?;
         let mut n = [0u8; 8];
         f.read_exact(&mut n).map_err(io)?;
-        let n = u64::from_le_bytes(n);
         let len = f.metadata().map_err(io)?.len();
-        // The streaming parser checks the header fully later; here only a bounded read.
-        if n > len.saturating_sub(8) || n > (100 << 20) {
-            return Ok(None);
-        }
-        let mut h = vec![0u8; n as usize];
+        let Some(n) = super::checkpoint_header_len(n, Some(len)) else { return Ok(None) };
+        let mut h = vec![0u8; n];
         f.read_exact(&mut h).map_err(io)?;
         Ok(Some(String::from_utf8_lossy(&h).into_owned()))
     }
 
-    /// The configs of an original single-file checkpoint: SD 2.x's when its text encoder is
-    /// OpenCLIP's, else SD 1.5's; the UNet's input channels from its first convolution
-    /// (`input_blocks.0.0.weight` [C, 9, 3, 3]: an inpainting checkpoint).
+    /// The configs of an original single-file checkpoint (see [`super::checkpoint_configs`]).
     pub fn single_file_configs(path: &Path) -> crate::Result<Configs> {
-        let mut cfg = if single_file_is_sd2(path)? { Configs::sd21() } else { Configs::default() };
-        if let Some(text) = single_file_header(path)? {
-            if let Some(c) = super::unet_in_channels_of_header(&text) {
-                cfg.unet.in_channels = c;
-            }
-        }
-        Ok(cfg)
+        Ok(super::checkpoint_configs(single_file_header(path)?.as_deref()))
     }
 
     /// Configs of a diffusers folder (each component's config.json).
@@ -347,4 +334,60 @@ pub fn unet_in_channels_of_header(header: &str) -> Option<usize> {
     let shape = v.get("model.diffusion_model.input_blocks.0.0.weight")?.get("shape")?.as_array()?;
     let c = shape.get(1)?.as_u64()?;
     (shape.len() == 4 && (1..=64).contains(&c)).then_some(c as usize)
+}
+
+/// Whether a single-file checkpoint's header is SD 2.x's: its text encoder is OpenCLIP's
+/// (`cond_stage_model.model.transformer.*`, where SD 1.x has `cond_stage_model.transformer.*`).
+pub fn checkpoint_is_sd2(header: &str) -> bool {
+    header.contains("\"cond_stage_model.model.transformer.resblocks.")
+}
+
+/// The header length of a safetensors file from its first 8 bytes, when it is plausible
+/// (at most 100 MiB and, with the file's length known, inside the file); None otherwise (the
+/// streaming parser then reports the file properly).
+pub fn checkpoint_header_len(first8: [u8; 8], file_len: Option<u64>) -> Option<usize> {
+    let n = u64::from_le_bytes(first8);
+    let inside = file_len.is_none_or(|len| n <= len.saturating_sub(8));
+    (inside && n <= (100 << 20)).then_some(n as usize)
+}
+
+/// The first bytes of a single-file checkpoint, held until its safetensors header is complete
+/// so that the model's configs come from the header before any tensor is read (the browser
+/// streams the file once). Holds the header and at most one chunk more.
+#[derive(Debug, Default)]
+pub struct CheckpointSniffer {
+    held: Vec<u8>,
+}
+
+impl CheckpointSniffer {
+    /// Add the next bytes (`total`: the file's length when known; `end`: the file ended).
+    /// Returns the configs ([`checkpoint_configs`]) once the header is complete, or SD 1.5's
+    /// when it cannot be read (the loader then reports the file); None while more is needed.
+    pub fn push(&mut self, chunk: &[u8], total: Option<u64>, end: bool) -> Option<Configs> {
+        self.held.extend_from_slice(chunk);
+        let Some(first8) = self.held.get(..8) else { return end.then(Configs::default) };
+        match checkpoint_header_len(first8.try_into().expect("8 bytes"), total) {
+            Some(n) if self.held.len() - 8 >= n => Some(checkpoint_configs(Some(&String::from_utf8_lossy(&self.held[8..8 + n])))),
+            Some(_) if !end => None,
+            _ => Some(Configs::default()),
+        }
+    }
+
+    /// The bytes pushed so far (the loader gets them first).
+    pub fn into_held(self) -> Vec<u8> {
+        self.held
+    }
+}
+
+/// The configs of an original single-file checkpoint from its safetensors header (None: a
+/// header that could not be read, SD 1.5's): SD 2.x's when its text encoder is OpenCLIP's,
+/// else SD 1.5's; the UNet's input channels from its first convolution (`input_blocks.0.0`
+/// [C, 9, 3, 3]: an inpainting checkpoint). The CLI and the browser's worker both use it.
+pub fn checkpoint_configs(header: Option<&str>) -> Configs {
+    let Some(h) = header else { return Configs::default() };
+    let mut cfg = if checkpoint_is_sd2(h) { Configs::sd21() } else { Configs::default() };
+    if let Some(c) = unet_in_channels_of_header(h) {
+        cfg.unet.in_channels = c;
+    }
+    cfg
 }

@@ -77,6 +77,12 @@ struct State {
     gpu: Gpu,
     dtypes: Dtypes,
     loading: Option<(Configs, Loader)>,
+    /// A single-file checkpoint whose configs come from its header: its first bytes are held
+    /// here until the header is complete (then `loading` starts with those configs).
+    checkpoint: Option<CheckpointStart>,
+    /// The model being loaded came from a single-file checkpoint (no tokenizer or scheduler
+    /// files: the family's own).
+    from_checkpoint: bool,
     model: Option<Rc<Model>>,
     /// A TAESD being loaded; `feeding_tiny`: the current file is one of its files.
     tiny_loading: Option<(TinyVaeConfig, Loader)>,
@@ -88,6 +94,32 @@ struct State {
     /// A LoRA file being streamed (beginLora … finishLora).
     lora_loading: Option<LoraLoader>,
     uploads: Uploads,
+}
+
+/// A single-file checkpoint begun without configs: its file (beginFile's name and total) and
+/// its first bytes until the header is complete.
+#[derive(Default)]
+struct CheckpointStart {
+    file: Option<(String, Option<u64>)>,
+    sniffer: crate::model::CheckpointSniffer,
+}
+
+impl State {
+    /// Feed a checkpoint's first bytes; once its header is complete (or cannot be read), the
+    /// model's configs come from it ([`crate::model::checkpoint_configs`]: SD 1.5 / SD 2.x,
+    /// a 9-channel inpainting UNet) and the held bytes go to the model's loader.
+    fn feed_checkpoint(&mut self, chunk: &[u8], end: bool) -> Result<(), JsValue> {
+        let Some(cs) = self.checkpoint.as_mut() else { return Ok(()) };
+        let Some((_, total)) = cs.file.clone() else { return Err(invalid("beginFile(name, total, \"checkpoint\") first")) };
+        let Some(cfg) = cs.sniffer.push(chunk, total, end) else { return Ok(()) };
+        let cs = self.checkpoint.take().expect("checked above");
+        let (name, total) = cs.file.expect("checked above");
+        let mut loader = StableDiffusion::loader(&self.gpu, &cfg, self.dtypes, &COMPONENTS);
+        loader.begin(&name, total, cfg.single_file_layout());
+        loader.feed(&cs.sniffer.into_held()).map_err(js_err)?;
+        self.loading = Some((cfg, loader));
+        Ok(())
+    }
 }
 
 thread_local! {
@@ -154,7 +186,7 @@ pub async fn init(dtype: String, vae_dtype: Option<String>, max_binding: Option<
         });
     });
     let info = serde_json::to_string(gpu.info()).map_err(|e| invalid(e.to_string()))?;
-    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtypes, loading: None, model: None, tiny_loading: None, feeding_tiny: false, tiny_pending: None, te_loading: None, lora_loading: None, uploads: Uploads::default() }));
+    STATE.with(|s| *s.borrow_mut() = Some(State { gpu, dtypes, loading: None, checkpoint: None, from_checkpoint: false, model: None, tiny_loading: None, feeding_tiny: false, tiny_pending: None, te_loading: None, lora_loading: None, uploads: Uploads::default() }));
     Ok(info)
 }
 
@@ -184,25 +216,34 @@ pub fn refuse_pickle(file: String) -> Result<(), JsValue> {
     source::refuse_pickle(&file).map_err(|e| js_err(e.into()))
 }
 
-/// Start loading a model. The configs are the text of each component's `config.json`
-/// (`None` for all three: SD 1.5's, as for a single-file checkpoint).
+/// Start loading a model. The configs are the text of each component's `config.json`, or
+/// `None` for all three: a single-file checkpoint, whose configs come from its header (SD 1.5
+/// or SD 2.x, a 9-channel inpainting UNet) when its file is fed.
 #[wasm_bindgen(js_name = beginModel)]
 pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Option<String>) -> Result<(), JsValue> {
     let cfg = match (unet, vae, text_encoder) {
-        (Some(u), Some(v), Some(t)) => Configs {
+        (Some(u), Some(v), Some(t)) => Some(Configs {
             unet: UnetConfig::from_json("unet/config.json", &u).map_err(|e| js_err(e.into()))?,
             vae: VaeConfig::from_json("vae/config.json", &v).map_err(|e| js_err(e.into()))?,
             clip: ClipConfig::from_json("text_encoder/config.json", &t).map_err(|e| js_err(e.into()))?,
-        },
-        (None, None, None) => Configs::default(),
-        _ => return Err(invalid("give the config.json of all three components, or none (SD 1.5)")),
+        }),
+        (None, None, None) => None,
+        _ => return Err(invalid("give the config.json of all three components, or none (a single-file checkpoint)")),
     };
     with_state(|st| {
         st.model = None;
         st.lora_loading = None;
+        st.loading = None;
         st.gpu.trim_pool();
-        let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtypes, &COMPONENTS);
-        st.loading = Some((cfg, loader));
+        st.from_checkpoint = cfg.is_none();
+        match cfg {
+            Some(cfg) => {
+                let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtypes, &COMPONENTS);
+                st.loading = Some((cfg, loader));
+                st.checkpoint = None;
+            }
+            None => st.checkpoint = Some(CheckpointStart::default()),
+        }
         Ok(())
     })
 }
@@ -231,6 +272,13 @@ pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result
                 return Err(invalid("only text_encoder files go into beginTextEncoder()"));
             }
             loader.begin(&name, total.map(|t| t as u64), Layout::Component(component));
+            return Ok(());
+        }
+        if let Some(cs) = st.checkpoint.as_mut() {
+            if component != "checkpoint" || cs.file.is_some() {
+                return Err(invalid("a model begun without configs is one single-file checkpoint: beginFile(name, total, \"checkpoint\")"));
+            }
+            cs.file = Some((name, total.map(|t| t as u64)));
             return Ok(());
         }
         let (cfg, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
@@ -263,7 +311,11 @@ impl State {
 #[wasm_bindgen]
 pub fn feed(chunk: &[u8]) -> Result<(), JsValue> {
     with_state(|st| {
-        st.current_loader()?.feed(chunk).map_err(js_err)?;
+        if st.checkpoint.is_some() && !st.feeding_tiny && st.te_loading.is_none() {
+            st.feed_checkpoint(chunk, false)?;
+        } else {
+            st.current_loader()?.feed(chunk).map_err(js_err)?;
+        }
         st.uploads.weight_bytes += chunk.len() as u64;
         Ok(())
     })
@@ -272,7 +324,13 @@ pub fn feed(chunk: &[u8]) -> Result<(), JsValue> {
 /// The current file ended (checks that it was complete).
 #[wasm_bindgen(js_name = endFile)]
 pub fn end_file() -> Result<(), JsValue> {
-    with_state(|st| st.current_loader()?.end().map_err(js_err))
+    with_state(|st| {
+        if st.checkpoint.is_some() && !st.feeding_tiny && st.te_loading.is_none() {
+            // A file that ended inside its header: the loader reports it.
+            st.feed_checkpoint(&[], true)?;
+        }
+        st.current_loader()?.end().map_err(js_err)
+    })
 }
 
 /// All files fed: check that every weight arrived, fuse, and get ready. `tokenizer` is
@@ -294,12 +352,20 @@ pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: O
     };
     let config = crate::tokenizer::merged_tokenizer_config(t.config.as_deref(), t.special_tokens_map.as_deref()).map_err(js_err)?;
     let t = Tok { config, ..t };
+    // A single-file SD 2.x checkpoint has neither: SD-2's tokenizer and SD-2.1's scheduler, as
+    // the CLI does.
+    let sd2_checkpoint = with_state(|st| Ok(st.from_checkpoint && st.loading.as_ref().is_some_and(|(c, _)| c.clip.hidden_act == "gelu")))?;
     let tok = match (t.tokenizer_json, t.vocab, t.merges) {
         (Some(j), _, _) => ClipTokenizer::from_tokenizer_json(&j, t.config.as_deref()),
         (None, Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(&v, &m, t.config.as_deref()),
+        _ if sd2_checkpoint => ClipTokenizer::sd2(),
         _ => ClipTokenizer::sd15(),
     }
     .map_err(js_err)?;
+    let scheduler_config = match scheduler_config {
+        None if sd2_checkpoint => Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()),
+        s => s,
+    };
     with_state(|st| {
         let (cfg, loader) = st.loading.take().ok_or_else(|| invalid("beginModel() first"))?;
         let mut sd = StableDiffusion::from_loader(cfg, st.dtypes, loader).map_err(js_err)?;
@@ -861,6 +927,7 @@ pub fn unload() {
         if let Some(st) = s.borrow_mut().as_mut() {
             st.model = None;
             st.loading = None;
+            st.checkpoint = None;
             st.tiny_loading = None;
             st.tiny_pending = None;
             st.te_loading = None;

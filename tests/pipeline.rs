@@ -194,7 +194,8 @@ native_test!(real_batch2_pos2_alone_f32, run_batch_pos("txt2img_batch2", 2, DTyp
 
 /// The tiny-sd15 table. Natively CI runs f32 and f16 storage of the cases that exercise
 /// something the real-config table below does not: img2img, no CFG at a non-square size,
-/// DPM++ 2M Karras with the tiny folder's explicit scheduler config (`dup` marks the
+/// DPM++ 2M Karras with the tiny folder's explicit scheduler config (in f16 only: `f16_only`;
+/// its f32 twin is real_dpmpp_2m_karras_f32 with another scheduler file) (`dup` marks the
 /// others: the same sampler on the same weights and kernels as the real-config case CI runs,
 /// and their f16 twins; CI skips them in both runners with that reason to stay inside its
 /// time, `cargo test --release --test pipeline -- --ignored` runs them, ~40 s each on
@@ -212,12 +213,15 @@ macro_rules! golden_case {
         native_test!($f32, run_case($bundle, $name, DType::F32));
         native_test!($f16, run_case($bundle, $name, DType::F16));
     };
+    ($f32:ident, $f16:ident, $bundle:expr, $name:literal, f16_only) => {
+        ignored_test!($f32, "same sampler, weights and kernels as the Real/ case of this sampler that CI runs (the scheduler file differs: tests/schedulers.rs checks its tables); run with --ignored (native) / --include-ignored (browser)", run_case($bundle, $name, DType::F32));
+        native_test!($f16, run_case($bundle, $name, DType::F16));
+    };
 }
 
 /// The real-config table (the tiny-sd15 weights with the real SD-1.5 scheduler and
 /// tokenizer files; the same kernels at the same sizes as the tiny-sd15 table above).
-/// Natively: f32 for every case, f16 for the cases marked `f16` (the batch and the Unicode
-/// prompt); the other f16 twins are `#[ignore]`d with their reason
+/// Natively: f32 for every case, f16 for the case marked `f16` (the batch); the other f16 twins are `#[ignore]`d with their reason
 /// (`cargo test --release --test pipeline -- --ignored` runs them: ~35 s each on lavapipe).
 /// In the browser every case is `#[ignore]`d in CI and runs with `-- --include-ignored` as
 /// above; the e2e tests run the real-config batch (and `batchPos` alone), Unicode and long
@@ -238,7 +242,7 @@ golden_case!(txt2img_ddim_f32, txt2img_ddim_f16, Bundle::Tiny, "txt2img_ddim", d
 golden_case!(txt2img_pndm_f32, txt2img_pndm_f16, Bundle::Tiny, "txt2img_pndm", dup);
 golden_case!(txt2img_euler_f32, txt2img_euler_f16, Bundle::Tiny, "txt2img_euler", dup);
 golden_case!(txt2img_euler_a_f32, txt2img_euler_a_f16, Bundle::Tiny, "txt2img_euler_a", dup);
-golden_case!(txt2img_dpmpp_2m_karras_f32, txt2img_dpmpp_2m_karras_f16, Bundle::Tiny, "txt2img_dpmpp_2m_karras", f16);
+golden_case!(txt2img_dpmpp_2m_karras_f32, txt2img_dpmpp_2m_karras_f16, Bundle::Tiny, "txt2img_dpmpp_2m_karras", f16_only);
 golden_case!(txt2img_ddim_nocfg_wide_f32, txt2img_ddim_nocfg_wide_f16, Bundle::Tiny, "txt2img_ddim_nocfg_wide", f16);
 golden_case!(img2img_ddpm_f32, img2img_ddpm_f16, Bundle::Tiny, "img2img_ddpm", f16);
 
@@ -249,7 +253,8 @@ real_case!(real_euler_f32, real_euler_f16, "txt2img_euler");
 real_case!(real_euler_a_f32, real_euler_a_f16, "txt2img_euler_a");
 real_case!(real_dpmpp_2m_karras_f32, real_dpmpp_2m_karras_f16, "txt2img_dpmpp_2m_karras");
 real_case!(real_batch2_f32, real_batch2_f16, "txt2img_batch2", f16);
-real_case!(real_unicode_f32, real_unicode_f16, "txt2img_unicode", f16);
+// The Unicode prompt is the tokenizer's business: its f16 twin repeats the f16 path.
+real_case!(real_unicode_f32, real_unicode_f16, "txt2img_unicode");
 real_case!(real_long_prompt_f32, real_long_prompt_f16, "txt2img_long_prompt");
 real_case!(real_nonsquare_f32, real_nonsquare_f16, "txt2img_nonsquare");
 

@@ -509,11 +509,13 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
         let variant = if a.no_variant { None } else { Some("fp16".to_string()) };
         (Source::Diffusers { dir: a.model.clone(), variant }, tok, sched)
     } else {
-        if crate::model::single_file_is_sd2(&a.model)? {
+        // The configs from the file's header (SD 1.5 / SD 2.x, a 9-channel inpainting UNet).
+        let cfg = crate::model::single_file_configs(&a.model)?;
+        if cfg.is_sd2() {
             eprintln!("SD-2.x single-file checkpoint (OpenCLIP text encoder): SD-2.1's configs and scheduler (v-prediction; --prediction-type epsilon for 512² base models)");
-            (Source::SingleFile(a.model.clone(), Some(crate::model::single_file_configs(&a.model)?)), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
+            (Source::SingleFile(a.model.clone(), Some(cfg)), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
         } else {
-            (Source::SingleFile(a.model.clone(), None), ClipTokenizer::sd15()?, None)
+            (Source::SingleFile(a.model.clone(), Some(cfg)), ClipTokenizer::sd15()?, None)
         }
     };
     let mut sd = StableDiffusion::load_components(&gpu, &src, dtypes, &crate::model::COMPONENTS, &[])?;

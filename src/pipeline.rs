@@ -184,7 +184,7 @@ pub fn model_defaults(sd: &StableDiffusion, scheduler_config: Option<&str>, name
         Family::Lcm
     } else if lower.contains("turbo") || (spacing == "trailing" && class == "EulerDiscreteScheduler") {
         Family::Turbo
-    } else if sd.cfg.clip.hidden_act == "gelu" {
+    } else if sd.cfg.is_sd2() {
         Family::Sd2
     } else {
         Family::Sd15

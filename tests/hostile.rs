@@ -82,10 +82,7 @@ fn render(f: &File) -> Vec<u8> {
     }
     let mut header = format!("{{{}}}", parts.join(",")).into_bytes();
     header.resize(header.len() + f.pad, b' ');
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&f.data);
-    out
+    common::fixtures::safetensors_bytes(&header, &f.data)
 }
 
 /// What an input must give.

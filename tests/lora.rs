@@ -275,11 +275,7 @@ fn split_file(b: &[u8]) -> (serde_json::Map<String, serde_json::Value>, &[u8]) {
 }
 
 fn join_file(h: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
-    let hj = serde_json::to_vec(h).unwrap();
-    let mut out = (hj.len() as u64).to_le_bytes().to_vec();
-    out.extend(hj);
-    out.extend(data);
-    out
+    fixtures::safetensors_bytes(&serde_json::to_vec(h).unwrap(), data)
 }
 
 /// The kohya file with its UNet modules in the original SD spelling (`lora_unet_input_blocks_1_1_…`).

@@ -280,11 +280,7 @@ fn wide_unet_file() -> Vec<u8> {
         header.insert(name.into(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [data.len(), data.len() + 4 * n]}));
         data.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend(h);
-    out.extend(data);
-    out
+    fixtures::safetensors_bytes(&serde_json::to_vec(&header).unwrap(), &data)
 }
 
 /// SD-1.5's head widths 40 / 80 / 160 (the tiny model's are 4-8): the wide-head attention

@@ -22,10 +22,7 @@ fn st(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn raw(header: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(header);
-    out.extend_from_slice(data);
-    out
+    common::fixtures::safetensors_bytes(header, data)
 }
 
 fn f32s(v: &[f32]) -> Vec<u8> {

@@ -84,6 +84,12 @@ impl Configs {
         c
     }
 
+    /// SD 2.x: the text encoder is OpenCLIP's (transformers' `hidden_act: gelu`; CLIP ViT-L,
+    /// SD 1.x's, has `quick_gelu`).
+    pub fn is_sd2(&self) -> bool {
+        self.clip.hidden_act == "gelu"
+    }
+
     /// Layout of an original single-file checkpoint with these configs.
     pub fn single_file_layout(&self) -> Layout {
         Layout::SingleFile { unet: self.unet_layout(), vae: VaeLayout { levels: self.vae.block_out_channels.len() } }

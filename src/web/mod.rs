@@ -105,6 +105,11 @@ struct CheckpointStart {
 }
 
 impl State {
+    /// The current file is a checkpoint whose header is not complete yet.
+    fn feeding_checkpoint(&self) -> bool {
+        self.checkpoint.is_some() && !self.feeding_tiny && self.te_loading.is_none()
+    }
+
     /// Feed a checkpoint's first bytes; once its header is complete (or cannot be read), the
     /// model's configs come from it ([`crate::model::checkpoint_configs`]: SD 1.5 / SD 2.x,
     /// a 9-channel inpainting UNet) and the held bytes go to the model's loader.
@@ -311,7 +316,7 @@ impl State {
 #[wasm_bindgen]
 pub fn feed(chunk: &[u8]) -> Result<(), JsValue> {
     with_state(|st| {
-        if st.checkpoint.is_some() && !st.feeding_tiny && st.te_loading.is_none() {
+        if st.feeding_checkpoint() {
             st.feed_checkpoint(chunk, false)?;
         } else {
             st.current_loader()?.feed(chunk).map_err(js_err)?;
@@ -325,7 +330,7 @@ pub fn feed(chunk: &[u8]) -> Result<(), JsValue> {
 #[wasm_bindgen(js_name = endFile)]
 pub fn end_file() -> Result<(), JsValue> {
     with_state(|st| {
-        if st.checkpoint.is_some() && !st.feeding_tiny && st.te_loading.is_none() {
+        if st.feeding_checkpoint() {
             // A file that ended inside its header: the loader reports it.
             st.feed_checkpoint(&[], true)?;
         }
@@ -354,7 +359,7 @@ pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: O
     let t = Tok { config, ..t };
     // A single-file SD 2.x checkpoint has neither: SD-2's tokenizer and SD-2.1's scheduler, as
     // the CLI does.
-    let sd2_checkpoint = with_state(|st| Ok(st.from_checkpoint && st.loading.as_ref().is_some_and(|(c, _)| c.clip.hidden_act == "gelu")))?;
+    let sd2_checkpoint = with_state(|st| Ok(st.from_checkpoint && st.loading.as_ref().is_some_and(|(c, _)| c.is_sd2())))?;
     let tok = match (t.tokenizer_json, t.vocab, t.merges) {
         (Some(j), _, _) => ClipTokenizer::from_tokenizer_json(&j, t.config.as_deref()),
         (None, Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(&v, &m, t.config.as_deref()),

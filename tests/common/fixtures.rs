@@ -2,6 +2,15 @@
 //! the test module for the browser (only the files the browser tests use).
 #![allow(dead_code)]
 
+/// A safetensors file from its header (JSON) and data: the header's length (u64 LE), the
+/// header, the data.
+pub fn safetensors_bytes(header: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header);
+    out.extend_from_slice(data);
+    out
+}
+
 pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd15");
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -13,9 +13,10 @@
 //!
 //! Natively CI runs everything (the sequence covers lora_kohya, lora_combined, lora_peft and
 //! lora_scale_zero on one load; their single-case twins are `#[ignore]`d with that reason). In
-//! the browser CI runs the components (diffusers' module names), the two-LoRA UNet steps, the file-format checks and
-//! `lora_kohya`; the other pipeline cases are `#[ignore]`d there (SwiftShader: ~13 s per CFG
-//! step) and run with `wasm-pack test --headless --chrome --release --test lora -- --include-ignored`.
+//! the browser CI runs the components (diffusers' module names), the two-LoRA UNet steps and the
+//! file-format checks, and e2e `ui_lora` merges, rescales and undoes a kohya LoRA through the
+//! page; the pipeline cases are `#[ignore]`d there (SwiftShader: ~13 s per CFG step) and run with
+//! `wasm-pack test --headless --chrome --release --test lora -- --include-ignored`.
 mod common;
 
 #[cfg(target_arch = "wasm32")]

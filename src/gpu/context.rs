@@ -44,11 +44,27 @@ pub struct GpuOptions {
     /// Planning mode: allocate exactly as a real run (same pool, same sizes) but create
     /// no real buffers, upload nothing and dispatch nothing; see [`Gpu::pool_stats`].
     pub plan_only: bool,
+    /// GEMM kernels for matmul / linear / conv (see [`GemmVariant`]).
+    pub gemm: GemmVariant,
+    /// Largest GEMM / conv / attention dispatch in GFLOP: larger ones are recorded as
+    /// several dispatches over ranges of output tiles (a GPU watchdog's margin).
+    pub max_dispatch_gflop: f64,
+}
+
+/// Which GEMM kernel family matmul / linear / conv use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GemmVariant {
+    /// 64×64×16 tiles, 4×4 outputs per thread (shaders/gemm_tile.wgsl).
+    V1,
+    /// 128×128 / 128×64 tiles, 8×8 / 8×4 outputs per thread, double-buffered, split-K
+    /// (shaders/gemm_v2.wgsl).
+    #[default]
+    V2,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { native_f16: true, low_power: false, max_binding_override: None, plan_only: false }
+        GpuOptions { native_f16: true, low_power: false, max_binding_override: None, plan_only: false, gemm: GemmVariant::default(), max_dispatch_gflop: 25.0 }
     }
 }
 
@@ -134,6 +150,8 @@ struct Inner {
     pace: Mutex<Option<futures_channel::oneshot::Receiver<()>>>,
     /// Mappable buffers of finished readbacks, for the next ones.
     staging: Mutex<Vec<wgpu::Buffer>>,
+    gemm: GemmVariant,
+    max_dispatch_gflop: f64,
 }
 
 type LostHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -148,10 +166,14 @@ pub struct Gpu(Arc<Inner>);
 pub struct Dispatch<'a> {
     pub file: &'static str,
     pub kernel: &'static str,
-    pub params: Vec<u32>,
-    pub tensors: Vec<&'a Tensor>,
+    pub params: &'a [u32],
+    pub tensors: &'a [&'a Tensor],
     pub workgroups: u64,
 }
+
+/// Most parameters (after `numel`) and tensors (inputs + output) of a map kernel.
+const MAP_MAX_PARAMS: usize = 15;
+const MAP_MAX_TENSORS: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -278,6 +300,8 @@ impl Gpu {
             lost_hooks,
             pace: Mutex::new(None),
             staging: Mutex::new(Vec::new()),
+            gemm: opts.gemm,
+            max_dispatch_gflop: opts.max_dispatch_gflop,
         })))
     }
 
@@ -293,6 +317,14 @@ impl Gpu {
     }
     pub fn native_f16(&self) -> bool {
         self.0.native_f16
+    }
+    /// The GEMM kernel family ([`GpuOptions::gemm`]).
+    pub fn gemm(&self) -> GemmVariant {
+        self.0.gemm
+    }
+    /// [`GpuOptions::max_dispatch_gflop`].
+    pub fn max_dispatch_gflop(&self) -> f64 {
+        self.0.max_dispatch_gflop
     }
     pub fn device(&self) -> &wgpu::Device {
         &self.0.device
@@ -679,7 +711,7 @@ impl Gpu {
         let buffers = d.tensors.iter().map(|t| t.buffer().clone()).collect();
         lock(&self.0.pending).push(Pending {
             pipe,
-            params: d.params,
+            params: d.params.to_vec(),
             buffers,
             groups,
             label: format!("{}:{}", d.file, d.kernel),
@@ -699,15 +731,20 @@ impl Gpu {
     ) -> Result<()> {
         let numel = out.numel() as u64;
         let threads = if out.dtype() == DType::F16 { numel.div_ceil(2) } else { numel };
-        let mut p = vec![numel as u32];
-        p.extend_from_slice(params);
-        let mut tensors: Vec<&Tensor> = inputs.to_vec();
-        tensors.push(out);
+        // On the stack: map kernels take a few parameters and at most a few inputs.
+        let mut p = [0u32; MAP_MAX_PARAMS + 1];
+        let mut tensors: [&Tensor; MAP_MAX_TENSORS] = [out; MAP_MAX_TENSORS];
+        if params.len() > MAP_MAX_PARAMS || inputs.len() >= MAP_MAX_TENSORS {
+            return Err(Error::Shader(file.into(), format!("map kernel {kernel}: too many parameters or inputs")));
+        }
+        p[0] = numel as u32;
+        p[1..=params.len()].copy_from_slice(params);
+        tensors[..inputs.len()].copy_from_slice(inputs);
         self.dispatch(Dispatch {
             file,
             kernel,
-            params: p,
-            tensors,
+            params: &p[..=params.len()],
+            tensors: &tensors[..=inputs.len()],
             workgroups: threads.div_ceil(super::shader::MAP_WG as u64),
         })
     }

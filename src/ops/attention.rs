@@ -51,14 +51,13 @@ pub fn attention_views(gpu: &Gpu, q: View, k: View, v: View, c: usize, heads: us
     let pairs = d % 2 == 0 && strides.iter().all(|s| s % 2 == 0);
     let out = Out::new(gpu, &[b, sq, c], q.t.dtype(), d % 2 == 0)?;
     gpu.add_flops(4.0 * (b * heads * sq) as f64 * (sk * d) as f64);
-    let mut params = vec![u(b), u(heads), u(sq), u(sk), u(d)];
-    params.extend(strides.iter().map(|&s| u(s)));
-    params.extend([causal as u32, f(scale), pairs as u32]);
+    let [s0, s1, s2, s3, s4, s5, s6, s7, s8] = strides.map(u);
+    let params = [u(b), u(heads), u(sq), u(sk), u(d), s0, s1, s2, s3, s4, s5, s6, s7, s8, causal as u32, f(scale), pairs as u32];
     gpu.dispatch(Dispatch {
         file: "attention.wgsl",
         kernel,
-        params,
-        tensors: vec![q.t, k.t, v.t, &out.t],
+        params: &params,
+        tensors: &[q.t, k.t, v.t, &out.t],
         workgroups: (b * heads * sq.div_ceil(block_q)) as u64,
     })?;
     out.finish(gpu)

@@ -1,12 +1,134 @@
 use crate::error::{shape_err, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{DType, Dispatch, GemmVariant, Gpu, Tensor};
 
 use super::{u, Act, Out};
 
+/// v1 tile (gemm_tile.wgsl): 64 × 64.
 const TILE: usize = 64;
 
 fn tiles(m: usize, n: usize, batch: usize) -> u64 {
     (m.div_ceil(TILE) * n.div_ceil(TILE) * batch) as u64
+}
+
+/// Workgroups that keep a large GPU busy (about twice the compute units of a 100+-CU part):
+/// below this, v2 takes 128 × 64 tiles, then splits K.
+const FILL_WORKGROUPS: usize = 256;
+/// Smallest K range of one split-K part.
+const MIN_KCHUNK: usize = 256;
+const MAX_SPLITS: usize = 16;
+
+/// The v2 kernel configuration for one GEMM shape (gemm_v2.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct V2Choice {
+    /// 2: 128 × 128 tiles; 1: 128 × 64.
+    pub wn: usize,
+    /// K splits (1: none).
+    pub splits: usize,
+    /// K range per split (a multiple of 8).
+    pub kchunk: usize,
+}
+
+impl V2Choice {
+    pub fn workgroups(&self, [m, n, _, batch]: [usize; 4]) -> u64 {
+        (m.div_ceil(128) * n.div_ceil(64 * self.wn) * batch * self.splits) as u64
+    }
+}
+
+/// Tile and split-K choice from the shape and the adapter's limits; `None`: the adapter
+/// cannot run v2 (fewer than 256 invocations or 16 KiB of workgroup storage) or v1 was asked.
+pub(crate) fn choose_gemm(gpu: &Gpu, [m, n, k, batch]: [usize; 4], force_splits: Option<usize>) -> Option<V2Choice> {
+    let l = gpu.limits();
+    if gpu.gemm() == GemmVariant::V1
+        || l.max_compute_invocations_per_workgroup < 256
+        || l.max_compute_workgroup_size_x < 256
+        || l.max_compute_workgroup_storage_size < 16384
+    {
+        return None;
+    }
+    let tm = m.div_ceil(128);
+    let wn = if n > 64 && tm * n.div_ceil(128) * batch >= FILL_WORKGROUPS { 2 } else { 1 };
+    let tiles = tm * n.div_ceil(64 * wn) * batch;
+    let mut splits = force_splits.unwrap_or_else(|| {
+        if tiles >= FILL_WORKGROUPS / 2 {
+            1
+        } else {
+            FILL_WORKGROUPS.div_ceil(tiles).min(k / MIN_KCHUNK).clamp(1, MAX_SPLITS)
+        }
+    });
+    // The f32 partial sums must fit one binding.
+    while splits > 1 && (splits * batch * m * n * 4) as u64 > gpu.max_binding() {
+        splits -= 1;
+    }
+    let kchunk = k.div_ceil(splits.max(1)).div_ceil(8) * 8;
+    let splits = if splits > 1 { k.div_ceil(kchunk) } else { 1 };
+    Some(V2Choice { wn, splits, kchunk: if splits > 1 { kchunk } else { 0 } })
+}
+
+/// A GEMM kernel family: the v1 kernel, the two v2 tiles and the split-K reduce.
+struct Family {
+    file: &'static str,
+    v1: &'static str,
+    v2: &'static str,
+    v2_n64: &'static str,
+    reduce: &'static str,
+}
+
+const MATMUL: Family = Family { file: "matmul.wgsl", v1: "matmul", v2: "matmul_v2", v2_n64: "matmul_v2_n64", reduce: "matmul_reduce" };
+const CONV: Family = Family { file: "conv2d.wgsl", v1: "conv2d", v2: "conv2d_v2", v2_n64: "conv2d_v2_n64", reduce: "conv2d_reduce" };
+
+/// Record `workgroups` linear workgroups of one kernel as dispatches of at most
+/// `gpu.max_dispatch_gflop()` each (the kernel's `tile0` parameter, at `params[tile0_at]`,
+/// offsets each range). Each dispatch's FLOPs are reported just before it.
+pub(crate) fn dispatch_ranges(gpu: &Gpu, file: &'static str, kernel: &'static str, params: &mut [u32], tile0_at: usize, tensors: &[&Tensor], workgroups: u64, flops: f64) -> Result<()> {
+    let per = flops / workgroups.max(1) as f64;
+    let budget = gpu.max_dispatch_gflop() * 1e9;
+    let chunk = if per > 0.0 && budget > 0.0 { ((budget / per).floor() as u64).max(1) } else { workgroups.max(1) };
+    let mut t0 = 0u64;
+    loop {
+        let cnt = chunk.min(workgroups - t0);
+        params[tile0_at] = t0 as u32;
+        gpu.add_flops(per * cnt as f64);
+        gpu.dispatch(Dispatch { file, kernel, params, tensors, workgroups: cnt })?;
+        t0 += cnt;
+        if t0 >= workgroups {
+            return Ok(());
+        }
+    }
+}
+
+/// Record one GEMM of `fam`: `main` are the kernel's tensors before its output `y`, `epi` the
+/// reduce kernel's between `part` and `y`. The last 4 params are (tile0, splits, kchunk, 0).
+fn record_gemm<const P: usize>(gpu: &Gpu, fam: &Family, mut params: [u32; P], main: &[&Tensor], epi: &[&Tensor], out: &Tensor, dims: [usize; 4], force_splits: Option<usize>) -> Result<()> {
+    let [m, n, k, batch] = dims;
+    let flops = 2.0 * (batch * m) as f64 * n as f64 * k as f64;
+    let mut t: [&Tensor; 8] = [out; 8];
+    let nm = main.len();
+    t[..nm].copy_from_slice(main);
+    let Some(c) = choose_gemm(gpu, dims, force_splits) else {
+        params[P - 3] = 1;
+        params[P - 2] = 0;
+        return dispatch_ranges(gpu, fam.file, fam.v1, &mut params, P - 4, &t[..=nm], tiles(m, n, batch), flops);
+    };
+    let kernel = if c.wn == 2 { fam.v2 } else { fam.v2_n64 };
+    params[P - 3] = c.splits as u32;
+    params[P - 2] = c.kchunk as u32;
+    if c.splits == 1 {
+        return dispatch_ranges(gpu, fam.file, kernel, &mut params, P - 4, &t[..=nm], c.workgroups(dims), flops);
+    }
+    let scratch = gpu.empty(&[c.splits * batch * m * n], DType::F32)?;
+    t[nm] = &scratch;
+    dispatch_ranges(gpu, fam.file, kernel, &mut params, P - 4, &t[..=nm], c.workgroups(dims), flops)?;
+    let mut r: [&Tensor; 8] = [out; 8];
+    r[0] = &scratch;
+    r[1..=epi.len()].copy_from_slice(epi);
+    params[P - 4] = 0;
+    gpu.dispatch(Dispatch {
+        file: fam.file,
+        kernel: fam.reduce,
+        params: &params,
+        tensors: &r[..epi.len() + 2],
+        workgroups: ((batch * m * n.div_ceil(2)) as u64).div_ceil(256),
+    })
 }
 
 fn flags(bias: Option<&Tensor>, res: Option<&Tensor>) -> u32 {
@@ -15,6 +137,11 @@ fn flags(bias: Option<&Tensor>, res: Option<&Tensor>) -> u32 {
 
 /// Batched matmul: a [B, M, K] (or [M, K]) · b [B, K, N] (or [K, N]) -> [B, M, N].
 pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_split_k(gpu, a, b, None)
+}
+
+/// [`matmul`] with the v2 split-K factor forced (`Some`: tests of the split-K path).
+pub fn matmul_split_k(gpu: &Gpu, a: &Tensor, b: &Tensor, splits: Option<usize>) -> Result<Tensor> {
     let err = || shape_err("matmul", format!("{:?} · {:?}", a.shape(), b.shape()));
     let (ba, m, k) = match a.shape() {
         [m, k] => (1, *m, *k),
@@ -31,7 +158,8 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let out_shape: Vec<usize> = if a.rank() == 3 { vec![ba, m, n] } else { vec![m, n] };
     let b_sb = if bb == 1 { 0 } else { k * n };
-    gemm(gpu, a, b, Fuse::default(), [m, n, k, ba], [m * k, k, 1], [b_sb, n, 1], &out_shape, n % 2 == 0)
+    let fz = Fuse { force_splits: splits, ..Default::default() };
+    gemm(gpu, a, b, fz, [m, n, k, ba], [m * k, k, 1], [b_sb, n, 1], &out_shape, n % 2 == 0)
 }
 
 /// Linear layer: x [..., K] · wᵀ (w [N, K], PyTorch layout) + bias [N], activation,
@@ -112,6 +240,8 @@ struct Fuse<'a> {
     a_m_fastest: bool,
     /// Output dtype when it is not A's.
     out_dtype: Option<crate::gpu::DType>,
+    /// v2 split-K factor instead of the shape's choice (tests).
+    force_splits: Option<usize>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -127,7 +257,6 @@ fn gemm(
     pairs_ok: bool,
 ) -> Result<Tensor> {
     let out = Out::new(gpu, out_shape, fz.out_dtype.unwrap_or(a.dtype()), pairs_ok)?;
-    gpu.add_flops(2.0 * (batch * m) as f64 * n as f64 * k as f64);
     let stats_dummy;
     let (stats, gamma, beta) = match (fz.layer_norm, fz.a_affine) {
         (Some(ln), _) => (ln.stats, ln.gamma, ln.beta),
@@ -145,13 +274,9 @@ fn gemm(
         | (fz.a_affine.is_some() as u32) << 4
         | (has_bias && fz.bias_per_row) as u32 * 32
         | (fz.a_m_fastest as u32) << 6;
-    gpu.dispatch(Dispatch {
-        file: "matmul.wgsl",
-        kernel: "matmul",
-        params: vec![u(m), u(n), u(k), u(batch), u(a_sb), u(a_sm), u(a_sk), u(b_sb), u(b_sk), u(b_sn), flags, fz.act as u32],
-        tensors: vec![a, b, fz.bias.unwrap_or(b), fz.residual.unwrap_or(a), stats, gamma, beta, &out.t],
-        workgroups: tiles(m, n, batch),
-    })?;
+    let params = [u(m), u(n), u(k), u(batch), u(a_sb), u(a_sm), u(a_sk), u(b_sb), u(b_sk), u(b_sn), flags, fz.act as u32, 0, 1, 0, 0];
+    let (bias, res) = (fz.bias.unwrap_or(b), fz.residual.unwrap_or(a));
+    record_gemm(gpu, &MATMUL, params, &[a, b, bias, res, stats, gamma, beta], &[bias, res], &out.t, [m, n, k, batch], fz.force_splits)?;
     out.finish(gpu)
 }
 
@@ -241,6 +366,11 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2
 /// Convolution with a fused prologue (group-norm affine, SiLU, 2× upsample of the input)
 /// and epilogue (bias, time embedding, activation, residual): one dispatch.
 pub fn conv2d_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Conv2d, fz: ConvFuse) -> Result<Tensor> {
+    conv2d_split_k(gpu, x, w, g, fz, None)
+}
+
+/// [`conv2d_fused`] with the v2 split-K factor forced (`Some`: tests of the split-K path).
+pub fn conv2d_split_k(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Conv2d, fz: ConvFuse, splits: Option<usize>) -> Result<Tensor> {
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() != 4 || ws.len() != 4 || xs[1] != ws[1] || g.stride == 0 {
         return shape_err("conv2d", format!("x {xs:?} ⊛ weight {ws:?} (stride {}): need [N, Cin, H, W] and [Cout, Cin, KH, KW]", g.stride));
@@ -283,16 +413,11 @@ pub fn conv2d_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Conv2d, fz: ConvFuse) 
     let out = Out::new(gpu, &out_shape, x.dtype(), (oh * ow) % 2 == 0)?;
     // Unused bindings point at a tensor of the right kind (never read).
     let aff_dummy = fz.input_affine.map_or_else(|| gpu.empty(&[1], crate::gpu::DType::F32), |a| Ok(a.clone()))?;
-    gpu.add_flops(2.0 * (nb * cout * oh * ow) as f64 * (cin * kh * kw) as f64);
-    gpu.dispatch(Dispatch {
-        file: "conv2d.wgsl",
-        kernel: "conv2d",
-        params: vec![
-            u(nb), u(cin), u(h), u(wd), u(cout), u(oh), u(ow), u(kh), u(kw), u(g.stride), u(pt), u(pl),
-            flags, fz.act as u32,
-        ],
-        tensors: vec![x, w, fz.bias.unwrap_or(w), fz.residual.unwrap_or(x), fz.temb.unwrap_or(w), &aff_dummy, &out.t],
-        workgroups: tiles(cout, oh * ow, nb),
-    })?;
+    let params = [
+        u(nb), u(cin), u(h), u(wd), u(cout), u(oh), u(ow), u(kh), u(kw), u(g.stride), u(pt), u(pl),
+        flags, fz.act as u32, 0, 1, 0, 0,
+    ];
+    let (bias, res, temb) = (fz.bias.unwrap_or(w), fz.residual.unwrap_or(x), fz.temb.unwrap_or(w));
+    record_gemm(gpu, &CONV, params, &[x, w, bias, res, temb, &aff_dummy], &[bias, res, temb], &out.t, [cout, oh * ow, cin * kh * kw, nb], splits)?;
     out.finish(gpu)
 }

@@ -89,8 +89,8 @@ pub fn blend_tile(gpu: &Gpu, y: &Tensor, tile: &Tensor, oy: usize, ox: usize, ra
     gpu.dispatch(Dispatch {
         file: "layout.wgsl",
         kernel: "blend_tile",
-        params: vec![u(n), u(ts[2]), u(ts[3]), u(ys[2]), u(ys[3]), u(oy), u(ox), u(ramps[0]), u(ramps[1]), u(ramps[2]), u(ramps[3])],
-        tensors: vec![tile, y],
+        params: &[u(n), u(ts[2]), u(ts[3]), u(ys[2]), u(ys[3]), u(oy), u(ox), u(ramps[0]), u(ramps[1]), u(ramps[2]), u(ramps[3])],
+        tensors: &[tile, y],
         workgroups: (n as u64).div_ceil(256),
     })
 }

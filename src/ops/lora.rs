@@ -47,8 +47,8 @@ pub fn lora_merge(gpu: &Gpu, w: &Tensor, up: &Tensor, down: &Tensor, at: MergeRo
     gpu.dispatch(Dispatch {
         file: "lora.wgsl",
         kernel: "lora_merge",
-        params: vec![u(first), u(count), u(cols), u(rank), u(at.offset), u(rows), at.interleave as u32, u(w.numel()), f(scale)],
-        tensors: vec![up, down, w],
+        params: &[u(first), u(count), u(cols), u(rank), u(at.offset), u(rows), at.interleave as u32, u(w.numel()), f(scale)],
+        tensors: &[up, down, w],
         workgroups: (count as u64).div_ceil(256),
     })
 }

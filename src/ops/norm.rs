@@ -8,8 +8,8 @@ fn row_stats(gpu: &Gpu, x: &Tensor, rows: usize, len: usize, eps: f32) -> Result
     gpu.dispatch(Dispatch {
         file: "norm.wgsl",
         kernel: "row_stats",
-        params: vec![u(rows), u(len), f(eps)],
-        tensors: vec![x, &stats],
+        params: &[u(rows), u(len), f(eps)],
+        tensors: &[x, &stats],
         workgroups: rows as u64,
     })?;
     Ok(stats)
@@ -40,8 +40,8 @@ pub fn group_norm_affine(gpu: &Gpu, x: &Tensor, groups: usize, gamma: &Tensor, b
     gpu.dispatch(Dispatch {
         file: "norm.wgsl",
         kernel: "group_affine",
-        params: vec![u(groups), u(c), u(hw), f(eps), u(n * groups)],
-        tensors: vec![x, gamma, beta, &aff],
+        params: &[u(groups), u(c), u(hw), f(eps), u(n * groups)],
+        tensors: &[x, gamma, beta, &aff],
         workgroups: (n * groups) as u64,
     })?;
     Ok(aff)
@@ -102,8 +102,8 @@ pub fn prompt_weighting(gpu: &Gpu, x: &Tensor, w: &Tensor, out: DType) -> Result
     gpu.dispatch(Dispatch {
         file: "norm.wgsl",
         kernel: "prompt_weighting",
-        params: vec![u(rows), u(len), u(c)],
-        tensors: vec![x, w, &y.t],
+        params: &[u(rows), u(len), u(c)],
+        tensors: &[x, w, &y.t],
         workgroups: rows as u64,
     })?;
     y.finish(gpu)

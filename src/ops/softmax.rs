@@ -14,8 +14,8 @@ pub fn softmax(gpu: &Gpu, x: &Tensor, scale: f32) -> Result<Tensor> {
     gpu.dispatch(Dispatch {
         file: "softmax.wgsl",
         kernel: "row_max_sum",
-        params: vec![u(rows), u(len), f(scale)],
-        tensors: vec![x, &stats],
+        params: &[u(rows), u(len), f(scale)],
+        tensors: &[x, &stats],
         workgroups: rows as u64,
     })?;
     let y = gpu.empty(x.shape(), x.dtype())?;

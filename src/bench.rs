@@ -142,6 +142,11 @@ pub struct BenchReport {
     pub unet_kernels: Vec<KernelTime>,
     /// Seconds to make (or load) and upload the weights; null with `--plan`.
     pub load_s: Option<f64>,
+    /// `--plan`: heap allocations of one CFG UNet step after warm-up on the planning GPU
+    /// (null without the counting allocator the CLI installs, and without `--plan`).
+    pub heap_allocations_per_unet_step: Option<u64>,
+    /// `--plan`: CPU time to record one CFG UNet step on the planning GPU, µs (median).
+    pub cpu_record_us_per_unet_step: Option<f64>,
 }
 
 /// Op family of a dispatch label `file:kernel`.
@@ -240,8 +245,50 @@ fn model_name(args: &BenchArgs) -> String {
     }
 }
 
-/// FLOPs and dispatches of one CFG UNet step, counted on a planning GPU.
-async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType) -> crate::Result<(Gpu, f64)> {
+/// CPU cost of recording one CFG UNet step on the planning GPU (nothing is dispatched,
+/// so this is the model code, the ops and the recorder alone): median over
+/// [`CPU_STEPS`] steps after [`CPU_WARMUP`] warm-up steps.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordCost {
+    /// Heap allocations of one step (the fewest seen); `None` without the counting
+    /// allocator ([`crate::alloc_count`]; the CLI installs it).
+    pub allocations: Option<u64>,
+    /// Microseconds to record (and flush) one step.
+    pub us: f64,
+}
+
+pub const CPU_WARMUP: usize = 2;
+pub const CPU_STEPS: usize = 7;
+
+/// Record `step` [`CPU_WARMUP`] times, then [`CPU_STEPS`] times measured ([`RecordCost`]).
+pub fn record_cost(gpu: &Gpu, step: &dyn Fn() -> crate::Result<Tensor>) -> crate::Result<RecordCost> {
+    let run = || -> crate::Result<()> {
+        let y = step()?;
+        gpu.flush()?;
+        drop(y);
+        Ok(())
+    };
+    for _ in 0..CPU_WARMUP {
+        run()?;
+    }
+    let (mut us, mut allocs) = (Vec::new(), None::<u64>);
+    us.reserve(CPU_STEPS);
+    for _ in 0..CPU_STEPS {
+        let a0 = crate::alloc_count::thread_allocations();
+        let t = Instant::now();
+        run()?;
+        let dt = t.elapsed().as_secs_f64() * 1e6;
+        if let (Some(a0), Some(a1)) = (a0, crate::alloc_count::thread_allocations()) {
+            allocs = Some(allocs.map_or(a1 - a0, |m| m.min(a1 - a0)));
+        }
+        us.push(dt);
+    }
+    Ok(RecordCost { allocations: allocs, us: median(&us) })
+}
+
+/// FLOPs and dispatches of one CFG UNet step, counted on a planning GPU, and the CPU cost
+/// of recording it.
+async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType) -> crate::Result<(Gpu, f64, RecordCost)> {
     let gpu = Gpu::new(GpuOptions { plan_only: true, ..Default::default() }).await?;
     let weights = crate::plan::placeholder_weights(&gpu, cfg, dtype, &["unet"])?;
     let (clip, unet, vae, _) = crate::model::build(cfg);
@@ -254,7 +301,9 @@ async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType) -> crate::Res
     let y = sd.unet.forward(&sd.ctx(&gpu), &x, &t, &ctx)?;
     let s1 = gpu.pool_stats();
     drop(y);
-    Ok((gpu, s1.flops - s0.flops))
+    let c = sd.ctx(&gpu);
+    let cost = record_cost(&gpu, &|| sd.unet.forward(&c, &x, &t, &ctx))?;
+    Ok((gpu, s1.flops - s0.flops, cost))
 }
 
 /// Run the benchmark (or, with `--plan`, the planner) and return its figures.
@@ -267,7 +316,7 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
     let cfg = configs(args)?;
     if args.plan {
         let p = crate::plan::plan(&cfg, size, size, dtype).await?;
-        let (pg, flops) = plan_unet_flops(&cfg, size, dtype).await?;
+        let (pg, flops, cost) = plan_unet_flops(&cfg, size, dtype).await?;
         return Ok(BenchReport {
             adapter: p.adapter,
             backend: pg.info().backend.clone(),
@@ -291,6 +340,8 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
             shares: None,
             unet_kernels: Vec::new(),
             load_s: None,
+            heap_allocations_per_unet_step: cost.allocations,
+            cpu_record_us_per_unet_step: Some(cost.us),
         });
     }
 
@@ -409,6 +460,8 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
         shares,
         unet_kernels,
         load_s: Some(load_s),
+        heap_allocations_per_unet_step: None,
+        cpu_record_us_per_unet_step: None,
     })
 }
 
@@ -444,6 +497,12 @@ pub fn table(r: &BenchReport) -> String {
     let _ = writeln!(s);
     let _ = writeln!(s, "{:<36} {:>14.3}", "GFLOP per UNet step", r.unet_gflop_per_step);
     let _ = writeln!(s, "{:<36} {:>14}", "dispatches per UNet step", r.dispatches_per_unet_step);
+    if let Some(us) = r.cpu_record_us_per_unet_step {
+        let _ = writeln!(s, "{:<36} {:>14}", "CPU to record a UNet step", format!("{:.0} µs", us));
+    }
+    if let Some(n) = r.heap_allocations_per_unet_step {
+        let _ = writeln!(s, "{:<36} {:>14}", "heap allocations per UNet step", n);
+    }
     let _ = writeln!(s, "{:<36} {:>14}", "activations per UNet step", mib(r.activation_bytes_per_unet_step));
     let _ = writeln!(s, "{:<36} {:>14}", "weights", mib(r.weights_bytes));
     let _ = writeln!(s, "{:<36} {:>14}", "peak GPU buffers", mib(r.peak_bytes));

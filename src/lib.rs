@@ -5,6 +5,8 @@
 //! (one module per shader family) → models and pipeline; [`reference`] holds
 //! naive CPU versions of every op for the tests; `web` is the only wasm-bindgen layer.
 #[cfg(not(target_arch = "wasm32"))]
+pub mod alloc_count;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;

@@ -68,6 +68,13 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** Called when the GPU device is lost; the next call reloads the model (from the cache). */
   onDeviceLost?: (message: string) => void;
+  /** The folder (absolute URL, or relative to the page) that holds the package's
+   *  `sd-webgpu-worker.js`, its `sd-webgpu-*.js` modules and `wasm/`, e.g. a CDN copy of
+   *  the package ("https://cdn.example/sd-webgpu@0.1.0/"). Default: the files next to this
+   *  module, or the copies a bundler (Vite, webpack) made of them. Another origin works when
+   *  it sends CORS headers (the worker is then started by a same-origin `blob:` module that
+   *  imports it: a CSP needs `worker-src blob:`). */
+  assetBase?: string | URL;
 }
 
 /** How an img2img start image whose size differs from width × height is fitted

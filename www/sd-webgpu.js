@@ -6,7 +6,38 @@
 
 const CACHE_DIR = "sd-webgpu-cache";
 const RESIZE_MODES = ["crop", "fit", "stretch"];
-const WORKER_URL = new URL("./sd-webgpu-worker.js", import.meta.url);
+const WORKER_FILE = "sd-webgpu-worker.js";
+
+// The folder of the worker, its modules and wasm/ given as load({ assetBase }): absolute, or
+// relative to the page; a missing final "/" is added.
+function assetBaseUrl(assetBase) {
+  const s = assetBase instanceof URL ? assetBase.href : assetBase;
+  if (typeof s !== "string" || !s.trim()) throw new TypeError(`load: assetBase must be a URL (string or URL) of the folder holding ${WORKER_FILE} and wasm/ (got ${JSON.stringify(assetBase)})`);
+  const url = new URL(s.trim(), globalThis.location?.href);
+  if (!url.pathname.endsWith("/")) url.pathname += "/";
+  url.search = "";
+  url.hash = "";
+  return url;
+}
+
+// The model's worker. Without assetBase it is the file next to this module, written inline as
+// `new Worker(new URL("./…", import.meta.url), { type: "module" })`: the form that Vite and
+// webpack recognise, so a bundled app gets the worker (with its modules and the wasm it loads
+// by `new URL(…, import.meta.url)`) as files of its own build. With assetBase it is
+// `${assetBase}sd-webgpu-worker.js`; a browser constructs no worker from another origin's URL,
+// so a cross-origin one is started by a same-origin blob: module that imports it (the host
+// must then send CORS headers for the worker's files). Returns { worker, url, shim }: the
+// blob: URL to revoke once the worker runs.
+function startWorker(assetBase) {
+  if (assetBase == null) {
+    const worker = new Worker(new URL("./sd-webgpu-worker.js", import.meta.url), { type: "module" });
+    return { worker, url: null, shim: null };
+  }
+  const url = new URL(WORKER_FILE, assetBase).href;
+  if (new URL(url).origin === globalThis.location?.origin) return { worker: new Worker(url, { type: "module" }), url, shim: null };
+  const shim = URL.createObjectURL(new Blob([`import ${JSON.stringify(url)};\n`], { type: "text/javascript" }));
+  return { worker: new Worker(shim, { type: "module" }), url, shim };
+}
 
 function abortError(message = "generation cancelled") {
   return new DOMException(message, "AbortError");
@@ -88,7 +119,8 @@ export class StableDiffusion {
     if (signal != null && !(typeof AbortSignal !== "undefined" && signal instanceof AbortSignal)) throw new TypeError("load: signal must be an AbortSignal");
     if (signal?.aborted) throw abortError("load cancelled");
     const tinyVae = opts.tinyVae == null ? null : modelSpec(opts.tinyVae);
-    const sd = new StableDiffusion({ ...opts, variant: opts.variant === undefined ? "fp16" : opts.variant, model: modelSpec(opts.model), tinyVae }, StableDiffusion.#token);
+    const assetBase = opts.assetBase == null ? null : assetBaseUrl(opts.assetBase);
+    const sd = new StableDiffusion({ ...opts, variant: opts.variant === undefined ? "fp16" : opts.variant, model: modelSpec(opts.model), tinyVae, assetBase }, StableDiffusion.#token);
     await sd.#start(signal);
     return sd;
   }
@@ -155,14 +187,14 @@ export class StableDiffusion {
   // A worker that loads the model. A load that fails or is cancelled ends its worker (and
   // with it the downloads and the GPU device): what was downloaded stays in the cache.
   async #start(signal = null) {
-    const worker = new Worker(WORKER_URL, { type: "module" });
+    const { worker, url, shim } = startWorker(this.#options.assetBase);
     this.#worker = worker;
     worker.onmessage = (ev) => this.#onMessage(ev.data);
     worker.onerror = (ev) => {
       ev.preventDefault?.();
-      this.#fail(`the sd-webgpu worker failed to start or crashed (${ev.message || "see the console"})`);
+      this.#fail(`the sd-webgpu worker failed to start or crashed (${ev.message || "see the console"})${url ? `; worker URL ${url} (load's assetBase: it must hold ${WORKER_FILE}, its modules and wasm/${shim ? ", with CORS headers" : ""})` : ""}`);
     };
-    const { onProgress, onDeviceLost, ...rest } = this.#options;
+    const { onProgress, onDeviceLost, assetBase, ...rest } = this.#options;
     let onAbort = null;
     const aborted = new Promise((_, reject) => {
       onAbort = () => reject(abortError("load cancelled: what was downloaded stays in the browser cache"));
@@ -184,6 +216,7 @@ export class StableDiffusion {
       throw e;
     } finally {
       signal?.removeEventListener("abort", onAbort);
+      if (shim) URL.revokeObjectURL(shim);
     }
   }
 

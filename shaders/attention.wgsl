@@ -40,7 +40,9 @@
 
 struct Params { batch: u32, heads: u32, sq: u32, sk: u32, d: u32, q_sb: u32, q_ss: u32,
                 k_sb: u32, k_ss: u32, v_sb: u32, v_ss: u32, q_off: u32, k_off: u32,
-                v_off: u32, causal: u32, scale: f32, pairs: u32 }
+                v_off: u32, causal: u32, scale: f32, pairs: u32, tile0: u32 }
+// P.tile0: first linear workgroup of this dispatch (large attentions are recorded as several
+// dispatches over ranges of query blocks, each within the GPU watchdog's budget).
 // P.pairs != 0: D and every offset / stride are even, so pairs (2m, 2m+1) can be read with
 // `_ld2` (one u32 for packed f16).
 
@@ -125,7 +127,7 @@ var<workgroup> red: array<vec4<f32>, 64>; // [R_BQ] × 4 lanes: row max, then ro
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let nqt = (P.sq + R_BQ - 1u) / R_BQ;
-    let wl = wid.x + wid.y * nwg.x;
+    let wl = wid.x + wid.y * nwg.x + P.tile0;
     if (wl >= P.batch * P.heads * nqt) {
         return;
     }
@@ -253,7 +255,7 @@ var<workgroup> red: array<vec4<f32>, 128>; // [W_BQ] × 16 lanes: row max, then 
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let nqt = (P.sq + W_BQ - 1u) / W_BQ;
-    let wl = wid.x + wid.y * nwg.x;
+    let wl = wid.x + wid.y * nwg.x + P.tile0;
     if (wl >= P.batch * P.heads * nqt) {
         return;
     }

@@ -7,9 +7,14 @@
 //                                         where that run is contiguous in memory)
 //   fn load_b4(b, k, n) -> vec4<f32>      B(b, k .. k + 3, n) when b_k_fastest(), else
 //                                         B(b, k, n .. n + 3); all four in range
+//   fn b_prep(n) -> vec4<i32>             per-column index math for the B quads starting at
+//                                         column n, done once outside the K loop
+//   fn load_b4p(b, k, n, pre) -> vec4<f32> load_b4 along n given pre = b_prep(n)
 //   fn b_k_fastest() -> bool              (B stored [N, K]: its quads run along k, else along n)
 //   fn a_m_fastest() -> bool              (A stored [K, M]: its quads run along m, else along k)
 //   fn gemm_store(b, m, n, v0, v1, has1)  (writes C[b,m,n] = v0 and, if has1, C[b,m,n+1] = v1)
+//   fn gemm_tile0() -> u32                first linear workgroup index of this dispatch (a large
+//                                         GEMM is recorded as several dispatches over tile ranges)
 // Workgroup: 256 threads, tile 64 (M) × 64 (N) × 16 (K), 4×4 outputs per thread.
 // Linear workgroup index = (b, tile_m, tile_n).
 // Global -> shared: per K-tile each thread loads one quad (4 consecutive elements) of A and
@@ -23,7 +28,7 @@
 // (4 KiB in all; a quad along k is one vec4 store, a quad along m / n four component
 // stores), and each 4-term piece of the inner product is a dot(vec4<f16>, vec4<f16>)
 // widened to the f32 accumulator.
-//#include activation.wgsl
+//#include gemm_quads.wgsl
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -38,51 +43,6 @@ var<workgroup> Bs: array<f32, 1024>; // [BK][BN], swizzled: B(k, n) at tix(k, n)
 // storing the 4 k-quads of one row land in different banks.
 fn tix(k: u32, i: u32) -> u32 { return k * 64u + (i ^ ((k & 12u) << 1u)); }
 //#endif
-// A(bt, m, k .. k + 3), or A(bt, m .. m + 3, k) when mfast; zero past M / K.
-fn quad_a(bt: u32, m: u32, k: u32, M: u32, K: u32, mfast: bool) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (mfast) {
-        if (k < K) {
-            if (m + 3u < M) {
-                return load_a4(bt, m, k);
-            }
-            for (var j = 0u; j < 3u; j = j + 1u) {
-                if (m + j < M) { v[j] = load_a(bt, m + j, k); }
-            }
-        }
-    } else if (m < M) {
-        if (k + 3u < K) {
-            return load_a4(bt, m, k);
-        }
-        for (var j = 0u; j < 3u; j = j + 1u) {
-            if (k + j < K) { v[j] = load_a(bt, m, k + j); }
-        }
-    }
-    return v;
-}
-// B(bt, k .. k + 3, n) when kfast, else B(bt, k, n .. n + 3); zero past N / K.
-fn quad_b(bt: u32, k: u32, n: u32, N: u32, K: u32, kfast: bool) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (kfast) {
-        if (n < N) {
-            if (k + 3u < K) {
-                return load_b4(bt, k, n);
-            }
-            for (var j = 0u; j < 3u; j = j + 1u) {
-                if (k + j < K) { v[j] = load_b(bt, k + j, n); }
-            }
-        }
-    } else if (k < K) {
-        if (n + 3u < N) {
-            return load_b4(bt, k, n);
-        }
-        for (var j = 0u; j < 3u; j = j + 1u) {
-            if (n + j < N) { v[j] = load_b(bt, k, n + j); }
-        }
-    }
-    return v;
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -92,7 +52,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let K = dims.z;
     let tiles_n = (N + BN - 1u) / BN;
     let tiles_m = (M + BM - 1u) / BM;
-    let wl = wid.x + wid.y * nwg.x;
+    let wl = wid.x + wid.y * nwg.x + gemm_tile0();
     if (wl >= tiles_n * tiles_m * dims.w) {
         return;
     }
@@ -120,9 +80,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 //#else
     let rot32 = (lid >> 3u) & 3u;
 //#endif
+    let pre = b_prep(n0 + nb);
     for (var k0 = 0u; k0 < K; k0 = k0 + BK) {
         let qa = quad_a(b, m0 + ma, k0 + ka, M, K, mfast);
-        let qb = quad_b(b, k0 + kb, n0 + nb, N, K, kfast);
+        let qb = quad_b(b, k0 + kb, n0 + nb, N, K, kfast, pre);
 //#if f16
         {
             let ia = (ka / 4u) * BM + ma;

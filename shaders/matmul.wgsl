@@ -13,70 +13,20 @@
 //           interleaves the two halves of the feed-forward projection), and
 //           y[b, m, j] = (h_j + bias[2j]) · gelu(g_j + bias[2j + 1]) with y: [batch, M, N/2]
 //           (the [M, N] projection is never written).
-//#include gemm_tile.wgsl
-
-//#kernel matmul a:read b:read bias:read res:read stats:read:f32 gamma:read beta:read y:write
+// Kernels: `matmul` (gemm_tile.wgsl, 64×64 tiles), `matmul_v2` / `matmul_v2_n64` (gemm_v2.wgsl,
+// 128×128 / 128×64 tiles; with P.splits > 1 they write split-K partial sums to y, an f32
+// scratch, and `matmul_reduce` sums them and applies the epilogue). P.tile0: first tile of
+// this dispatch (large products are recorded as several dispatches).
+//#include activation.wgsl
 struct Params { m: u32, n: u32, k: u32, batch: u32, a_sb: u32, a_sm: u32, a_sk: u32,
-                b_sb: u32, b_sk: u32, b_sn: u32, flags: u32, act: u32 }
+                b_sb: u32, b_sk: u32, b_sn: u32, flags: u32, act: u32,
+                tile0: u32, splits: u32, kchunk: u32, pad0: u32 }
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(P.m, P.n, P.k, P.batch); }
 fn b_k_fastest() -> bool { return P.b_sk == 1u; }
 fn a_m_fastest() -> bool { return (P.flags & 64u) != 0u; }
-fn a_addr(bt: u32, m: u32, k: u32) -> u32 { return bt * P.a_sb + m * P.a_sm + k * P.a_sk; }
-// The prologues applied to a loaded element A(bt, m, k).
-fn prologue_a(bt: u32, m: u32, k: u32, x: f32) -> f32 {
-    var v = x;
-    if ((P.flags & 4u) != 0u) {
-        let r = 2u * (bt * P.m + m);
-        v = (v - stats_ld(r)) * stats_ld(r + 1u) * gamma_ld(k) + beta_ld(k);
-    }
-    if ((P.flags & 16u) != 0u) {
-        let r = 2u * (bt * P.k + k);
-        v = v * stats_ld(r) + stats_ld(r + 1u);
-    }
-    return v;
-}
-fn load_a(bt: u32, m: u32, k: u32) -> f32 { return prologue_a(bt, m, k, a_ld(a_addr(bt, m, k))); }
-// A quad along k (along m with flags bit 6): one 4-wide load where that stride is 1; the
-// prologue per element as in load_a, its per-row (layer norm, along k) or per-k (affine,
-// along m) factors loaded once.
-fn load_a4(bt: u32, m: u32, k: u32) -> vec4<f32> {
-    let mf = a_m_fastest();
-    let step = select(P.a_sk, P.a_sm, mf);
-    let i = a_addr(bt, m, k);
-    var v: vec4<f32>;
-    if (step == 1u) {
-        v = a_ldv4(i);
-    } else {
-        v = vec4<f32>(a_ld(i), a_ld(i + step), a_ld(i + 2u * step), a_ld(i + 3u * step));
-    }
-    if ((P.flags & 20u) == 0u) {
-        return v;
-    }
-    if (!mf && (P.flags & 20u) == 4u) {
-        let r = 2u * (bt * P.m + m);
-        return (v - stats_ld(r)) * stats_ld(r + 1u) * gamma_ldv4(k) + beta_ldv4(k);
-    }
-    if (mf && (P.flags & 20u) == 16u) {
-        let r = 2u * (bt * P.k + k);
-        return v * stats_ld(r) + stats_ld(r + 1u);
-    }
-    let dm = select(0u, 1u, mf);
-    let dk = 1u - dm;
-    for (var j = 0u; j < 4u; j = j + 1u) {
-        v[j] = prologue_a(bt, m + j * dm, k + j * dk, v[j]);
-    }
-    return v;
-}
-fn load_b(bt: u32, k: u32, n: u32) -> f32 { return b_ld(bt * P.b_sb + k * P.b_sk + n * P.b_sn); }
-// A quad of B along k (b_sk = 1) or along n: one 4-wide load where that stride is 1.
-fn load_b4(bt: u32, k: u32, n: u32) -> vec4<f32> {
-    let step = select(P.b_sn, 1u, b_k_fastest());
-    let i = bt * P.b_sb + k * P.b_sk + n * P.b_sn;
-    if (step == 1u) {
-        return b_ldv4(i);
-    }
-    return vec4<f32>(b_ld(i), b_ld(i + step), b_ld(i + 2u * step), b_ld(i + 3u * step));
-}
+fn gemm_tile0() -> u32 { return P.tile0; }
+fn gemm_splits() -> u32 { return P.splits; }
+fn gemm_kchunk() -> u32 { return P.kchunk; }
 fn epilogue(idx: u32, n: u32, v: f32) -> f32 {
     var o = v;
     if ((P.flags & 1u) != 0u) { o = o + bias_ld(n); }
@@ -106,3 +56,20 @@ fn gemm_store(bt: u32, m: u32, n: u32, v0: f32, v1: f32, has1: bool) {
         y_st(idx, o0);
     }
 }
+
+//#kernel matmul a:read b:read bias:read res:read stats:read:f32 gamma:read beta:read y:write
+//#include matmul_load.wgsl
+//#include gemm_tile.wgsl
+
+//#kernel matmul_v2 a:read b:read bias:read res:read stats:read:f32 gamma:read beta:read y:write
+const WN: u32 = 2u;
+//#include matmul_load.wgsl
+//#include gemm_v2.wgsl
+
+//#kernel matmul_v2_n64 a:read b:read bias:read res:read stats:read:f32 gamma:read beta:read y:write
+const WN: u32 = 1u;
+//#include matmul_load.wgsl
+//#include gemm_v2.wgsl
+
+//#kernel matmul_reduce part:read:f32 bias:read res:read y:write
+//#include gemm_reduce.wgsl

@@ -73,7 +73,7 @@ pub fn quantize(v: &mut [f32], dtype: DType) {
 pub const KERNELS: &[&str] = &[
     "unary", "binary", "geglu", "concat_channels", "slice_channels", "upsample2x", "transpose", "token_position", "timestep",
     "group_norm", "layer_norm", "softmax", "matmul", "linear", "conv2d", "attention", "lincomb", "vae_sample", "to_image", "tiles", "dispatch_split", "lora_merge",
-    "prompt_weighting",
+    "prompt_weighting", "gemm_split_k",
 ];
 
 struct Ctx<'a> {
@@ -466,6 +466,76 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 ops::lora_merge(gpu, &w, &up, &down, ops::MergeRows { offset, interleave: inter }, scale)?;
                 let want = r::lora_merge(&wv, cols, &uv, &dv, rows, rank, offset, inter, scale);
                 c.compare("lora_merge", &format!("{shape:?} rows {offset}..{} rank {rank}{}", offset + rows, if inter { " interleaved" } else { "" }), &w, &want, 1e-6).await?;
+            }
+        }
+        "gemm_split_k" => {
+            // The v2 GEMM's split-K path (f32 partial sums, then the reduce kernel applies the
+            // epilogue), forced on shapes whose K does not divide evenly; on a v1 GPU (or an
+            // adapter below v2's limits) the same calls run the v1 kernel.
+            for (batch, m, k, n, bb, splits) in [(2usize, 70usize, 129usize, 45usize, true, 2usize), (1, 130, 300, 66, false, 4), (3, 9, 37, 5, true, 3)] {
+                let (a, av) = c.input(&[batch, m, k], -1.0, 1.0)?;
+                let bshape: Vec<usize> = if bb { vec![batch, k, n] } else { vec![k, n] };
+                let (b, bv) = c.input(&bshape, -1.0, 1.0)?;
+                let y = ops::matmul_split_k(gpu, &a, &b, Some(splits))?;
+                let want = r::matmul(&av, &bv, batch, m, k, n, bb, None, Act::None, None);
+                c.compare("gemm_split_k", &format!("matmul [{batch},{m},{k}]·{bshape:?} split {splits}"), &y, &want, 1e-5).await?;
+            }
+            // Linear: bias + activation + residual, and layer-norm prologue + GEGLU epilogue.
+            {
+                let (m, k, n, splits) = (37usize, 100usize, 70usize, 3usize);
+                let (x, xv) = c.input(&[m, k], -1.0, 1.0)?;
+                let (w, wv) = c.input(&[n, k], -0.2, 0.2)?;
+                let (bt, btv) = c.input(&[n], -0.5, 0.5)?;
+                let (rt, rtv) = c.input(&[m, n], -1.0, 1.0)?;
+                let y = ops::linear_fused(gpu, &x, &w, ops::LinearFuse { bias: Some(&bt), act: Act::Gelu, residual: Some(&rt), split_k: Some(splits), ..Default::default() })?;
+                let want = r::linear(&xv, &wv, m, k, n, Some(&btv), Act::Gelu, Some(&rtv));
+                c.compare("gemm_split_k", &format!("linear [{m},{k}]·[{n},{k}]ᵀ gelu bias res split {splits}"), &y, &want, 1e-5).await?;
+                let (d, k2) = (12usize, 41usize);
+                let n2 = 2 * d;
+                let (x, xv) = c.input(&[m, k2], -2.0, 3.0)?;
+                let (g, gv) = c.input(&[k2], 0.5, 1.5)?;
+                let (be, bev) = c.input(&[k2], -0.5, 0.5)?;
+                let (_, wv) = c.input(&[n2, k2], -0.2, 0.2)?;
+                let (_, btv) = c.input(&[n2], -0.5, 0.5)?;
+                let wi: Vec<f32> = (0..n2).flat_map(|row| { let src = if row % 2 == 0 { row / 2 } else { d + row / 2 }; wv[src * k2..(src + 1) * k2].to_vec() }).collect();
+                let bi: Vec<f32> = (0..n2).map(|row| if row % 2 == 0 { btv[row / 2] } else { btv[d + row / 2] }).collect();
+                let wt = gpu.upload(&[n2, k2], dtype, &wi)?;
+                let bt2 = gpu.upload(&[n2], dtype, &bi)?;
+                let stats = ops::layer_norm_stats(gpu, &x, 1e-5)?;
+                let ln = ops::LayerNormIn { stats: &stats, gamma: &g, beta: &be };
+                let y = ops::linear_fused(gpu, &x, &wt, ops::LinearFuse { layer_norm: Some(ln), bias: Some(&bt2), geglu: true, split_k: Some(2), ..Default::default() })?;
+                let normed = r::layer_norm(&xv, k2, &gv, &bev, 1e-5);
+                let want = r::geglu(&r::linear(&normed, &wv, m, k2, n2, Some(&btv), Act::None, None), d);
+                c.compare("gemm_split_k", &format!("layer-norm + GEGLU [{m},{k2}]·[{n2},{k2}]ᵀ split 2"), &y, &want, 1e-5).await?;
+            }
+            // Convolutions: stride 2 with asymmetric padding, and the fused group-norm / SiLU /
+            // upsample prologue with the time-embedding + residual epilogue.
+            {
+                let (xs, cout, splits) = ([2usize, 5usize, 9usize, 7usize], 11usize, 2usize);
+                let (x, xv) = c.input(&xs, -1.0, 1.0)?;
+                let ws = [cout, xs[1], 3, 3];
+                let (w, wv) = c.input(&ws, -0.3, 0.3)?;
+                let (bt, btv) = c.input(&[cout], -0.5, 0.5)?;
+                let y = ops::conv2d_fused(gpu, &x, &w, Conv2d { stride: 2, pad: [0, 0, 1, 1] }, ops::ConvFuse { bias: Some(&bt), act: Act::Silu, split_k: Some(splits), ..Default::default() })?;
+                let (want, _) = r::conv2d(&xv, xs, &wv, ws, Some(&btv), 2, [0, 0, 1, 1], Act::Silu, None);
+                c.compare("gemm_split_k", &format!("conv {xs:?}->{cout} k3 s2 silu split {splits}"), &y, &want, 1e-5).await?;
+                let (xs, cout, groups) = ([2usize, 6usize, 5usize, 3usize], 9usize, 3usize);
+                let (x, xv) = c.input(&xs, -2.0, 3.0)?;
+                let (g, gv) = c.input(&[xs[1]], 0.5, 1.5)?;
+                let (be, bev) = c.input(&[xs[1]], -0.5, 0.5)?;
+                let ws = [cout, xs[1], 3, 3];
+                let (w, wv) = c.input(&ws, -0.3, 0.3)?;
+                let (bt, btv) = c.input(&[cout], -0.5, 0.5)?;
+                let (te, tev) = c.input(&[xs[0], cout], -1.0, 1.0)?;
+                let (n, ch, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+                let (rs, rsv) = c.input(&[n, cout, 2 * h, 2 * wd], -1.0, 1.0)?;
+                let aff = ops::group_norm_affine(gpu, &x, groups, &g, &be, 1e-5)?;
+                let fz = ops::ConvFuse { input_affine: Some(&aff), input_silu: true, upsample: true, bias: Some(&bt), temb: Some(&te), residual: Some(&rs), split_k: Some(3), ..Default::default() };
+                let y = ops::conv2d_fused(gpu, &x, &w, Conv2d::new(1, 1), fz)?;
+                let pre = r::upsample_nearest2x(&r::group_norm(&xv, n, ch, h * wd, groups, &gv, &bev, 1e-5, true), n * ch, h, wd);
+                let (conv, _) = r::conv2d(&pre, [n, ch, 2 * h, 2 * wd], &wv, ws, Some(&btv[..]), 1, [1; 4], Act::None, None);
+                let want = r::binary(&r::binary(&conv, &tev, false, 4 * h * wd, cout, cout, 1.0, 1.0), &rsv, false, 1, rsv.len(), 0, 1.0, 1.0);
+                c.compare("gemm_split_k", &format!("conv fused GN silu upsample temb res {xs:?}->{cout} split 3"), &y, &want, 1e-5).await?;
             }
         }
         "prompt_weighting" => {

@@ -5,14 +5,19 @@ mod common;
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use sd_webgpu::gpu::DType;
+use sd_webgpu::gpu::{DType, GemmVariant, Gpu, GpuOptions};
 use sd_webgpu::selftest;
 
 async fn check(kernel: &str) {
+    check_with(kernel, GpuOptions::default()).await
+}
+
+/// The checks of `kernel` on a GPU opened with `opts` (its `native_f16` is set per dtype).
+async fn check_with(kernel: &str, opts: GpuOptions) {
     let mut failures = Vec::new();
     let mut ran = 0;
     for (label, dtype, native) in [("f32", DType::F32, true), ("f16", DType::F16, true), ("f16-packed", DType::F16, false)] {
-        let gpu = common::gpu(native).await;
+        let gpu = Gpu::new(GpuOptions { native_f16: native, ..opts.clone() }).await.expect("a GPU for the tests");
         if native && dtype == DType::F16 && !gpu.native_f16() {
             // Same code path as f16-packed on this adapter (no shader-f16): run once.
             log!("{kernel}: adapter has no shader-f16; f16 runs packed below");
@@ -54,6 +59,48 @@ gpu_test!(tiles, check("tiles"));
 gpu_test!(dispatch_split_over_65535_workgroups, check("dispatch_split"));
 gpu_test!(lora_merge, check("lora_merge"));
 gpu_test!(prompt_weighting, check("prompt_weighting"));
+gpu_test!(gemm_split_k, check("gemm_split_k"));
+
+// The v1 GEMM kernels (gemm_tile.wgsl) stay selectable: the same checks on a v1 GPU.
+fn v1() -> GpuOptions {
+    GpuOptions { gemm: GemmVariant::V1, ..Default::default() }
+}
+gpu_test!(matmul_v1, check_with("matmul", v1()));
+gpu_test!(linear_v1, check_with("linear", v1()));
+gpu_test!(conv2d_v1, check_with("conv2d", v1()));
+
+/// A dispatch budget so small that every GEMM is recorded as one dispatch per workgroup range
+/// (the watchdog split, `tile0` offsets), with and without split-K, for both GEMM variants.
+fn tiny_budget(gemm: GemmVariant) -> GpuOptions {
+    GpuOptions { gemm, max_dispatch_gflop: 2e-4, ..Default::default() }
+}
+gpu_test!(gemm_dispatch_ranges_v2, check_with("gemm_split_k", tiny_budget(GemmVariant::V2)));
+gpu_test!(gemm_dispatch_ranges_v1, check_with("conv2d", tiny_budget(GemmVariant::V1)));
+gpu_test!(attention_dispatch_ranges, check_with("attention", tiny_budget(GemmVariant::V2)));
+
+/// The budget splits one large GEMM into several dispatches, each reporting its FLOPs.
+async fn dispatch_budget_splits() {
+    for gemm in [GemmVariant::V1, GemmVariant::V2] {
+        let gpu = Gpu::new(GpuOptions { gemm, max_dispatch_gflop: 0.01, ..Default::default() }).await.expect("gpu");
+        let (m, k, n) = (300usize, 64usize, 500usize);
+        let a = gpu.upload(&[1, m, k], DType::F32, &vec![0.5; m * k]).unwrap();
+        let b = gpu.upload(&[1, k, n], DType::F32, &vec![0.25; k * n]).unwrap();
+        gpu.flush().unwrap();
+        let s0 = gpu.pool_stats();
+        let y = sd_webgpu::ops::matmul(&gpu, &a, &b).unwrap();
+        gpu.flush().unwrap();
+        let s1 = gpu.pool_stats();
+        let got = gpu.read(&y).await.unwrap();
+        let flops = 2.0 * (m * n * k) as f64;
+        let dispatches = s1.dispatches - s0.dispatches;
+        log!("{gemm:?}: {flops} FLOP in {dispatches} dispatches (budget 1e7 FLOP)");
+        assert_eq!(s1.flops - s0.flops, flops, "{gemm:?}: FLOPs reported by the split dispatches");
+        assert!(dispatches as f64 >= (flops / 1e7).ceil(), "{gemm:?}: {dispatches} dispatches for {flops} FLOP");
+        let bad = got.iter().position(|&v| (v - 8.0).abs() > 1e-4);
+        assert!(bad.is_none(), "{gemm:?}: element {:?} = {}, want 8", bad, bad.map_or(0.0, |i| got[i]));
+    }
+}
+gpu_test!(dispatch_budget_splits_large_gemms, dispatch_budget_splits());
 
 /// The list in selftest::KERNELS is what the browser page runs: keep it equal to the tests above.
 #[test]

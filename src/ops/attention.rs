@@ -1,6 +1,7 @@
 use crate::error::{shape_err, Result};
-use crate::gpu::{Dispatch, Gpu, Tensor};
+use crate::gpu::{Gpu, Tensor};
 
+use super::gemm::dispatch_ranges;
 use super::{f, u, Out};
 
 
@@ -50,15 +51,11 @@ pub fn attention_views(gpu: &Gpu, q: View, k: View, v: View, c: usize, heads: us
     let strides = [sq * qw, qw, sk * kw, kw, sk * vw, vw, q.offset, k.offset, v.offset];
     let pairs = d % 2 == 0 && strides.iter().all(|s| s % 2 == 0);
     let out = Out::new(gpu, &[b, sq, c], q.t.dtype(), d % 2 == 0)?;
-    gpu.add_flops(4.0 * (b * heads * sq) as f64 * (sk * d) as f64);
+    let flops = 4.0 * (b * heads * sq) as f64 * (sk * d) as f64;
     let [s0, s1, s2, s3, s4, s5, s6, s7, s8] = strides.map(u);
-    let params = [u(b), u(heads), u(sq), u(sk), u(d), s0, s1, s2, s3, s4, s5, s6, s7, s8, causal as u32, f(scale), pairs as u32];
-    gpu.dispatch(Dispatch {
-        file: "attention.wgsl",
-        kernel,
-        params: &params,
-        tensors: &[q.t, k.t, v.t, &out.t],
-        workgroups: (b * heads * sq.div_ceil(block_q)) as u64,
-    })?;
+    let mut params = [u(b), u(heads), u(sq), u(sk), u(d), s0, s1, s2, s3, s4, s5, s6, s7, s8, causal as u32, f(scale), pairs as u32, 0];
+    // Query blocks in ranges of at most `max_dispatch_gflop` each (P.tile0 offsets them).
+    let workgroups = (b * heads * sq.div_ceil(block_q)) as u64;
+    dispatch_ranges(gpu, "attention.wgsl", kernel, &mut params, 17, &[q.t, k.t, v.t, &out.t], workgroups, flops)?;
     out.finish(gpu)
 }

@@ -127,7 +127,7 @@ fn record_gemm<const P: usize>(gpu: &Gpu, fam: &Family, mut params: [u32; P], ma
         kernel: fam.reduce,
         params: &params,
         tensors: &r[..epi.len() + 2],
-        workgroups: ((batch * m * n.div_ceil(2)) as u64).div_ceil(256),
+        workgroups: ((batch * m * n.div_ceil(4)) as u64).div_ceil(256),
     })
 }
 
@@ -187,6 +187,8 @@ pub struct LinearFuse<'a> {
     pub residual: Option<&'a Tensor>,
     /// Epilogue: GEGLU over interleaved (h, gate) column pairs: output [..., N/2].
     pub geglu: bool,
+    /// The v2 kernel's split-K factor instead of the shape's choice (tests of that path).
+    pub split_k: Option<usize>,
 }
 
 /// x [..., K] · wᵀ with a fused layer-norm prologue and bias / activation / residual /
@@ -220,7 +222,7 @@ pub fn linear_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, fz: LinearFuse) -> Result
     }
     // With GEGLU each thread writes both halves of its output words: always pair-safe.
     let pairs_ok = n % 2 == 0 && (!fz.geglu || (n / 2) % 2 == 0);
-    let g = Fuse { bias: fz.bias, residual: fz.residual, act: fz.act, layer_norm: fz.layer_norm, geglu: fz.geglu, ..Default::default() };
+    let g = Fuse { bias: fz.bias, residual: fz.residual, act: fz.act, layer_norm: fz.layer_norm, geglu: fz.geglu, force_splits: fz.split_k, ..Default::default() };
     gemm(gpu, x, w, g, [m, n, k, 1], [0, k, 1], [0, 1, k], &out_shape, pairs_ok)
 }
 
@@ -356,6 +358,8 @@ pub struct ConvFuse<'a> {
     pub act: Act,
     /// Epilogue: + residual [N, Cout, OH, OW] (after the activation).
     pub residual: Option<&'a Tensor>,
+    /// The v2 kernel's split-K factor instead of the shape's choice (tests of that path).
+    pub split_k: Option<usize>,
 }
 
 /// x [N, Cin, H, W] ⊛ w [Cout, Cin, KH, KW] + bias [Cout], activation, + residual [N, Cout, OH, OW].
@@ -366,11 +370,6 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2
 /// Convolution with a fused prologue (group-norm affine, SiLU, 2× upsample of the input)
 /// and epilogue (bias, time embedding, activation, residual): one dispatch.
 pub fn conv2d_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Conv2d, fz: ConvFuse) -> Result<Tensor> {
-    conv2d_split_k(gpu, x, w, g, fz, None)
-}
-
-/// [`conv2d_fused`] with the v2 split-K factor forced (`Some`: tests of the split-K path).
-pub fn conv2d_split_k(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Conv2d, fz: ConvFuse, splits: Option<usize>) -> Result<Tensor> {
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() != 4 || ws.len() != 4 || xs[1] != ws[1] || g.stride == 0 {
         return shape_err("conv2d", format!("x {xs:?} ⊛ weight {ws:?} (stride {}): need [N, Cin, H, W] and [Cout, Cin, KH, KW]", g.stride));
@@ -418,6 +417,6 @@ pub fn conv2d_split_k(gpu: &Gpu, x: &Tensor, w: &Tensor, g: Conv2d, fz: ConvFuse
         flags, fz.act as u32, 0, 1, 0, 0,
     ];
     let (bias, res, temb) = (fz.bias.unwrap_or(w), fz.residual.unwrap_or(x), fz.temb.unwrap_or(w));
-    record_gemm(gpu, &CONV, params, &[x, w, bias, res, temb, &aff_dummy], &[bias, res, temb], &out.t, [cout, oh * ow, cin * kh * kw, nb], splits)?;
+    record_gemm(gpu, &CONV, params, &[x, w, bias, res, temb, &aff_dummy], &[bias, res, temb], &out.t, [cout, oh * ow, cin * kh * kw, nb], fz.split_k)?;
     out.finish(gpu)
 }

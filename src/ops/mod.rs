@@ -13,7 +13,7 @@ mod softmax;
 pub use attention::{attention, attention_views, View};
 pub use elementwise::{add, add_bcast, affine, cast, clamp, fill, gelu, geglu, mul, quick_gelu, silu, soft_clamp, unary, Act};
 pub use embedding::{timestep_embedding, timestep_freqs, token_position_embedding};
-pub use gemm::{conv1x1_to_tokens, conv2d, conv2d_fused, linear, linear_fused, matmul, tokens_to_conv1x1, Conv2d, ConvFuse, LayerNormIn, LinearFuse};
+pub use gemm::{conv1x1_to_tokens, conv2d, conv2d_fused, linear, linear_fused, matmul, matmul_split_k, tokens_to_conv1x1, Conv2d, ConvFuse, LayerNormIn, LinearFuse};
 pub use layout::{blend_tile, concat_channels, crop2d, slice_channels, tile_origins, tile_ramps, transpose_last2, upsample_nearest2x, Ramps};
 pub use lora::{lora_merge, MergeRows};
 pub use norm::{affine_apply, group_norm, group_norm_affine, layer_norm, layer_norm_stats, prompt_weighting};

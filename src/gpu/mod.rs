@@ -4,6 +4,6 @@ mod context;
 mod shader;
 mod tensor;
 
-pub use context::{Dispatch, Gpu, GpuInfo, GpuOptions, PoolStats, Readback};
+pub use context::{Dispatch, GemmVariant, Gpu, GpuInfo, GpuOptions, PoolStats, Readback};
 pub use shader::{assemble, kernel_list, shader_files, Access, Binding};
 pub use tensor::{DType, Tensor};

@@ -43,6 +43,8 @@ pub fn shader_files() -> &'static [(&'static str, &'static str)] {
         ("embedding.wgsl", include_str!("../../shaders/embedding.wgsl")),
         ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
         ("gemm_tile.wgsl", include_str!("../../shaders/gemm_tile.wgsl")),
+        ("gemm_quads.wgsl", include_str!("../../shaders/gemm_quads.wgsl")), ("gemm_v2.wgsl", include_str!("../../shaders/gemm_v2.wgsl")), ("gemm_reduce.wgsl", include_str!("../../shaders/gemm_reduce.wgsl")),
+        ("matmul_load.wgsl", include_str!("../../shaders/matmul_load.wgsl")), ("conv2d_load.wgsl", include_str!("../../shaders/conv2d_load.wgsl")),
         ("layout.wgsl", include_str!("../../shaders/layout.wgsl")),
         ("lora.wgsl", include_str!("../../shaders/lora.wgsl")),
         ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),

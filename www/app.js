@@ -1,12 +1,16 @@
 // The sd-webgpu page: model loading (URL, file, folder, drag-and-drop), generation with live
-// preview, gallery. Programs only against the API in sd-webgpu.d.ts.
+// preview and a queue, the persistent gallery (gallery.js), PNG info (png-info.js), the
+// offline shell (sw.js). Programs only against the API in sd-webgpu.d.ts.
 import { StableDiffusion } from "./sd-webgpu.js";
 import { MaskEditor, decodeImage } from "./mask-editor.js";
+import { readPngText, parseParameters, formFromParameters } from "./png-info.js";
+import { Gallery } from "./gallery.js";
+import { JobQueue } from "./queue.js";
 
 const $ = (s) => document.querySelector(s);
 const STORE_KEY = "sd-webgpu.form";
 const FIELDS = ["model", "tiny-vae", "variant", "dtype", "vae-dtype", "prompt", "negative", "steps", "guidance", "seed",
-  "random-seed", "width", "height", "sampler", "batch", "strength", "resize-mode", "prompt-weighting", "lora-url",
+  "random-seed", "width", "height", "sampler", "batch", "batch-pos", "strength", "resize-mode", "prompt-weighting", "lora-url",
   "mask-size", "mask-soft", "paste-back", "extend-px"];
 const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras", lcm: "LCM" };
 
@@ -19,13 +23,17 @@ let deviceLost = null;    // message of the last device loss, until the next suc
 const loraScales = new Map(); // LoRA name -> the scale of the next generation (the list's order)
 let editor = null;        // the MaskEditor of the start image (inpainting / outpainting)
 let lastGenerateOptions = null; // what the last Generate passed to sd.generate (for the tests)
+let gallery = null;       // the Gallery (IndexedDB), or null where the browser has none
+let queue = null;         // the JobQueue of Generate
+let lastPngInfo = null;   // what the last PNG info read (for the tests)
 
 // ---------- small helpers ----------
 
 function setState(state) {
   document.body.dataset.state = state;
   const loaded = !!sd && !busy;
-  $("#generate").disabled = !loaded;
+  // While a generation runs, Generate queues the next one.
+  $("#generate").disabled = !(loaded || (sd && state === "generating"));
   $("#cancel").disabled = state !== "generating";
   for (const id of ["#load", "#model-file", "#model-folder"]) $(id).disabled = !gpuOk || busy;
   for (const id of ["#lora-load", "#lora-file"]) $(id).disabled = !loaded;
@@ -283,6 +291,8 @@ async function entryFiles(entry) {
 async function onDrop(ev) {
   ev.preventDefault();
   $("#drop").classList.remove("over");
+  const dropped = [...(ev.dataTransfer.files || [])];
+  if (dropped.length === 1 && isPng(dropped[0])) return; // PNG info (the page's drop handler)
   if (!gpuOk || busy) return;
   const items = [...(ev.dataTransfer.items || [])].filter((i) => i.kind === "file");
   const entries = items.map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
@@ -431,6 +441,11 @@ function readParams() {
     if (!Number.isInteger(p[k]) || p[k] < 8 || p[k] % 8 !== 0) throw new Error(`${k[0].toUpperCase() + k.slice(1)} must be a multiple of 64 for SD 1.5 (e.g. 512).`);
   }
   if (!Number.isInteger(p.batch) || p.batch < 1 || p.batch > 16) throw new Error("Batch must be a whole number from 1 to 16.");
+  if ($("#batch-pos").value !== "") {
+    const pos = num("batch-pos");
+    if (!Number.isInteger(pos) || pos < 1 || pos > p.batch) throw new Error(`“Only image #” must be empty (the whole batch) or a whole number from 1 to the batch size (${p.batch}).`);
+    p.batchPos = pos;
+  }
   if (!$("#random-seed").checked) {
     const seed = num("seed");
     if ($("#seed").value === "" || !Number.isSafeInteger(seed) || seed < 0) throw new Error("The seed must be a whole number ≥ 0 (or tick “Random seed”).");
@@ -463,15 +478,44 @@ function drawPreview(img) {
   canvas.getContext("2d").putImageData(img, 0, 0);
 }
 
-async function generate() {
-  if (!sd || busy) return;
+// Generate: runs now, or, while a generation runs, queues a job with the settings as they are
+// now (readParams' snapshot: the form, the LoRA scales, the start image and its mask).
+function requestGenerate() {
+  if (!sd) { message(gpuOk ? "Load a model first." : "WebGPU is needed to generate.", true); return; }
+  if (busy && !queue.running) { message("Wait until the model or LoRA has finished loading, then generate.", true); return; }
   let params;
   try { params = readParams(); } catch (e) { message(errorText(e), true); return; }
   saveForm();
+  const job = queue.job(params);
+  if (queue.running) {
+    const n = queue.push(job);
+    $("#queue-status").textContent = `Queued as job #${job.id}: ${n} waiting after the running one.`;
+    return;
+  }
+  runQueue(job);
+}
+
+// Runs `first`, then each waiting job in order, until none is left.
+async function runQueue(first) {
+  for (let job = queue.start(first); job; job = queue.start()) {
+    $("#queue-status").textContent = queue.waiting.length ? `Job #${job.id} running; ${queue.waiting.length} waiting.` : "";
+    await generate(job);
+    if (!sd) { queue.clear(); break; }
+  }
+  queue.finish();
+  $("#queue-status").textContent = "";
+}
+
+const describeJob = (p) => `${p.prompt.length > 40 ? `${p.prompt.slice(0, 40)}…` : p.prompt || "(empty prompt)"} · ` +
+  `${p.seed == null ? "random seed" : `seed ${p.seed}`} · ${p.steps} steps · ${p.width}×${p.height}` +
+  (p.batch > 1 ? ` · batch ${p.batch}${p.batchPos ? ` (image ${p.batchPos})` : ""}` : "");
+
+async function generate(job) {
+  const params = job.params;
   busy = true;
   abort = new AbortController();
   setState("generating");
-  message(deviceLost ? "Reloading the model after the GPU device loss, then generating…" : "Generating…");
+  message(deviceLost ? "Reloading the model after the GPU device loss, then generating…" : `Generating${queue.waiting.length ? ` job #${job.id}` : ""}…`);
   showWarnings([]);
   const bar = $("#step-bar");
   bar.max = params.steps;
@@ -491,12 +535,13 @@ async function generate() {
     const { images, warnings = [] } = await sd.generate(options);
     const secs = (performance.now() - started) / 1000;
     deviceLost = null;
-    for (const img of images) addResult(img, params);
+    const kept = await Promise.all(images.map((img) => addResult(img, params, job.id)));
     if (images.length) drawPreview(images[images.length - 1].imageData);
     showSeeds(images.map((i) => i.seed));
     $("#step-text").textContent = `Done: ${images.length} image${images.length === 1 ? "" : "s"} in ${secs.toFixed(1)} s.`;
-    message(`Done in ${secs.toFixed(1)} s. Seed${images.length === 1 ? "" : "s"}: ${images.map((i) => i.seed).join(", ")}.` +
-      (warnings.length ? ` ${warnings.length} warning${warnings.length === 1 ? "" : "s"}: see below.` : ""));
+    const storeError = kept.find((k) => k instanceof Error);
+    message(storeError ? storeError.message : `Done in ${secs.toFixed(1)} s. Seed${images.length === 1 ? "" : "s"}: ${images.map((i) => i.seed).join(", ")}.` +
+      (warnings.length ? ` ${warnings.length} warning${warnings.length === 1 ? "" : "s"}: see below.` : ""), !!storeError);
     showWarnings(warnings);
     busy = false;
     setState("ready");
@@ -530,45 +575,220 @@ function reuseSeed(seed) {
   $("#seed").focus();
 }
 
-function addResult(img, params) {
-  const url = URL.createObjectURL(img.blob);
-  const fig = document.createElement("figure");
-  fig.className = "result";
-  fig.dataset.seed = String(img.seed);
-  if (img.batchPos != null) fig.dataset.batchPos = String(img.batchPos);
-  const el = document.createElement("img");
-  el.src = url;
-  el.alt = params.prompt || "generated image";
-  el.width = img.imageData.width;
-  el.height = img.imageData.height;
-  el.title = img.parameters || "";
-  const cap = document.createElement("figcaption");
-  const what = `seed ${img.seed} · ${params.steps} steps · CFG ${params.guidanceScale} · ` +
+// ---------- gallery (kept in IndexedDB by gallery.js) ----------
+
+// A generated image into the gallery: shown at once, kept in the browser's storage. Resolves
+// to the stored record, or to the Error that kept it from being stored (quota).
+async function addResult(img, params, jobId) {
+  const caption = `seed ${img.seed} · ${params.steps} steps · CFG ${params.guidanceScale} · ` +
     `${SAMPLER_NAMES[params.sampler] || params.sampler} · ${img.imageData.width}×${img.imageData.height}` +
     (params.batch > 1 ? ` · batch pos ${img.batchPos}/${params.batch}` : "") +
     (params.mask ? ` · inpaint ${params.strength}${params.pasteBack ? " · pasted back" : ""}` : params.initImage ? ` · img2img ${params.strength}` : "");
+  const rec = {
+    png: img.blob, name: params.batch > 1 ? `sd-${img.seed}-${img.batchPos}.png` : `sd-${img.seed}.png`,
+    parameters: img.parameters || "", seed: img.seed, batchPos: img.batchPos ?? 1, width: img.imageData.width,
+    height: img.imageData.height, prompt: params.prompt, caption, job: jobId,
+  };
+  const fig = renderFigure(rec);
+  if (!gallery) return rec;
+  try {
+    const stored = await gallery.add(rec);
+    fig.dataset.id = String(stored.id);
+    showGalleryUsage();
+    return stored;
+  } catch (e) {
+    fig.classList.add("not-kept");
+    fig.querySelector(".kept").textContent = "not kept (storage full)";
+    return e;
+  }
+}
+
+// One gallery figure (newest first): the image, its caption and actions.
+function renderFigure(rec) {
+  const url = URL.createObjectURL(rec.png);
+  const fig = document.createElement("figure");
+  fig.className = "result";
+  fig.dataset.seed = String(rec.seed);
+  fig.dataset.batchPos = String(rec.batchPos);
+  if (rec.id != null) fig.dataset.id = String(rec.id);
+  if (rec.job != null) fig.dataset.job = String(rec.job);
+  const el = document.createElement("img");
+  el.src = url;
+  el.alt = rec.prompt || "generated image";
+  el.width = rec.width;
+  el.height = rec.height;
+  el.title = rec.parameters || "";
+  const cap = document.createElement("figcaption");
   const prompt = document.createElement("span");
   prompt.className = "prompt";
-  prompt.textContent = params.prompt;
+  prompt.textContent = rec.prompt;
   const meta = document.createElement("span");
-  meta.textContent = what;
+  meta.textContent = rec.caption;
+  const kept = document.createElement("span");
+  kept.className = "kept";
   const actions = document.createElement("span");
   actions.className = "actions";
   const a = document.createElement("a");
   a.className = "download";
   a.href = url;
-  a.download = params.batch > 1 ? `sd-${img.seed}-${img.batchPos}.png` : `sd-${img.seed}.png`;
+  a.download = rec.name;
   a.textContent = "Download PNG";
-  const reuse = document.createElement("button");
-  reuse.type = "button";
-  reuse.className = "link";
-  reuse.textContent = "Reuse seed";
-  reuse.onclick = () => reuseSeed(img.seed);
-  actions.append(a, reuse);
-  cap.append(prompt, meta, actions);
+  const button = (cls, text, label, onclick) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `link ${cls}`;
+    b.textContent = text;
+    if (label) b.setAttribute("aria-label", label);
+    b.onclick = onclick;
+    return b;
+  };
+  actions.append(a,
+    button("reuse-seed", "Reuse seed", null, () => reuseSeed(rec.seed)),
+    button("use-settings", "Use settings", `Use the settings of image seed ${rec.seed}`, () => showPngInfo(rec.png, rec.name)),
+    button("delete", "Delete", `Delete image seed ${rec.seed}`, () => deleteFigure(fig, url)));
+  cap.append(prompt, meta, kept, actions);
   fig.append(el, cap);
   $("#gallery").prepend(fig);
+  return fig;
 }
+
+async function deleteFigure(fig, url) {
+  try {
+    if (gallery && fig.dataset.id) await gallery.delete(Number(fig.dataset.id));
+  } catch (e) {
+    message(`The image could not be deleted from the browser's storage: ${errorText(e)}`, true);
+    return;
+  }
+  // Focus moves to the next image's Delete (or the gallery's toolbar) for keyboard users.
+  const next = fig.nextElementSibling || fig.previousElementSibling;
+  URL.revokeObjectURL(url);
+  fig.remove();
+  (next ? next.querySelector("button.delete") : $("#gallery-zip")).focus();
+  showGalleryUsage();
+}
+
+async function deleteAll() {
+  const n = $("#gallery").querySelectorAll("figure.result").length;
+  if (n === 0) return;
+  if (!confirm(`Delete all ${n} image${n === 1 ? "" : "s"} of the gallery from this browser?`)) return;
+  try {
+    if (gallery) await gallery.clear();
+  } catch (e) {
+    message(`The gallery could not be cleared: ${errorText(e)}`, true);
+    return;
+  }
+  for (const img of $("#gallery").querySelectorAll("img")) URL.revokeObjectURL(img.src);
+  $("#gallery").replaceChildren();
+  showGalleryUsage();
+  message("The gallery is empty.");
+}
+
+async function downloadAll() {
+  if (!gallery) { message("This browser keeps no gallery (no IndexedDB): download the images one by one.", true); return; }
+  try {
+    const { blob, count } = await gallery.zip();
+    if (count === 0) { message("The gallery is empty: nothing to download.", true); return; }
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `sd-webgpu-gallery-${new Date().toISOString().slice(0, 10)}.zip`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+    message(`Downloading ${count} image${count === 1 ? "" : "s"} as one ZIP file (${formatBytes(blob.size)}).`);
+  } catch (e) {
+    message(`The ZIP could not be made: ${errorText(e)}`, true);
+  }
+}
+
+async function showGalleryUsage() {
+  const el = $("#gallery-info");
+  if (!gallery) { el.textContent = "Not kept: this browser gives the page no IndexedDB (private mode?); images are lost on reload."; return; }
+  try {
+    const u = await gallery.usage();
+    el.textContent = `${u.count} image${u.count === 1 ? "" : "s"} kept in this browser (${formatBytes(u.bytes)})` +
+      (u.usage != null && u.quota ? `; this site uses ${formatBytes(u.usage)} of ${formatBytes(u.quota)} (model cache included).` : ".");
+  } catch (e) {
+    el.textContent = `Gallery storage: unavailable (${errorText(e)})`;
+  }
+  $("#gallery-zip").disabled = $("#clear-gallery").disabled = $("#gallery").children.length === 0;
+}
+
+async function openGallery() {
+  try {
+    gallery = await Gallery.open();
+    for (const rec of await gallery.list()) renderFigure(rec);
+  } catch (e) {
+    gallery = null;
+    console.warn(`gallery: ${errorText(e)}`);
+  }
+  showGalleryUsage();
+}
+
+// ---------- PNG info ----------
+
+// Reads the `parameters` text of a PNG (made here or by AUTOMATIC1111) into the form; shows
+// what was applied and what the form has no place for.
+async function showPngInfo(blob, name = "the image") {
+  const out = $("#png-info");
+  let text;
+  try {
+    const chunks = await readPngText(new Uint8Array(await blob.arrayBuffer()));
+    text = chunks.parameters;
+    if (text == null) {
+      const keys = Object.keys(chunks);
+      throw new Error(`no "parameters" text in it${keys.length ? ` (its text chunks: ${keys.join(", ")})` : " (no text chunks)"}: was it made by this page or AUTOMATIC1111?`);
+    }
+  } catch (e) {
+    out.replaceChildren(Object.assign(document.createElement("p"), { className: "error", textContent: `${name}: ${errorText(e)}` }));
+    out.hidden = false;
+    message(`No settings read from ${name}: ${errorText(e)}`, true);
+    return null;
+  }
+  const parsed = parseParameters(text);
+  const r = formFromParameters(parsed, [...loraScales.keys()]);
+  const notes = [...r.notes];
+  for (const [id, v] of Object.entries(r.form)) {
+    const el = document.getElementById(id);
+    if (el.type === "checkbox") {
+      if (id === "fast-decode" && v && el.disabled) { notes.push("The image used the tiny VAE (fast decode): load a tiny VAE with the model to use it."); continue; }
+      if (!el.disabled) el.checked = v;
+    } else el.value = v;
+  }
+  for (const [n, scale] of r.loras) loraScales.set(n, scale);
+  renderLoras();
+  updateNegative();
+  saveForm();
+
+  const dl = (pairs) => {
+    const d = document.createElement("dl");
+    for (const [k, v] of pairs) d.append(Object.assign(document.createElement("dt"), { textContent: k }), Object.assign(document.createElement("dd"), { textContent: v }));
+    return d;
+  };
+  const h = (text) => Object.assign(document.createElement("h3"), { textContent: text });
+  const parts = [h(`Read from ${name}`), dl([["Prompt", r.form.prompt || "(empty)"], ...(r.form.negative ? [["Negative prompt", r.form.negative]] : []), ...r.used])];
+  const loras = [...r.loras].filter(([, s]) => s !== 0);
+  if (r.loras.size) parts.push(h("LoRA scales set"), dl([...r.loras].map(([n, s]) => [n, String(s)])));
+  if (r.unknown.length) parts.push(h("Not applied (no such setting on this page)"), Object.assign(dl(r.unknown), { className: "unknown" }));
+  if (notes.length) {
+    const ul = document.createElement("ul");
+    ul.className = "notes";
+    ul.append(...notes.map((n) => Object.assign(document.createElement("li"), { textContent: n })));
+    parts.push(ul);
+  }
+  const raw = document.createElement("details");
+  raw.append(Object.assign(document.createElement("summary"), { textContent: "Parameters as stored" }), Object.assign(document.createElement("pre"), { textContent: text }));
+  parts.push(raw);
+  out.replaceChildren(...parts);
+  out.hidden = false;
+  message(`Settings read from ${name}: ${r.used.length + 1} applied${loras.length ? ` (LoRAs: ${loras.map(([n, s]) => `${n} ${s}`).join(", ")})` : ""}` +
+    (r.unknown.length ? `, ${r.unknown.length} not applied (listed under PNG info)` : "") + ".");
+  lastPngInfo = { seq: (lastPngInfo?.seq ?? 0) + 1, file: name, text, parsed, ...r, loras: Object.fromEntries(r.loras), notes };
+  return lastPngInfo;
+}
+
+// A dropped file that is a PNG (and not a model) goes to PNG info.
+const isPng = (f) => f && (f.type === "image/png" || /\.png$/i.test(f.name || ""));
 
 // ---------- start image editor: inpainting mask and outpainting ----------
 
@@ -655,9 +875,15 @@ function wire() {
   drop.addEventListener("dragover", (e) => { e.preventDefault(); if (gpuOk && !busy) drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", onDrop);
-  // A file dropped next to the zone must not make the browser navigate away from the page.
+  // A file dropped next to the zone must not make the browser navigate away from the page; a
+  // PNG dropped anywhere (the model zone included) fills the form from its parameters.
   addEventListener("dragover", (e) => e.preventDefault());
-  addEventListener("drop", (e) => e.preventDefault());
+  addEventListener("drop", (e) => {
+    e.preventDefault();
+    const files = [...(e.dataTransfer?.files || [])];
+    if (files.length === 1 && isPng(files[0]) && !(e.target instanceof HTMLInputElement && e.target.type === "file")) showPngInfo(files[0], files[0].name);
+  });
+  $("#png-info-file").onchange = (e) => { const f = e.target.files[0]; if (f) showPngInfo(f, f.name); e.target.value = ""; };
 
   $("#lora-load").onclick = () => {
     const src = $("#lora-url").value.trim();
@@ -668,11 +894,16 @@ function wire() {
   $("#lora-url").addEventListener("keydown", (e) => { if (e.key === "Enter") $("#lora-load").click(); });
   $("#lora-file").onchange = (e) => { const f = e.target.files[0]; if (f) loadLora(f); e.target.value = ""; };
 
-  $("#generate").onclick = generate;
-  $("#cancel").onclick = () => { if (abort) { abort.abort(); $("#step-text").textContent = "Cancelling after this step…"; } };
-  $("#prompt").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); generate(); }
+  $("#generate").onclick = requestGenerate;
+  $("#cancel").onclick = cancelRunning;
+  // Ctrl+Enter (Cmd+Enter on a Mac) anywhere on the page: Generate (queued while one runs).
+  addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.altKey && !e.shiftKey && !e.repeat) {
+      e.preventDefault();
+      requestGenerate();
+    }
   });
+  queue = new JobQueue($("#queue"), { describe: describeJob, onCancelRunning: cancelRunning });
 
   wireEditor();
   $("#init-image").onchange = async (e) => {
@@ -700,16 +931,30 @@ function wire() {
     showMaskInfo();
   };
   $("#init-clear").onclick = () => { $("#init-image").value = ""; $("#init-image").dispatchEvent(new Event("change")); };
-  $("#clear-gallery").onclick = () => {
-    for (const img of $("#gallery").querySelectorAll("img")) URL.revokeObjectURL(img.src);
-    $("#gallery").replaceChildren();
-  };
+  $("#clear-gallery").onclick = deleteAll;
+  $("#gallery-zip").onclick = downloadAll;
+}
+
+function cancelRunning() {
+  if (abort) {
+    abort.abort();
+    $("#step-text").textContent = "Cancelling after this step…";
+  }
+}
+
+// The service worker keeps the app shell for offline use (www/sw.js). Not on file:// or
+// where the browser has none; a failure is logged only (the page works without it).
+function registerServiceWorker() {
+  if (!("serviceWorker" in navigator) || !isSecureContext) return;
+  navigator.serviceWorker.register("./sw.js", { updateViaCache: "none" }).catch((e) => console.warn(`service worker not registered: ${errorText(e)}`));
 }
 
 async function main() {
   const autoload = restoreForm();
   wire();
   setState("idle");
+  registerServiceWorker();
+  openGallery();
   showCache();
   try {
     await showAdapter();
@@ -756,11 +1001,16 @@ function foreignHost(model) {
 // `await sdApp.model.stats()`.
 // `sdApp.lastGenerateOptions`: the options object of the last sd.generate call (its mask is
 // the ImageData sent); `sdApp.readParams()`: what Generate would pass now (throws like it).
+// `sdApp.gallery`: the Gallery (IndexedDB; null without one); `sdApp.queue`: the JobQueue;
+// `sdApp.lastPngInfo`: what the last PNG info read and applied.
 globalThis.sdApp = {
   get model() { return sd; },
   get lastGenerateOptions() { return lastGenerateOptions; },
   readParams: () => readParams(),
   get editor() { return editor; },
+  get gallery() { return gallery; },
+  get queue() { return queue; },
+  get lastPngInfo() { return lastPngInfo; },
 };
 
 main();

@@ -268,6 +268,61 @@ export function encodePng(width, height, rgb) {
   return Buffer.concat([PNG_SIG, chunk("IHDR", ihdr), chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
 }
 
+/**
+ * `png` with text chunks added before IEND: [{type: "tEXt" | "zTXt" | "iTXt", key, text}]
+ * (tEXt / zTXt Latin-1, zTXt deflated; iTXt UTF-8, uncompressed), as PIL writes them.
+ */
+export function withTextChunks(png, chunks) {
+  const buf = Buffer.from(png);
+  const iend = buf.length - 12;
+  if (buf.subarray(iend + 4, iend + 8).toString("latin1") !== "IEND") throw new Error("withTextChunks: the PNG does not end with IEND");
+  const parts = chunks.map(({ type, key, text }) => {
+    const k = Buffer.from(key, "latin1");
+    const data = type === "tEXt" ? Buffer.concat([k, Buffer.from([0]), Buffer.from(text, "latin1")])
+      : type === "zTXt" ? Buffer.concat([k, Buffer.from([0, 0]), zlib.deflateSync(Buffer.from(text, "latin1"))])
+      : Buffer.concat([k, Buffer.from([0, 0, 0, 0, 0]), Buffer.from(text, "utf8")]);
+    const head = Buffer.alloc(8);
+    head.writeUInt32BE(data.length, 0);
+    head.write(type, 4, "latin1");
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(Buffer.concat([head.subarray(4), data])), 0);
+    return Buffer.concat([head, data, crc]);
+  });
+  return Buffer.concat([buf.subarray(0, iend), ...parts, buf.subarray(iend)]);
+}
+
+/**
+ * The files of a ZIP archive, read through its central directory (stored or deflated
+ * entries): [{name, data, method}]; throws on a bad signature, a size or a CRC-32 mismatch.
+ */
+export function readZip(bytes) {
+  const buf = Buffer.from(bytes);
+  let eocd = -1;
+  for (let i = buf.length - 22; i >= Math.max(0, buf.length - 22 - 65535); i--) if (buf.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
+  if (eocd < 0) throw new AssertionError("ZIP: no end of central directory record");
+  const count = buf.readUInt16LE(eocd + 10);
+  let p = buf.readUInt32LE(eocd + 16);
+  const out = [];
+  for (let n = 0; n < count; n++) {
+    if (buf.readUInt32LE(p) !== 0x02014b50) throw new AssertionError(`ZIP: central directory entry ${n}: bad signature`);
+    const flags = buf.readUInt16LE(p + 8), method = buf.readUInt16LE(p + 10), crc = buf.readUInt32LE(p + 16);
+    const csize = buf.readUInt32LE(p + 20), usize = buf.readUInt32LE(p + 24);
+    const nlen = buf.readUInt16LE(p + 28), xlen = buf.readUInt16LE(p + 30), clen = buf.readUInt16LE(p + 32);
+    const local = buf.readUInt32LE(p + 42);
+    const name = buf.subarray(p + 46, p + 46 + nlen).toString(flags & 0x800 ? "utf8" : "latin1");
+    if (buf.readUInt32LE(local) !== 0x04034b50) throw new AssertionError(`ZIP: ${name}: bad local header signature`);
+    const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+    const raw = buf.subarray(start, start + csize);
+    const data = method === 0 ? Buffer.from(raw) : method === 8 ? zlib.inflateRawSync(raw) : null;
+    if (!data) throw new AssertionError(`ZIP: ${name}: compression method ${method}`);
+    if (data.length !== usize) throw new AssertionError(`ZIP: ${name}: ${data.length} bytes, the directory says ${usize}`);
+    if (zlib.crc32(data) !== crc) throw new AssertionError(`ZIP: ${name}: CRC-32 mismatch`);
+    out.push({ name, data, method });
+    p += 46 + nlen + xlen + clen;
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // files of the model folder (sizes, sha256), for the server-side checks
 
@@ -321,14 +376,14 @@ export function removeProfiles() {
  * Launches Chromium with a persistent profile (OPFS survives reloads and restarts) and forwards
  * console messages and page errors of every page and worker to stdout, prefixed with `tag`.
  */
-export async function launch({ tag, userDataDir = tmpProfile(), args = WEBGPU_ARGS, viewport = { width: 1280, height: 900 }, log = console.log } = {}) {
+export async function launch({ tag, userDataDir = tmpProfile(), args = WEBGPU_ARGS, viewport = { width: 1280, height: 900 }, log = console.log, acceptDownloads = false } = {}) {
   const chromium = await playwright();
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
     args,
     viewport,
-    acceptDownloads: false,
+    acceptDownloads,
   });
   // b.tag is read at each message: a browser handed to a later test logs under that test's name.
   const b = { context, page: null, userDataDir, tag };

@@ -35,6 +35,14 @@
 //                                the slider, removal gives the no-LoRA image back; PNG parameters name
 //                                it; no model file fetched again, no weight bytes uploaded again, the
 //                                LoRA file fetched once, its GPU memory freed on removal
+//   ui_page_features             the page's conveniences in one profile: Ctrl+Enter; the queue (jobs queued
+//                                while one runs, their settings snapshotted, one cancelled, the others in
+//                                order); PNG info (the page's own iTXt PNG restores every field and remakes
+//                                the same image; an A1111 tEXt / zTXt PNG: quoted commas, LoRA tags, unknown
+//                                fields listed); the gallery in IndexedDB (delete, reload, download all as
+//                                a ZIP read back here byte for byte, delete all); offline (service worker):
+//                                reload, LoRA from the cache, the same image; sw.js's SHELL vs dist/;
+//                                screenshots ui-queue, ui-png-info, ui-features-phone (390x844)
 //
 // Diffusers comparisons: tests/fixtures/e2e-short/ (3-step versions of tiny-sd15 txt2img_ddim and
 // sd15-realconfig txt2img_batch2, scripts/make_e2e_goldens.py) and sd15-realconfig's own cases.
@@ -69,8 +77,8 @@ import crypto from "node:crypto";
 import { TestServer } from "./server.mjs";
 import {
   ROOT, DIST, MODEL, MODEL_REAL, FIXTURE_REAL, FIXTURE_SHORT, PAGES, OUT, WEBGPU_ARGS, sleep, assert, AssertionError, fmtBytes,
-  golden, compareImage, fmtCompare, decodePng, encodePng, sha256File, launch, closeQuietly, tmpProfile,
-  waitFor, openHarness, evaluate, removeProfiles,
+  golden, compareImage, fmtCompare, parsePng, decodePng, encodePng, withTextChunks, readZip, sha256File, launch, closeQuietly,
+  tmpProfile, waitFor, openHarness, evaluate, removeProfiles,
 } from "./lib.mjs";
 
 const MIN = 60_000;
@@ -1202,6 +1210,283 @@ test("ui_lora", async (t) => {
   fs.mkdirSync(OUT, { recursive: true });
   await page.screenshot({ path: path.join(OUT, "ui-lora.png"), fullPage: true });
 }, { timeoutMs: 12 * MIN });
+
+test("ui_page_features", async (t) => {
+  // The page's conveniences in one profile (real-config tiny SD-1.5, kohya LoRA; every
+  // generation 1 step at 64², SwiftShader seconds): the keyboard shortcut, the queue, PNG info
+  // (a PNG of the page and an A1111 one), the persistent gallery (delete, download all as a
+  // ZIP, delete all), the service worker's offline shell (reload + generate offline).
+  const T0 = Date.now();
+  const times = [];
+  const lap = (what, t0) => times.push(`${what} ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const LORA = "/lora/lora_kohya_a.safetensors";
+  const url = `${base()}/index.html?model=${REAL}&variant=none&dtype=f32&autoload=1`;
+
+  // The service worker's SHELL list names every file of dist/ the page and the library load.
+  const swText = fs.readFileSync(path.join(ROOT, "www/sw.js"), "utf8");
+  const shell = JSON.parse(`[${/const SHELL = \[([^\]]*)\]/.exec(swText)[1].trim().replace(/,\s*$/, "")}]`);
+  const distFiles = [...fs.readdirSync(DIST).filter((f) => /\.(html|js|css|wasm)$/.test(f) && f !== "sw.js"),
+    ...fs.readdirSync(path.join(DIST, "wasm")).map((f) => `wasm/${f}`)];
+  const unlisted = distFiles.filter((f) => !shell.includes(f));
+  const missing = shell.filter((f) => f !== "./" && !distFiles.includes(f));
+  t.log(`sw.js SHELL: ${shell.length} entries; dist/: ${distFiles.join(", ")}`);
+  assert(unlisted.length === 0 && missing.length === 0, `www/sw.js SHELL and dist/ differ: not in SHELL ${JSON.stringify(unlisted)}, not in dist/ ${JSON.stringify(missing)}`);
+
+  const b = await t.launch({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  const page = b.page;
+  server.clearLog();
+  let t0 = Date.now();
+  const resp = await page.goto(url);
+  assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
+  let state = await waitForState(page, ["ready", "error"], 5 * MIN);
+  assert(state === "ready", `page state "${state}": ${await page.textContent("#message")}`);
+  await page.waitForFunction(() => navigator.serviceWorker.controller, null, { timeout: MIN })
+    .catch(() => { throw new AssertionError("the service worker does not control the page a minute after the first visit"); });
+  lap("first visit + model load", t0);
+  // The service worker installed during this load let the model's downloads through untouched:
+  // each file fetched once, whole.
+  const firstGets = gets(REAL).filter((e) => e.status === 200 || e.status === 206);
+  const perFile = new Map();
+  for (const e of firstGets) perFile.set(e.path, (perFile.get(e.path) || 0) + 1);
+  t.log(`model requests of the first visit:\n    ${modelRequestsSummary(REAL)}`);
+  assert([...perFile.values()].every((n) => n === 1), `a model file was fetched more than once during the first visit: ${JSON.stringify([...perFile])}`);
+  assert(firstGets.every((e) => e.done && !e.aborted), `a model download was cut: ${JSON.stringify(firstGets.filter((e) => !e.done || e.aborted))}`);
+
+  t0 = Date.now();
+  await page.fill("#lora-url", LORA);
+  await page.click("#lora-load");
+  state = await waitForState(page, ["ready", "error"], 2 * MIN);
+  assert(state === "ready" && (await page.locator("#lora-list li").count()) === 1, `LoRA load: state "${state}": ${await page.textContent("#message")}`);
+  await page.fill("#lora-list li[data-name=lora_kohya_a] input.lora-scale-num", "0.6");
+  lap("LoRA load", t0);
+
+  // The settings of job A (iTXt: the prompt is not Latin-1; a line break in it).
+  const A = { prompt: "a red fox in the snow,\n“winter” 雪", negative: "blurry, low quality", steps: "1", guidance: "1.5", sampler: "dpmpp_2m_karras", seed: "1234", width: "64", height: "64", batch: "2" };
+  await page.fill("#prompt", A.prompt);
+  await setValue(page, "#guidance", A.guidance);
+  await page.fill("#negative", A.negative);
+  await setValue(page, "#steps", A.steps);
+  await page.selectOption("#sampler", A.sampler);
+  await page.setChecked("#random-seed", false);
+  await setValue(page, "#seed", A.seed);
+  await setValue(page, "#width", A.width);
+  await setValue(page, "#height", A.height);
+  await setValue(page, "#batch", A.batch);
+  await page.fill("#batch-pos", "");
+
+  // Ctrl+Enter (focus in another field than the prompt) starts job A; while it runs, Generate
+  // and Ctrl+Enter queue jobs B (seed 5) and C (seed 6), batch 1 each; B is cancelled.
+  t0 = Date.now();
+  await page.focus("#negative");
+  await page.keyboard.press("Control+Enter");
+  state = await waitForState(page, ["generating", "error"], 10_000).catch(() => "not generating");
+  assert(state === "generating", `Ctrl+Enter did not start a generation: state "${state}": ${await page.textContent("#message")}`);
+  await setValue(page, "#batch", "1");
+  await setValue(page, "#seed", "5");
+  await page.click("#generate");
+  await setValue(page, "#seed", "6");
+  await page.focus("#prompt");
+  await page.keyboard.press("Control+Enter");
+  const queued = await page.evaluate(() => ({ state: document.body.dataset.state, items: [...document.querySelectorAll("#queue li")].map((li) => ({ job: li.dataset.job, state: li.dataset.state, text: li.textContent })), status: document.querySelector("#queue-status").textContent }));
+  t.log(`queue while job A runs: ${JSON.stringify(queued)}`);
+  assert(queued.state === "generating", `job A ended before B and C were queued (state "${queued.state}"): the queue is not tested`);
+  assert(queued.items.length === 3 && queued.items[0].state === "running" && queued.items[1].state === "waiting" && queued.items[2].state === "waiting", `#queue lists ${JSON.stringify(queued.items)}, expected the running job and 2 waiting`);
+  assert(/seed 1234/.test(queued.items[0].text) && /seed 5\b/.test(queued.items[1].text) && /seed 6\b/.test(queued.items[2].text), `queued jobs do not show their own seeds (settings not snapshotted?): ${JSON.stringify(queued.items.map((i) => i.text))}`);
+  fs.mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUT, "ui-queue.png"), fullPage: true });
+  const jobB = queued.items[1].job;
+  await page.click(`#queue li[data-job="${jobB}"] button.job-cancel`);
+  const afterCancel = await page.evaluate(() => [...document.querySelectorAll("#queue li")].map((li) => li.dataset.job));
+  assert(afterCancel.length === 2 && !afterCancel.includes(jobB), `after cancelling job ${jobB}: #queue lists jobs ${JSON.stringify(afterCancel)}`);
+  await page.waitForFunction(() => !window.sdApp.queue.running && window.sdApp.queue.waiting.length === 0 && ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 4 * MIN });
+  state = await page.evaluate(() => document.body.dataset.state);
+  assert(state === "ready", `after the queue: state "${state}": ${await page.textContent("#message")}`);
+  lap("jobs A (batch 2) + C through the queue", t0);
+
+  // The gallery's figures, newest first, with their PNG bytes.
+  const figures = () => page.evaluate(async () => Promise.all([...document.querySelectorAll("#gallery figure.result")].map(async (f) => {
+    const a = f.querySelector("a.download");
+    return { id: f.dataset.id ?? null, job: f.dataset.job ?? null, pos: f.dataset.batchPos, name: a.download, title: f.querySelector("img").title, png: Array.from(new Uint8Array(await (await fetch(a.href)).arrayBuffer())) };
+  })));
+  let figs = await figures();
+  t.log(`gallery after the queue: ${JSON.stringify(figs.map((f) => ({ id: f.id, job: f.job, pos: f.pos, name: f.name })))}`);
+  assert(figs.length === 3, `${figs.length} images in the gallery after jobs A (batch 2) and C, expected 3`);
+  assert(figs.every((f) => f.job !== jobB) && !figs.some((f) => /Seed: 5\b/.test(f.title)), "the cancelled job B made an image");
+  assert(figs[0].job !== figs[1].job && figs[1].job === figs[2].job, `jobs did not finish in order (newest first: jobs ${figs.map((f) => f.job)})`);
+  assert(/Seed: 6\b/.test(figs[0].title) && !/Batch size/.test(figs[0].title), `job C's parameters (seed 6, batch 1): ${JSON.stringify(figs[0].title)}`);
+  assert(figs.every((f) => f.id && /^\d+$/.test(f.id)), `not every image was kept in IndexedDB: ids ${figs.map((f) => f.id)}`);
+  const a2 = figs.find((f) => f.job === figs[2].job && f.pos === "2");
+  assert(a2, `no image at batch position 2 of job A: ${JSON.stringify(figs.map((f) => [f.job, f.pos]))}`);
+  const a2png = Buffer.from(a2.png);
+  const a2parsed = parsePng(a2png);
+  t.log(`job A image 2: ${a2png.length} bytes, "parameters" in ${a2parsed.textChunk.parameters}: ${JSON.stringify(a2parsed.text.parameters)}`);
+  assert(a2parsed.textChunk.parameters === "iTXt", `the non-Latin-1 parameters are in ${a2parsed.textChunk.parameters}, expected iTXt`);
+  assert(/Batch size: 2, Batch pos: 1\b/.test(a2parsed.text.parameters) && a2parsed.text.parameters.includes("<lora:lora_kohya_a:0.6>"), `job A image 2's parameters: ${JSON.stringify(a2parsed.text.parameters)}`);
+
+  const maxDiffPng = (x, y) => {
+    const p = decodePng(Buffer.from(x)).rgba, q = decodePng(Buffer.from(y)).rgba;
+    if (p.length !== q.length) return Infinity;
+    let m = 0;
+    for (let i = 0; i < p.length; i++) if (i % 4 !== 3) m = Math.max(m, Math.abs(p[i] - q[i]));
+    return m;
+  };
+
+  // PNG info round trip: other values in every field, then job A's second image chosen back.
+  const formValues = () => page.evaluate(() => {
+    const v = (id) => document.getElementById(id).value;
+    return { prompt: v("prompt"), negative: v("negative"), steps: v("steps"), guidance: v("guidance"), sampler: v("sampler"), seed: v("seed"), randomSeed: document.getElementById("random-seed").checked, width: v("width"), height: v("height"), batch: v("batch"), batchPos: v("batch-pos"), lora: document.querySelector("#lora-list li[data-name=lora_kohya_a] input.lora-scale-num")?.value ?? null, loraSlider: document.querySelector("#lora-list li[data-name=lora_kohya_a] input.lora-scale")?.value ?? null };
+  });
+  await page.fill("#prompt", "something else");
+  await page.fill("#negative", "nothing");
+  await setValue(page, "#steps", "9");
+  await setValue(page, "#guidance", "3");
+  await page.selectOption("#sampler", "euler");
+  await setValue(page, "#seed", "77");
+  await page.setChecked("#random-seed", true);
+  await setValue(page, "#width", "128");
+  await setValue(page, "#height", "192");
+  await setValue(page, "#batch", "1");
+  await page.fill("#lora-list li[data-name=lora_kohya_a] input.lora-scale-num", "0.2");
+  const readInfo = async (trigger, what) => {
+    const before = await page.evaluate(() => window.sdApp.lastPngInfo?.seq ?? 0);
+    await trigger();
+    await page.waitForFunction((n) => (window.sdApp.lastPngInfo?.seq ?? 0) > n, before, { timeout: 10_000 })
+      .catch(async () => { throw new AssertionError(`${what}: the form was not filled: #message ${JSON.stringify(await page.textContent("#message"))}`); });
+  };
+  await readInfo(() => page.setInputFiles("#png-info-file", { name: "fox-2.png", mimeType: "image/png", buffer: a2png }), "PNG info of job A's image 2");
+  let form = await formValues();
+  t.log(`form after PNG info: ${JSON.stringify(form)}`);
+  const wantA = { prompt: A.prompt, negative: A.negative, steps: A.steps, guidance: A.guidance, sampler: A.sampler, seed: A.seed, randomSeed: false, width: A.width, height: A.height, batch: "2", batchPos: "2", lora: "0.6", loraSlider: "0.6" };
+  for (const [k, v] of Object.entries(wantA)) assert(form[k] === v, `PNG info round trip: ${k} is ${JSON.stringify(form[k])}, expected ${JSON.stringify(v)}`);
+  const shownA = await page.evaluate(() => [...document.querySelectorAll("#png-info dl.unknown dt")].map((d) => [d.textContent, d.nextElementSibling.textContent]));
+  assert(shownA.length === 1 && shownA[0][0] === "Model", `PNG info of the page's own PNG lists as not applied ${JSON.stringify(shownA)}, expected only Model`);
+  // (Generating from it is checked offline below: "Use settings" of this image, same pixels.)
+
+  // An AUTOMATIC1111 PNG (tEXt), dropped on the page: quoted values with commas, a LoRA tag
+  // for the loaded LoRA (to the LoRA list) and one for a LoRA that is not loaded (kept in the
+  // prompt), A1111 1.9's "Sampler: DPM++ 2M, Schedule type: Karras", unknown fields.
+  const a1111Prompt = "masterpiece, best quality, a castle on a hill at dusk, (dramatic lighting:1.2) <lora:detail_tweaker:0.5>";
+  const a1111 = `${a1111Prompt} <lora:lora_kohya_a:0.7>\nNegative prompt: lowres, bad anatomy,\nwatermark\nSteps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 3141592653, Size: 512x768, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, VAE hash: 735e4c3a44, VAE: vae-ft-mse-840000-ema-pruned.safetensors, Denoising strength: 0.45, Clip skip: 2, Hires upscale: 2, Hires upscaler: Latent, Lora hashes: "lora_kohya_a: 0a1b2c3d4e5f, detail_tweaker: ee3bd0e1ea34", TI hashes: "easynegative: c74b4e810b03, bad, hands: 123", ADetailer prompt: "face, \\"smile\\"", Version: v1.9.4`;
+  const rgb = new Uint8Array(8 * 8 * 3).fill(200);
+  const a1111Png = withTextChunks(encodePng(8, 8, rgb), [{ type: "tEXt", key: "parameters", text: a1111 }]);
+  const dropPng = async (buffer, name) => {
+    const dt = await page.evaluateHandle(([bytes, n]) => {
+      const d = new DataTransfer();
+      d.items.add(new File([new Uint8Array(bytes)], n, { type: "image/png" }));
+      return d;
+    }, [[...buffer], name]);
+    await page.dispatchEvent("#output-section", "drop", { dataTransfer: dt });
+  };
+  await readInfo(() => dropPng(a1111Png, "a1111.png"), "PNG info of the A1111 PNG (dropped)");
+  form = await formValues();
+  t.log(`form after the A1111 PNG: ${JSON.stringify(form)}`);
+  const wantB = { prompt: a1111Prompt, negative: "lowres, bad anatomy,\nwatermark", steps: "28", guidance: "6.5", sampler: "dpmpp_2m_karras", seed: "3141592653", randomSeed: false, width: "512", height: "768", batch: "1", batchPos: "", lora: "0.7", loraSlider: "0.7" };
+  for (const [k, v] of Object.entries(wantB)) assert(form[k] === v, `A1111 PNG: ${k} is ${JSON.stringify(form[k])}, expected ${JSON.stringify(v)}`);
+  assert((await page.inputValue("#strength")) === "0.45", `A1111 PNG: strength ${await page.inputValue("#strength")}, expected 0.45`);
+  const info = await page.evaluate(() => ({
+    unknown: [...document.querySelectorAll("#png-info dl.unknown dt")].map((d) => [d.textContent, d.nextElementSibling.textContent]),
+    notes: document.querySelector("#png-info .notes")?.textContent ?? "",
+    raw: document.querySelector("#png-info pre")?.textContent ?? "",
+    message: document.querySelector("#message").textContent,
+  }));
+  t.log(`A1111 PNG info: not applied ${JSON.stringify(info.unknown)}; notes ${JSON.stringify(info.notes)}; #message ${JSON.stringify(info.message)}`);
+  const wantUnknown = [["Model hash", "6ce0161689"], ["Model", "v1-5-pruned-emaonly"], ["VAE hash", "735e4c3a44"], ["VAE", "vae-ft-mse-840000-ema-pruned.safetensors"], ["Clip skip", "2"], ["Hires upscale", "2"], ["Hires upscaler", "Latent"], ["TI hashes", "easynegative: c74b4e810b03, bad, hands: 123"], ["ADetailer prompt", 'face, "smile"'], ["Version", "v1.9.4"]];
+  for (const [k, v] of wantUnknown) assert(info.unknown.some(([a, b]) => a === k && b === v), `A1111 PNG: "${k}: ${v}" is not listed as not applied: ${JSON.stringify(info.unknown)}`);
+  assert(info.unknown.length === wantUnknown.length, `A1111 PNG: not applied ${JSON.stringify(info.unknown)}, expected exactly ${wantUnknown.length}`);
+  assert(/detail_tweaker/.test(info.notes) && /not loaded/.test(info.notes), `A1111 PNG: no note about the LoRA that is not loaded: ${JSON.stringify(info.notes)}`);
+  assert(info.raw === a1111, "A1111 PNG: the stored parameters are not shown as they are");
+  // The same text in a zTXt chunk (deflated) reads the same.
+  const a1111z = withTextChunks(encodePng(8, 8, rgb), [{ type: "zTXt", key: "parameters", text: a1111 }]);
+  await page.fill("#prompt", "x");
+  await readInfo(() => page.setInputFiles("#png-info-file", { name: "a1111-ztxt.png", mimeType: "image/png", buffer: a1111z }), "PNG info of the zTXt PNG");
+  const formZ = await formValues();
+  assert(JSON.stringify(formZ) === JSON.stringify(form), `zTXt: the form reads ${JSON.stringify(formZ)}, tEXt gave ${JSON.stringify(form)}`);
+  await page.screenshot({ path: path.join(OUT, "ui-png-info.png"), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await sleep(300);
+  await page.screenshot({ path: path.join(OUT, "ui-features-phone.png"), fullPage: true });
+  const sw = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth }));
+  t.log(`at 390x844: scrollWidth ${sw.scrollWidth}, innerWidth ${sw.innerWidth}`);
+  assert(sw.scrollWidth <= sw.innerWidth, `horizontal scroll at 390 px: scrollWidth ${sw.scrollWidth} > ${sw.innerWidth}`);
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  // Delete one image (job C's); then offline: reload, the gallery is there, generate.
+  const jobC = figs[0].job;
+  await page.click(`#gallery figure.result[data-job="${jobC}"] button.delete`);
+  await page.waitForFunction((n) => document.querySelectorAll("#gallery figure.result").length === n, 2, { timeout: 10_000 });
+  const kept = await figures();
+  assert(!kept.some((f) => f.job === jobC), "job C's image is still shown after Delete");
+  const swStatus = () => page.evaluate(() => new Promise((resolve, reject) => {
+    const c = navigator.serviceWorker.controller;
+    if (!c) return reject(new Error("no service worker controls the page"));
+    navigator.serviceWorker.addEventListener("message", (e) => resolve(e.data), { once: true });
+    c.postMessage({ type: "sd-webgpu-sw-status" });
+    setTimeout(() => reject(new Error("the service worker did not answer")), 10_000);
+  }));
+  server.clearLog();
+  t0 = Date.now();
+  await b.context.setOffline(true);
+  await page.reload();
+  state = await waitForState(page, ["ready", "error"], 5 * MIN);
+  assert(state === "ready", `offline reload: page state "${state}": ${await page.textContent("#message")}`);
+  lap("offline reload + model load from the cache", t0);
+  const st = await swStatus();
+  t.log(`service worker: cache ${st.cache}, static routes ${st.routes}, ${st.cached.length} cached, answered ${JSON.stringify(st.answered.map((u) => new URL(u).pathname))}`);
+  const foreign = st.answered.filter((u) => !shell.some((f) => new URL(u).pathname === new URL(f === "./" ? "index.html" : f, `${base()}/`).pathname));
+  assert(foreign.length === 0, `the service worker answered requests outside the app shell: ${JSON.stringify(foreign)}`);
+  await page.waitForFunction((n) => document.querySelectorAll("#gallery figure.result").length >= n, 2, { timeout: 10_000 }).catch(() => {});
+  const after = await figures();
+  t.log(`gallery after the reload: ${JSON.stringify(after.map((f) => ({ id: f.id, job: f.job, pos: f.pos })))}; #gallery-info ${JSON.stringify(await page.textContent("#gallery-info"))}`);
+  assert(after.length === 2, `${after.length} images in the gallery after the reload, expected 2 (job A's)`);
+  for (let i = 0; i < 2; i++) {
+    assert(after[i].id === kept[i].id && Buffer.from(after[i].png).equals(Buffer.from(kept[i].png)) && after[i].title === kept[i].title, `gallery image ${i} (id ${kept[i].id}) differs after the reload`);
+  }
+  // Offline: the LoRA from the browser cache, the settings from job A's image 2 in the gallery
+  // ("Use settings"), the same image again (batchPos 2 alone of a batch of 2: the PNG's
+  // settings remake it exactly, parameters included).
+  t0 = Date.now();
+  await page.click("#lora-load");
+  state = await waitForState(page, ["ready", "error"], 2 * MIN);
+  assert(state === "ready" && (await page.locator("#lora-list li").count()) === 1, `offline LoRA load: state "${state}": ${await page.textContent("#message")}`);
+  await readInfo(() => page.click(`#gallery figure.result[data-id="${a2.id}"] button.use-settings`), "Use settings of job A's image 2");
+  form = await formValues();
+  for (const [k, v] of Object.entries(wantA)) assert(form[k] === v, `offline "Use settings": ${k} is ${JSON.stringify(form[k])}, expected ${JSON.stringify(v)}`);
+  await page.click("#generate");
+  await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state) && !window.sdApp.queue.running, null, { timeout: 4 * MIN });
+  state = await page.evaluate(() => document.body.dataset.state);
+  assert(state === "ready", `offline generation: state "${state}": ${await page.textContent("#message")}`);
+  lap("offline LoRA load + generate", t0);
+  const offline = (await figures())[0];
+  const offDiff = maxDiffPng(offline.png, a2png);
+  // (Chromium's check for a new sw.js, made by the browser itself, is not held back by
+  // Playwright's offline emulation: that one request may reach the server.)
+  const reached = server.log.filter((e) => e.path !== "/sw.js");
+  t.log(`offline: image (batch pos ${offline.pos}) max |diff| ${offDiff}/255 vs job A's image 2 made online, parameters equal: ${offline.title === a2parsed.text.parameters}; requests that reached the server while offline: ${JSON.stringify(server.log.map((e) => `${e.method} ${e.path}`))}`);
+  assert(offline.pos === "2" && offDiff <= 1, `the offline image (batch pos ${offline.pos}) differs from job A's image 2 by up to ${offDiff}/255`);
+  assert(offline.title === a2parsed.text.parameters, `the offline image's parameters differ from the PNG's:\n${offline.title}\nvs\n${a2parsed.text.parameters}`);
+  assert(reached.length === 0, `requests reached the server while offline: ${reached.map((e) => e.path).join(", ")}`);
+
+  // Download all: one ZIP of the 3 kept PNGs (oldest first), byte for byte.
+  const all = (await figures()).reverse();
+  const [download] = await Promise.all([page.waitForEvent("download", { timeout: 30_000 }), page.click("#gallery-zip")]);
+  const zipFile = await download.path();
+  const entries = readZip(fs.readFileSync(zipFile));
+  t.log(`zip ${download.suggestedFilename()}: ${fs.statSync(zipFile).size} bytes, ${entries.map((e) => `${e.name} (${e.data.length} B, method ${e.method})`).join(", ")}`);
+  assert(entries.length === all.length && all.length === 3, `the ZIP holds ${entries.length} files, the gallery ${all.length} (expected 3)`);
+  for (let i = 0; i < entries.length; i++) {
+    assert(entries[i].method === 0 && entries[i].name.endsWith(all[i].name) && entries[i].data.equals(Buffer.from(all[i].png)), `ZIP entry ${i} (${entries[i].name}) is not the gallery's PNG ${all[i].name} byte for byte`);
+  }
+  // Delete all (confirmed): nothing shown, nothing kept.
+  page.once("dialog", (d) => d.accept());
+  await page.click("#clear-gallery");
+  await page.waitForFunction(() => document.querySelectorAll("#gallery figure.result").length === 0, null, { timeout: 10_000 });
+  const left = await page.evaluate(async () => (await window.sdApp.gallery.list()).length);
+  const infoText = await page.textContent("#gallery-info");
+  t.log(`after Delete all: ${left} kept; #gallery-info ${JSON.stringify(infoText)}`);
+  assert(left === 0 && /^0 images/.test(infoText), `after Delete all: ${left} images kept; #gallery-info ${JSON.stringify(infoText)}`);
+  await b.context.setOffline(false);
+  t.log(`timings: ${times.join("; ")}; total ${((Date.now() - T0) / 1000).toFixed(1)} s`);
+}, { timeoutMs: 10 * MIN });
 
 const UNET = "/model/unet/diffusion_pytorch_model.safetensors";
 const WEIGHTS = ["/model/text_encoder/model.safetensors", UNET, "/model/vae/diffusion_pytorch_model.safetensors"];

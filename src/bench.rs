@@ -668,7 +668,7 @@ fn weight_map(sd: &StableDiffusion) -> HashMap<String, Tensor> {
 }
 
 fn same_buffer(a: &Tensor, b: &Tensor) -> bool {
-    std::sync::Arc::ptr_eq(&a.buf, &b.buf)
+    a.buffer() == b.buffer()
 }
 
 fn signed_delta(after: u64, before: u64) -> i64 {

@@ -1,9 +1,18 @@
 //! GPU runtime: device, limits, tensors, buffer pool, pipeline cache, readback.
 //! Knows nothing about Stable Diffusion.
 mod context;
+mod memory;
+mod pipelines;
+mod pool;
+mod profile;
+mod readback;
+mod recorder;
 mod shader;
 mod tensor;
 
-pub use context::{Dispatch, GemmVariant, Gpu, GpuInfo, GpuOptions, PoolStats, Readback};
+pub use context::{GemmVariant, Gpu, GpuInfo, GpuOptions};
+pub use pool::PoolStats;
+pub use readback::Readback;
+pub use recorder::Dispatch;
 pub use shader::{assemble, kernel_list, shader_files, Access, Binding};
-pub use tensor::{DType, Tensor};
+pub use tensor::{DType, Tensor, MAX_RANK};

@@ -171,13 +171,6 @@ pub fn kernels_of(file: &'static str) -> Result<Vec<KernelSource>> {
     Ok(kernels)
 }
 
-pub fn find_kernel(file: &'static str, name: &str) -> Result<KernelSource> {
-    kernels_of(file)?
-        .into_iter()
-        .find(|k| k.name == name)
-        .ok_or_else(|| Error::Shader(file.into(), format!("no kernel `{name}`")))
-}
-
 /// Full WGSL for one kernel with the given dtypes for its bindings (in order).
 /// `native_f16`: f16 tensors use `array<f16>` (needs the `shader-f16` feature).
 pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<String> {

@@ -1,7 +1,5 @@
 //! GPU tensors: a storage buffer from the pool + shape + dtype.
-use std::sync::{Arc, Mutex};
-
-use super::context::Pool;
+use super::pool::BufRef;
 
 /// Storage dtype of a tensor. f16 is stored as little-endian halves (two per
 /// u32 word), which is the same memory layout as WGSL's `array<f16>`.
@@ -30,17 +28,27 @@ impl DType {
     }
 }
 
-pub(crate) struct PooledBuffer {
-    pub(crate) buffer: wgpu::Buffer,
-    pub(crate) bytes: u64,
-    pub(crate) pool: Arc<Mutex<Pool>>,
+/// Most dimensions of a tensor (shapes are kept inline, without a heap allocation).
+pub const MAX_RANK: usize = 6;
+
+/// A shape kept inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    dims: [usize; MAX_RANK],
+    rank: u8,
 }
 
-impl Drop for PooledBuffer {
-    fn drop(&mut self) {
-        if let Ok(mut p) = self.pool.lock() {
-            p.release(self.buffer.clone(), self.bytes);
+impl Shape {
+    pub(crate) fn new(shape: &[usize]) -> crate::Result<Shape> {
+        if shape.len() > MAX_RANK {
+            return crate::error::shape_err("tensor", format!("shape {shape:?} has more than {MAX_RANK} dimensions"));
         }
+        let mut dims = [0; MAX_RANK];
+        dims[..shape.len()].copy_from_slice(shape);
+        Ok(Shape { dims, rank: shape.len() as u8 })
+    }
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        &self.dims[..self.rank as usize]
     }
 }
 
@@ -48,45 +56,45 @@ impl Drop for PooledBuffer {
 /// returns the buffer to the pool (safe: work recorded earlier runs first).
 #[derive(Clone)]
 pub struct Tensor {
-    pub(crate) buf: Arc<PooledBuffer>,
-    shape: Vec<usize>,
+    pub(crate) buf: BufRef,
+    shape: Shape,
     dtype: DType,
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {})", self.shape, self.dtype.name())
+        write!(f, "Tensor({:?}, {})", self.shape(), self.dtype.name())
     }
 }
 
 impl Tensor {
-    pub(crate) fn new(buf: Arc<PooledBuffer>, shape: Vec<usize>, dtype: DType) -> Self {
+    pub(crate) fn new(buf: BufRef, shape: Shape, dtype: DType) -> Self {
         Tensor { buf, shape, dtype }
     }
     pub fn shape(&self) -> &[usize] {
-        &self.shape
+        self.shape.as_slice()
     }
     pub fn dtype(&self) -> DType {
         self.dtype
     }
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape().iter().product()
     }
     pub fn rank(&self) -> usize {
-        self.shape.len()
+        self.shape.rank as usize
     }
     /// Size of dimension `d`; negative counts from the end.
     pub fn dim(&self, d: isize) -> usize {
-        let r = self.shape.len() as isize;
+        let r = self.rank() as isize;
         let i = if d < 0 { r + d } else { d };
         if i < 0 || i >= r {
             0
         } else {
-            self.shape[i as usize]
+            self.shape()[i as usize]
         }
     }
     pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buf.buffer
+        &self.buf.get().buffer
     }
     pub fn bytes(&self) -> u64 {
         self.dtype.buffer_bytes(self.numel())
@@ -97,9 +105,9 @@ impl Tensor {
         if n != self.numel() {
             return crate::error::shape_err(
                 "reshape",
-                format!("cannot view {:?} as {:?}", self.shape, shape),
+                format!("cannot view {:?} as {:?}", self.shape(), shape),
             );
         }
-        Ok(Tensor { buf: self.buf.clone(), shape: shape.to_vec(), dtype: self.dtype })
+        Ok(Tensor { buf: self.buf.clone(), shape: Shape::new(shape)?, dtype: self.dtype })
     }
 }

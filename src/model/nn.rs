@@ -225,13 +225,14 @@ impl Attention {
         let dim = self.heads * self.head_dim;
         let bias = |b: &Option<String>| -> Result<Option<&Tensor>> { b.as_ref().map(|n| c.w.get(n)).transpose() };
         // Fused projections: one matmul for q/k/v (or k/v), attention reads the parts in place.
-        if ctx.is_none() && c.w.get(&self.qkv.0).is_ok() {
+        // `find`: a miss builds no error (this runs at every step).
+        if ctx.is_none() && c.w.find(&self.qkv.0).is_some() {
             let qkv = ops::linear_fused(c.gpu, x, c.w.get(&self.qkv.0)?, LinearFuse { bias: bias(&self.qkv.1)?, ..xq })?;
             let view = |offset| ops::View { t: &qkv, offset };
             let o = ops::attention_views(c.gpu, view(0), view(dim), view(2 * dim), dim, self.heads, causal, scale)?;
             return self.out.fwd(c, &o, Act::None, res);
         }
-        if let (Some(cx), true) = (ctx, c.w.get(&self.kv.0).is_ok()) {
+        if let (Some(cx), true) = (ctx, c.w.find(&self.kv.0).is_some()) {
             let q = self.q.fwd_fused(c, x, xq)?;
             let kv = ops::linear_fused(c.gpu, cx, c.w.get(&self.kv.0)?, LinearFuse { bias: bias(&self.kv.1)?, ..Default::default() })?;
             let o = ops::attention_views(c.gpu, ops::View { t: &q, offset: 0 }, ops::View { t: &kv, offset: 0 }, ops::View { t: &kv, offset: dim }, dim, self.heads, causal, scale)?;

@@ -151,7 +151,8 @@ impl Unet {
         // Resnets take silu(temb): fold the SiLU into linear_2's epilogue.
         let temb_silu = self.lin2.fwd(c, &temb, Act::Silu, None)?;
         let mut h = self.conv_in.fwd(c, x, Act::None, None)?;
-        let mut skips = vec![h.clone()];
+        let mut skips = Vec::with_capacity(1 + self.downs.iter().map(|d| d.resnets.len() + d.down.is_some() as usize).sum::<usize>());
+        skips.push(h.clone());
         for d in &self.downs {
             for (j, r) in d.resnets.iter().enumerate() {
                 h = r.fwd(c, &h, Some(&temb_silu))?;

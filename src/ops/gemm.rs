@@ -213,17 +213,21 @@ pub fn linear_fused(gpu: &Gpu, x: &Tensor, w: &Tensor, fz: LinearFuse) -> Result
     if fz.geglu && (n % 2 != 0 || fz.act != Act::None || fz.residual.is_some()) {
         return shape_err("linear", format!("GEGLU needs an even N (weight {:?}) and no other activation or residual", w.shape()));
     }
-    let mut out_shape = x.shape().to_vec();
+    // On the stack (no allocation per call).
+    let mut shape_buf = [0usize; crate::gpu::MAX_RANK];
+    let out_shape = &mut shape_buf[..x.rank()];
+    out_shape.copy_from_slice(x.shape());
     *out_shape.last_mut().unwrap() = if fz.geglu { n / 2 } else { n };
+    let out_shape: &[usize] = out_shape;
     if let Some(r) = fz.residual {
-        if r.shape() != out_shape.as_slice() {
+        if r.shape() != out_shape {
             return shape_err("linear", format!("residual {:?} must be {:?}", r.shape(), out_shape));
         }
     }
     // With GEGLU each thread writes both halves of its output words: always pair-safe.
     let pairs_ok = n % 2 == 0 && (!fz.geglu || (n / 2) % 2 == 0);
     let g = Fuse { bias: fz.bias, residual: fz.residual, act: fz.act, layer_norm: fz.layer_norm, geglu: fz.geglu, force_splits: fz.split_k, ..Default::default() };
-    gemm(gpu, x, w, g, [m, n, k, 1], [0, k, 1], [0, 1, k], &out_shape, pairs_ok)
+    gemm(gpu, x, w, g, [m, n, k, 1], [0, k, 1], [0, 1, k], out_shape, pairs_ok)
 }
 
 /// Everything the matmul kernel can fuse (see shaders/matmul.wgsl).

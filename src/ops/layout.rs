@@ -12,9 +12,11 @@ pub fn concat_channels(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return shape_err("concat_channels", format!("dtypes differ: {:?} {:?}", a, b));
     }
     let s: usize = a.shape()[2..].iter().product();
-    let mut shape = a.shape().to_vec();
+    let mut shape_buf = [0usize; crate::gpu::MAX_RANK];
+    let shape = &mut shape_buf[..a.rank()];
+    shape.copy_from_slice(a.shape());
     shape[1] += b.shape()[1];
-    let y = gpu.empty(&shape, a.dtype())?;
+    let y = gpu.empty(shape, a.dtype())?;
     gpu.map("layout.wgsl", "concat_channels", &[u(a.shape()[1]), u(b.shape()[1]), u(s)], &[a, b], &y)?;
     Ok(y)
 }

@@ -60,6 +60,36 @@ pub struct BenchArgs {
     /// weights made in memory).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// GEMM kernels for matmul / linear / conv ([`crate::gpu::GemmVariant`]).
+    #[arg(long, value_enum, default_value_t = BenchGemm::V2)]
+    pub gemm: BenchGemm,
+    /// Largest GEMM / conv / attention dispatch in GFLOP (larger ones are split).
+    #[arg(long, default_value_t = 25.0)]
+    pub max_dispatch_gflop: f64,
+    /// Most GFLOP per command buffer (a flush with more submits several).
+    #[arg(long, default_value_t = 250.0)]
+    pub max_command_buffer_gflop: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchGemm {
+    V1,
+    V2,
+}
+
+impl BenchArgs {
+    /// The GPU options these flags ask for.
+    pub fn gpu_options(&self) -> GpuOptions {
+        GpuOptions {
+            gemm: match self.gemm {
+                BenchGemm::V1 => crate::gpu::GemmVariant::V1,
+                BenchGemm::V2 => crate::gpu::GemmVariant::V2,
+            },
+            max_dispatch_gflop: self.max_dispatch_gflop,
+            max_command_buffer_gflop: self.max_command_buffer_gflop,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -147,6 +177,13 @@ pub struct BenchReport {
     pub heap_allocations_per_unet_step: Option<u64>,
     /// `--plan`: CPU time to record one CFG UNet step on the planning GPU, µs (median).
     pub cpu_record_us_per_unet_step: Option<f64>,
+    /// `--plan`: the UNet step's and the VAE decode's dispatches and command buffers
+    /// ([`crate::plan::Submissions`]), and the larger of their largest dispatch / command
+    /// buffer in GFLOP.
+    pub unet_step_submissions: Option<crate::plan::Submissions>,
+    pub vae_decode_submissions: Option<crate::plan::Submissions>,
+    pub largest_dispatch_gflop: Option<f64>,
+    pub largest_command_buffer_gflop: Option<f64>,
 }
 
 /// Op family of a dispatch label `file:kernel`.
@@ -288,8 +325,8 @@ pub fn record_cost(gpu: &Gpu, step: &dyn Fn() -> crate::Result<Tensor>) -> crate
 
 /// FLOPs and dispatches of one CFG UNet step, counted on a planning GPU, and the CPU cost
 /// of recording it.
-async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType) -> crate::Result<(Gpu, f64, RecordCost)> {
-    let gpu = Gpu::new(GpuOptions { plan_only: true, ..Default::default() }).await?;
+async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType, opts: &GpuOptions) -> crate::Result<(Gpu, f64, RecordCost)> {
+    let gpu = Gpu::new(GpuOptions { plan_only: true, ..opts.clone() }).await?;
     let weights = crate::plan::placeholder_weights(&gpu, cfg, dtype, &["unet"])?;
     let (clip, unet, vae, _) = crate::model::build(cfg);
     let sd = StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None, loras: Default::default() };
@@ -315,8 +352,10 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
     let dtype = args.dtype.dtype();
     let cfg = configs(args)?;
     if args.plan {
-        let p = crate::plan::plan(&cfg, size, size, dtype).await?;
-        let (pg, flops, cost) = plan_unet_flops(&cfg, size, dtype).await?;
+        let opts = args.gpu_options();
+        let gen = crate::pipeline::Params { width: size, height: size, steps: 20, ..Default::default() };
+        let p = crate::plan::plan_with_options(&cfg, size, size, dtype, &gen, &opts).await?;
+        let (pg, flops, cost) = plan_unet_flops(&cfg, size, dtype, &opts).await?;
         return Ok(BenchReport {
             adapter: p.adapter,
             backend: pg.info().backend.clone(),
@@ -342,10 +381,14 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
             load_s: None,
             heap_allocations_per_unet_step: cost.allocations,
             cpu_record_us_per_unet_step: Some(cost.us),
+            unet_step_submissions: Some(p.unet_step_submissions),
+            vae_decode_submissions: Some(p.vae_decode_submissions),
+            largest_dispatch_gflop: Some(p.largest_dispatch_gflop),
+            largest_command_buffer_gflop: Some(p.largest_command_buffer_gflop),
         });
     }
 
-    let gpu = Gpu::new(GpuOptions::default()).await?;
+    let gpu = Gpu::new(args.gpu_options()).await?;
     let t0 = Instant::now();
     let sd = match &args.model {
         Some(dir) => StableDiffusion::load(&gpu, dir, dtype, Some("fp16"))?,
@@ -462,6 +505,10 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
         load_s: Some(load_s),
         heap_allocations_per_unet_step: None,
         cpu_record_us_per_unet_step: None,
+        unet_step_submissions: None,
+        vae_decode_submissions: None,
+        largest_dispatch_gflop: None,
+        largest_command_buffer_gflop: None,
     })
 }
 
@@ -502,6 +549,22 @@ pub fn table(r: &BenchReport) -> String {
     }
     if let Some(n) = r.heap_allocations_per_unet_step {
         let _ = writeln!(s, "{:<36} {:>14}", "heap allocations per UNet step", n);
+    }
+    for (name, sub) in [("UNet step", &r.unet_step_submissions), ("VAE decode", &r.vae_decode_submissions)] {
+        if let Some(x) = sub {
+            let _ = writeln!(
+                s,
+                "{:<36} {:>20}",
+                format!("{name}: dispatches / command buffers"),
+                format!("{} / {}", x.dispatches, x.command_buffers)
+            );
+            let _ = writeln!(
+                s,
+                "{:<36} {:>20}",
+                format!("{name}: largest dispatch / cmd buffer"),
+                format!("{:.1} / {:.1} GFLOP", x.largest_dispatch_gflop, x.largest_command_buffer_gflop)
+            );
+        }
     }
     let _ = writeln!(s, "{:<36} {:>14}", "activations per UNet step", mib(r.activation_bytes_per_unet_step));
     let _ = writeln!(s, "{:<36} {:>14}", "weights", mib(r.weights_bytes));

@@ -35,6 +35,35 @@ pub struct PlanReport {
     pub generation_batch: usize,
     pub generation_img2img: bool,
     pub generation: GenerationPlan,
+    /// Submissions of one CFG UNet step and of one VAE decode (the watchdog's view).
+    pub unet_step_submissions: Submissions,
+    pub vae_decode_submissions: Submissions,
+    /// The larger of the two phases' figures.
+    pub largest_dispatch_gflop: f64,
+    pub largest_command_buffer_gflop: f64,
+}
+
+/// How a phase reaches the GPU: its dispatches and command buffers, and the largest of
+/// each in GFLOP (conv / matmul / attention FLOPs counted from the shapes).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Submissions {
+    pub dispatches: u64,
+    pub command_buffers: u64,
+    pub largest_dispatch_gflop: f64,
+    pub largest_command_buffer_gflop: f64,
+}
+
+impl Submissions {
+    /// Between two statistics, the second taken after a flush and with the largest
+    /// figures restarted ([`Gpu::reset_peak`]) before the first.
+    pub fn between(a: &PoolStats, b: &PoolStats) -> Submissions {
+        Submissions {
+            dispatches: b.dispatches - a.dispatches,
+            command_buffers: b.submits - a.submits,
+            largest_dispatch_gflop: b.largest_dispatch_flops / 1e9,
+            largest_command_buffer_gflop: b.largest_command_buffer_flops / 1e9,
+        }
+    }
 }
 
 /// Weights as uninitialised (zeroed on real GPUs) tensors with the model's shapes.
@@ -77,6 +106,10 @@ pub struct GenerationPlan {
     pub flops: f64,
     /// Bytes held after the generation (the weights: everything else is returned).
     pub after_bytes: u64,
+    /// Command buffers submitted, and the largest dispatch / command buffer in GFLOP.
+    pub command_buffers: u64,
+    pub largest_dispatch_gflop: f64,
+    pub largest_command_buffer_gflop: f64,
     /// Of `weights_bytes`: the text encoder's, and the tiny VAE's (0 without one).
     pub weights_bytes_text_encoder: u64,
     pub weights_bytes_tiny_vae: u64,
@@ -135,6 +168,9 @@ pub async fn plan_generation_with(cfg: &Configs, dtypes: impl Into<Dtypes>, p: &
         dispatches: s1.dispatches - s0.dispatches,
         flops: s1.flops - s0.flops,
         after_bytes: s1.total_bytes,
+        command_buffers: s1.submits - s0.submits,
+        largest_dispatch_gflop: s1.largest_dispatch_flops / 1e9,
+        largest_command_buffer_gflop: s1.largest_command_buffer_flops / 1e9,
         weights_bytes_text_encoder,
         weights_bytes_tiny_vae,
     })
@@ -149,10 +185,16 @@ pub async fn plan(cfg: &Configs, height: usize, width: usize, dtype: DType) -> c
 
 /// [`plan`] with the whole generation `gen` planned (its size is replaced by `height`×`width`).
 pub async fn plan_with(cfg: &Configs, height: usize, width: usize, dtype: DType, gen: &Params) -> crate::Result<PlanReport> {
+    plan_with_options(cfg, height, width, dtype, gen, &GpuOptions::default()).await
+}
+
+/// [`plan_with`] with these GPU options for the UNet step and VAE decode figures (GEMM
+/// variant, dispatch and command buffer budgets; the whole generation uses the defaults).
+pub async fn plan_with_options(cfg: &Configs, height: usize, width: usize, dtype: DType, gen: &Params, opts: &GpuOptions) -> crate::Result<PlanReport> {
     let gen = Params { width, height, ..gen.clone() };
     let generation = plan_generation(cfg, dtype, &gen, None).await?;
     // WebGPU's default binding limit (128 MiB): the figures hold on any adapter.
-    let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(128 << 20), ..Default::default() }).await?;
+    let gpu = Gpu::new(GpuOptions { plan_only: true, max_binding_override: Some(128 << 20), ..opts.clone() }).await?;
     let weights = placeholder_weights(&gpu, cfg, dtype, &crate::model::COMPONENTS)?;
     let sd = StableDiffusion::new(&gpu, cfg.clone(), dtype, weights, Vec::new())?;
     let load_peak = gpu.pool_stats().peak_bytes;
@@ -177,6 +219,7 @@ pub async fn plan_with(cfg: &Configs, height: usize, width: usize, dtype: DType,
     gpu.reset_peak();
     let s2a = gpu.pool_stats();
     let eps = sd.unet.forward(&c, &x, &t, &text)?;
+    gpu.flush()?;
     let s2 = gpu.pool_stats();
     overall = overall.max(s2.peak_bytes);
     drop((eps, x, t, text, ids));
@@ -187,6 +230,7 @@ pub async fn plan_with(cfg: &Configs, height: usize, width: usize, dtype: DType,
     // VAE decode of one image.
     let z = gpu.empty(&[1, cfg.vae.latent_channels, lh, lw], dtype)?;
     let img = sd.vae.decode_auto(&c, &z, gpu.max_binding())?;
+    gpu.flush()?;
     let s3 = gpu.pool_stats();
     drop((img, z));
 
@@ -211,6 +255,10 @@ pub async fn plan_with(cfg: &Configs, height: usize, width: usize, dtype: DType,
         generation_batch: gen.batch,
         generation_img2img: gen.init_image.is_some(),
         generation,
+        unet_step_submissions: Submissions::between(&s2a, &s2),
+        vae_decode_submissions: Submissions::between(&s2t, &s3),
+        largest_dispatch_gflop: (s2.largest_dispatch_flops.max(s3.largest_dispatch_flops)) / 1e9,
+        largest_command_buffer_gflop: (s2.largest_command_buffer_flops.max(s3.largest_command_buffer_flops)) / 1e9,
     })
 }
 
@@ -291,6 +339,11 @@ pub struct FamilyPlan {
     pub max_buffer_bytes: u64,
     /// The binding limit planned under (WebGPU's default).
     pub max_binding_bytes: u64,
+    /// Over the whole generation: command buffers, the largest dispatch and the largest
+    /// command buffer in GFLOP.
+    pub command_buffers: u64,
+    pub largest_dispatch_gflop: f64,
+    pub largest_command_buffer_gflop: f64,
 }
 
 /// Plan the generation `p` at `height`×`width` of a model `cfg` (a [`PlanFamily`]'s
@@ -319,5 +372,8 @@ pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DTyp
         weights_bytes_tiny_vae: g.weights_bytes_tiny_vae,
         max_buffer_bytes: g.max_buffer_bytes,
         max_binding_bytes: max_binding,
+        command_buffers: g.command_buffers,
+        largest_dispatch_gflop: g.largest_dispatch_gflop,
+        largest_command_buffer_gflop: g.largest_command_buffer_gflop,
     })
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::gpu::{DType, Gpu, GpuOptions, PoolStats, Tensor};
 use crate::model::{Configs, StableDiffusion};
-use crate::selftest::Rng;
+use crate::rng::Rng;
 use crate::weights::Weights;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

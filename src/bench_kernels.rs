@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::gpu::{DType, GemmVariant, Gpu, GpuOptions};
 use crate::ops::{self, Act, Conv2d};
-use crate::selftest::Rng;
+use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GemmArg {

@@ -4,7 +4,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::gpu::{DType, Gpu, GpuOptions};
-use crate::selftest::Rng;
+use crate::rng::Rng;
 
 #[derive(Parser)]
 #[command(name = "sd-webgpu", version, about = "Stable Diffusion on WebGPU / wgpu")]

@@ -419,9 +419,4 @@ impl SchedulerConfig {
         }
         Ok(())
     }
-
-    /// `alphas_cumprod` exactly as diffusers builds it (see [`super::tables`]).
-    pub fn alphas_cumprod(&self) -> Vec<f64> {
-        super::tables::alphas_cumprod(self)
-    }
 }

@@ -107,6 +107,13 @@ phase e2e
 echo "=== end-to-end: the app and the ES module in Chromium (tests/e2e, playwright-core)"
 bash scripts/e2e.sh 2>&1 | timed e2e | tee -a "$LOG"
 echo "=== end-to-end done at ${SECONDS} s"
+
+# The npm package (dist/npm, made by build-web.sh above) installed into a Vite, a webpack and a
+# TypeScript app: tsc, the builds, and the golden case through each (README: npm package).
+phase consumers
+echo "=== the npm package in Vite, webpack and TypeScript apps (tests/consumers, scripts/consumers.sh)"
+SKIP_WEB_BUILD=1 bash scripts/consumers.sh 2>&1 | timed consumers | tee -a "$LOG"
+echo "=== consumers done at ${SECONDS} s"
 if [ -n "$BPID" ]; then
   echo "=== waiting for the browser runner"
   wait "$BPID" || true
@@ -132,6 +139,6 @@ grep -aoE 'PARITY\|[^ ]+\|[a-z0-9]+\|.*' "$LOG" || true
 
 # One closing line for all runners (each runner's own summary is above).
 passed=$(grep -oE 'test result: ok\. [0-9]+ passed' "$LOG" | awk '{s+=$4} END {print s+0}')
-e2e=$(grep -oE '^e2e: [0-9]+ passed' "$LOG" | awk '{s+=$2} END {print s+0}')
+e2e=$(grep -oE '^(e2e|consumers): [0-9]+ passed' "$LOG" | awk '{s+=$2} END {print s+0}')
 ignored=$({ grep -oE 'test result: ok\..* [0-9]+ ignored' "$LOG" || true; } | { grep -oE '[0-9]+ ignored' || true; } | awk '{s+=$1} END {print s+0}')
-echo "all runners: $((passed + e2e)) passed, 0 failed, $ignored ignored with their reason (README: What runs where) in ${SECONDS} s ($passed cargo/wasm-pack, $e2e end-to-end + full-size load)"
+echo "all runners: $((passed + e2e)) passed, 0 failed, $ignored ignored with their reason (README: What runs where) in ${SECONDS} s ($passed cargo/wasm-pack, $e2e end-to-end + npm package consumers + full-size load)"

@@ -23,6 +23,14 @@ fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     (0..steps).map(|i| if i < half { s + step * i as f32 } else { e - step * (steps - 1 - i) as f32 }).collect()
 }
 
+impl SchedulerConfig {
+    /// `alphas_cumprod` exactly as diffusers builds it ([`alphas_cumprod`]; defined here,
+    /// not in `config`, so that the tables depend on the config and not the other way round).
+    pub fn alphas_cumprod(&self) -> Vec<f64> {
+        alphas_cumprod(self)
+    }
+}
+
 /// diffusers' `alphas_cumprod`: float32 betas (`linear`: linspace; `scaled_linear`:
 /// linspace of square roots, squared; or `trained_betas`), float32 `1 - beta`, and torch's
 /// CPU `cumprod` (accumulates in double, stores float32).

@@ -94,10 +94,11 @@ self.addEventListener("install", (event) => {
   })());
 });
 
+// No clients.claim(): the page of the first visit (and its worker, in the middle of a model
+// download) is left alone; the next load is served through this worker.
 self.addEventListener("activate", (event) => {
   event.waitUntil((async () => {
     for (const k of await caches.keys()) if (k.startsWith("sd-webgpu-shell-") && k !== CACHE) await caches.delete(k);
-    await self.clients.claim();
   })());
 });
 

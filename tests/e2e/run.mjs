@@ -63,7 +63,8 @@
 //   stale_cache_416_and_changed_file  416 for complete-but-unmarked bytes; a changed file re-downloaded
 //   load_abort_keeps_the_cache   load({ signal }) aborted: AbortError, worker ends, bytes kept, resumed
 //   url_model_on_another_origin_asks_first  ?model=<other origin>&autoload=1 waits for the visitor
-//   quota_exceeded_offers_no_cache  a 1 MB quota: the page offers to continue without caching
+//   quota_exceeded_offers_no_cache  a 1 MB quota: the page offers to continue without caching; the gallery's
+//                                quota error is words
 //   webgpu_missing_message       Chromium with --disable-features=WebGPU: the page's error message
 //
 // The module is driven through its public API (www/sd-webgpu.d.ts) from a harness page served
@@ -1240,8 +1241,8 @@ test("ui_page_features", async (t) => {
   assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
   let state = await waitForState(page, ["ready", "error"], 5 * MIN);
   assert(state === "ready", `page state "${state}": ${await page.textContent("#message")}`);
-  await page.waitForFunction(() => navigator.serviceWorker.controller, null, { timeout: MIN })
-    .catch(() => { throw new AssertionError("the service worker does not control the page a minute after the first visit"); });
+  const swState = await evaluate(page, () => navigator.serviceWorker.ready.then((r) => r.active && r.active.state), null, MIN, "the service worker's registration");
+  assert(swState === "activated", `the service worker is ${swState} after the first visit`);
   lap("first visit + model load", t0);
   // The service worker installed during this load let the model's downloads through untouched:
   // each file fetched once, whole.
@@ -1260,11 +1261,12 @@ test("ui_page_features", async (t) => {
   await page.fill("#lora-list li[data-name=lora_kohya_a] input.lora-scale-num", "0.6");
   lap("LoRA load", t0);
 
-  // The settings of job A (iTXt: the prompt is not Latin-1; a line break in it).
-  const A = { prompt: "a red fox in the snow,\n“winter” 雪", negative: "blurry, low quality", steps: "1", guidance: "1.5", sampler: "dpmpp_2m_karras", seed: "1234", width: "64", height: "64", batch: "2" };
+  // The settings of job A (iTXt: the prompt is not Latin-1; a line break in it). Guidance 1
+  // (no CFG: half the UNet work; the negative prompt is still written into the PNG).
+  const A = { prompt: "a red fox in the snow,\n“winter” 雪", negative: "blurry, low quality", steps: "1", guidance: "1", sampler: "dpmpp_2m_karras", seed: "1234", width: "64", height: "64", batch: "2" };
   await page.fill("#prompt", A.prompt);
+  await page.fill("#negative", A.negative); // before guidance 1 disables the box
   await setValue(page, "#guidance", A.guidance);
-  await page.fill("#negative", A.negative);
   await setValue(page, "#steps", A.steps);
   await page.selectOption("#sampler", A.sampler);
   await page.setChecked("#random-seed", false);
@@ -1337,9 +1339,9 @@ test("ui_page_features", async (t) => {
     return { prompt: v("prompt"), negative: v("negative"), steps: v("steps"), guidance: v("guidance"), sampler: v("sampler"), seed: v("seed"), randomSeed: document.getElementById("random-seed").checked, width: v("width"), height: v("height"), batch: v("batch"), batchPos: v("batch-pos"), lora: document.querySelector("#lora-list li[data-name=lora_kohya_a] input.lora-scale-num")?.value ?? null, loraSlider: document.querySelector("#lora-list li[data-name=lora_kohya_a] input.lora-scale")?.value ?? null };
   });
   await page.fill("#prompt", "something else");
+  await setValue(page, "#guidance", "3");
   await page.fill("#negative", "nothing");
   await setValue(page, "#steps", "9");
-  await setValue(page, "#guidance", "3");
   await page.selectOption("#sampler", "euler");
   await setValue(page, "#seed", "77");
   await page.setChecked("#random-seed", true);
@@ -1485,6 +1487,18 @@ test("ui_page_features", async (t) => {
   t.log(`after Delete all: ${left} kept; #gallery-info ${JSON.stringify(infoText)}`);
   assert(left === 0 && /^0 images/.test(infoText), `after Delete all: ${left} images kept; #gallery-info ${JSON.stringify(infoText)}`);
   await b.context.setOffline(false);
+  // Online again, the page controlled by the service worker: a Range request for the LoRA
+  // file goes to the server untouched (206, the bytes asked for), and the worker answered none.
+  server.clearLog();
+  const ranged = await page.evaluate(async (u) => {
+    const r = await fetch(u, { headers: { Range: "bytes=100-199" }, cache: "no-store" });
+    return { status: r.status, range: r.headers.get("content-range"), bytes: (await r.arrayBuffer()).byteLength, controlled: !!navigator.serviceWorker.controller };
+  }, LORA);
+  const seen = server.log.filter((e) => e.path === LORA);
+  const st2 = await swStatus();
+  t.log(`Range request on the controlled page: ${JSON.stringify(ranged)}; the server saw ${JSON.stringify(seen.map((e) => [e.range, e.status, e.bytes]))}; the service worker answered ${st2.answered.filter((u) => u.includes("/lora/")).length} LoRA requests`);
+  assert(ranged.controlled && ranged.status === 206 && ranged.bytes === 100 && seen.length === 1 && seen[0].range === "bytes=100-199" && seen[0].status === 206, `a Range request through the controlled page: ${JSON.stringify(ranged)}, server log ${JSON.stringify(seen)}`);
+  assert(!st2.answered.some((u) => u.includes("/lora/") || u.includes("/model-real/")), `the service worker answered model / LoRA requests: ${JSON.stringify(st2.answered)}`);
   t.log(`timings: ${times.join("; ")}; total ${((Date.now() - T0) / 1000).toFixed(1)} s`);
 }, { timeoutMs: 10 * MIN });
 
@@ -2044,6 +2058,19 @@ test("quota_exceeded_offers_no_cache", async (t) => {
   t.log(`#message (${msg.cls}): ${JSON.stringify(msg.text)}; "Continue without caching" shown: ${msg.offer}`);
   assert(/storage/i.test(msg.text), `the message does not mention storage: ${JSON.stringify(msg.text)}`);
   assert(msg.offer, "#no-cache is not offered after a quota error");
+  // The gallery (IndexedDB) under the same quota: a 2 MB PNG is refused with words.
+  const full = await page.evaluate(async () => {
+    const data = new Uint8Array(2_000_000);
+    for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+    try {
+      await window.sdApp.gallery.add({ png: new Blob([data], { type: "image/png" }), name: "big.png", parameters: "", seed: 0, batchPos: 1, width: 1, height: 1, prompt: "", caption: "" });
+      return null;
+    } catch (e) {
+      return { name: e.name, message: e.message };
+    }
+  });
+  t.log(`a 2 MB PNG into the gallery: ${JSON.stringify(full)}`);
+  assert(full && full.name === "QuotaExceededError" && /storage for this page is full/.test(full.message), `the gallery's error for a full storage: ${JSON.stringify(full)}`);
   const partial = (await page.evaluate(async () => (await import("/sd-webgpu.js")).StableDiffusion.cacheEntries())).filter((e) => !e.complete);
   assert(partial.length === 0, `partial cache entries left after the quota error: ${JSON.stringify(partial)}`);
   await page.click("#no-cache");

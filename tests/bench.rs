@@ -1,6 +1,12 @@
 //! `sd-webgpu bench` (structural: fields present and consistent, never a time asserted)
-//! and the GPU timestamp profiling it uses (same results with and without it).
+//! and the GPU timestamp profiling it uses (same results with and without it); the
+//! recorder's CPU side (heap allocations of a warmed-up UNet step, bind groups cached
+//! across steps, command buffers cut at a FLOP budget with the same results).
 #![cfg(not(target_arch = "wasm32"))]
+
+// Counts this binary's heap allocations per thread (`heap_allocations_per_unet_step`).
+#[global_allocator]
+static ALLOC: sd_webgpu::alloc_count::Counting = sd_webgpu::alloc_count::Counting;
 
 use sd_webgpu::bench::{bench, family, BenchArgs};
 use sd_webgpu::gpu::{DType, Gpu, GpuOptions};
@@ -87,6 +93,95 @@ fn bench_plan_512() {
     // plus ~0.12 TFLOP of attention scores and weighted sums: ~1.6 TFLOP per CFG step.
     let g = v["unet_gflop_per_step"].as_f64().unwrap();
     assert!((1300.0..1900.0).contains(&g), "UNet GFLOP per CFG step {g}");
+    // The CPU side: a warmed-up step records with (almost) no heap allocation.
+    let allocs = v["heap_allocations_per_unet_step"].as_u64().expect("the counting allocator is installed");
+    assert!(allocs <= 16, "{allocs} heap allocations per UNet step (goal: at most 16)");
+    assert!(v["cpu_record_us_per_unet_step"].as_f64().unwrap() > 0.0);
+    // Watchdog-safe submissions at the default budgets (25 GFLOP per dispatch, 250 per
+    // command buffer) for the UNet step and the VAE decode.
+    for phase in ["unet_step_submissions", "vae_decode_submissions"] {
+        let p = &v[phase];
+        let (d, c) = (p["largest_dispatch_gflop"].as_f64().unwrap(), p["largest_command_buffer_gflop"].as_f64().unwrap());
+        assert!(d > 1.0 && d <= 25.0 + 1e-6, "{phase}: largest dispatch {d} GFLOP");
+        assert!(c >= d && c <= 250.0 + 1e-6, "{phase}: largest command buffer {c} GFLOP");
+        assert!(p["command_buffers"].as_u64().unwrap() >= 2, "{phase}: {p}");
+    }
+    assert!(v["largest_command_buffer_gflop"].as_f64().unwrap() <= 250.0 + 1e-6);
+}
+
+/// The tiny model's UNet forward with every dispatch in a command buffer of its own (a
+/// tiny budget) gives the same bits as with one command buffer per flush; a repeated
+/// step creates no bind group (cached), and after the pool is trimmed (buffers destroyed,
+/// cache cleared) the results stay the same.
+#[test]
+fn command_buffer_budget_and_bind_group_cache_keep_results() {
+    pollster::block_on(async {
+        let mut outs = Vec::new();
+        for budget in [250.0, 1e-9] {
+            let gpu = Gpu::new(GpuOptions { max_command_buffer_gflop: budget, ..Default::default() }).await.unwrap();
+            let dtype = DType::F32;
+            let sd = StableDiffusion::load(&gpu, std::path::Path::new(MODEL), dtype, None).unwrap();
+            let cfg = &sd.cfg.unet;
+            let mut rng = Rng::new(5);
+            let x = gpu.upload(&[2, cfg.in_channels, 8, 8], dtype, &rng.vec(2 * cfg.in_channels * 64, -1.0, 1.0)).unwrap();
+            let ctx = gpu.upload(&[2, 77, cfg.cross_attention_dim], dtype, &rng.vec(2 * 77 * cfg.cross_attention_dim, -1.0, 1.0)).unwrap();
+            let t = gpu.upload(&[2], DType::F32, &[700.0, 30.0]).unwrap();
+            let c = sd.ctx(&gpu);
+            let run = || async {
+                let s0 = gpu.pool_stats();
+                let y = sd.unet.forward(&c, &x, &t, &ctx).unwrap();
+                let out = gpu.read_bytes(&y).await.unwrap();
+                drop(y);
+                let s1 = gpu.pool_stats();
+                (out, s1.submits - s0.submits, s1.dispatches - s0.dispatches, s1.bind_groups_created - s0.bind_groups_created)
+            };
+            // The first step also uploads the timestep frequencies (an extra flush).
+            let (first, ..) = run().await;
+            let (second, ..) = run().await;
+            let (third, submits, dispatches, created) = run().await;
+            assert!(first == second && second == third, "budget {budget}: the steps differ");
+            assert_eq!(created, 0, "budget {budget}: a repeated step created {created} bind groups");
+            if budget < 1.0 {
+                let flopless = dispatches; // every dispatch with FLOPs gets its own buffer
+                assert!(submits > 1 && submits <= flopless, "budget {budget}: {submits} command buffers for {dispatches} dispatches");
+            } else {
+                assert_eq!(submits, 1, "one command buffer within the default budget");
+            }
+            gpu.trim_pool();
+            let (after_trim, _, _, created) = run().await;
+            assert!(after_trim == third, "budget {budget}: the step changed after the pool was trimmed");
+            assert!(created > 0, "the trim destroyed the cached groups' buffers: new ones are made");
+            outs.push(third);
+        }
+        assert!(outs[0] == outs[1], "splitting the command buffers changed the UNet output");
+    });
+}
+
+/// A buffer freed and handed to a new tensor keeps its cached bind group, which then reads
+/// the new tensor's data.
+#[test]
+fn bind_group_cache_follows_reused_buffers() {
+    pollster::block_on(async {
+        let gpu = Gpu::new(GpuOptions::default()).await.unwrap();
+        let mut rng = Rng::new(11);
+        let n = 1000;
+        let mut created = Vec::new();
+        for round in 0..3 {
+            let (a, b) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+            let ta = gpu.upload(&[n], DType::F32, &a).unwrap();
+            let tb = gpu.upload(&[n], DType::F32, &b).unwrap();
+            let s0 = gpu.pool_stats();
+            let y = sd_webgpu::ops::add(&gpu, &ta, &tb, 1.0, 2.0).unwrap();
+            let got = gpu.read(&y).await.unwrap();
+            created.push(gpu.pool_stats().bind_groups_created - s0.bind_groups_created);
+            for i in 0..n {
+                let want = a[i] + 2.0 * b[i];
+                assert!((got[i] - want).abs() <= 1e-6, "round {round}: y[{i}] = {} want {want}", got[i]);
+            }
+        }
+        assert_eq!(created[0], 1, "{created:?}");
+        assert_eq!(&created[1..], &[0, 0], "the same buffers come back from the pool: cached groups ({created:?})");
+    });
 }
 
 #[test]

@@ -42,6 +42,8 @@ pub struct PoolStats {
 pub(crate) struct PooledBuffer {
     pub(crate) buffer: wgpu::Buffer,
     pub(crate) bytes: u64,
+    /// Creation order: the pool hands out the lowest free one.
+    id: u64,
     live: bool,
     pool: Weak<Mutex<Pool>>,
 }
@@ -92,6 +94,10 @@ impl Drop for BufRef {
 }
 
 pub(crate) struct Pool {
+    /// Free buffers by size, highest id first (`pop` gives the lowest): a step that asks
+    /// for the same sizes in the same order as the last one, from the same set of free
+    /// buffers, gets the same buffers whatever order they were freed in, so its cached
+    /// bind groups are found again.
     free: HashMap<u64, Vec<Arc<PooledBuffer>>>,
     pub(crate) stats: PoolStats,
 }
@@ -103,7 +109,9 @@ impl Pool {
 
     fn release(&mut self, pb: Arc<PooledBuffer>) {
         self.stats.live_bytes -= pb.bytes;
-        self.free.entry(pb.bytes).or_default().push(pb);
+        let list = self.free.entry(pb.bytes).or_default();
+        let at = list.partition_point(|q| q.id > pb.id);
+        list.insert(at, pb);
     }
 
     /// A free buffer of exactly `bytes`, or one made by `create` (counted).
@@ -117,7 +125,8 @@ impl Pool {
                 pool.stats.buffers_created += 1;
                 pool.stats.peak_bytes = pool.stats.peak_bytes.max(pool.stats.total_bytes);
                 pool.stats.max_buffer_bytes = pool.stats.max_buffer_bytes.max(bytes);
-                Arc::new(PooledBuffer { buffer: create(), bytes, live: false, pool: Arc::downgrade(this) })
+                let id = pool.stats.buffers_created;
+                Arc::new(PooledBuffer { buffer: create(), bytes, id, live: false, pool: Arc::downgrade(this) })
             }
         };
         if let Some(pb) = Arc::get_mut(&mut arc) {

@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON object to this file (the table is still printed).
+    #[arg(long)]
+    pub json_file: Option<PathBuf>,
     /// A diffusers folder whose configs and weights to use (default: synthetic SD-1.5
     /// weights made in memory).
     #[arg(long)]
@@ -594,6 +597,10 @@ pub fn table(r: &BenchReport) -> String {
 /// `sd-webgpu bench`: run and print (JSON or table).
 pub async fn run(args: BenchArgs) -> crate::Result<()> {
     let r = bench(&args).await?;
+    if let Some(path) = &args.json_file {
+        std::fs::write(path, serde_json::to_string(&r).unwrap_or_default())
+            .map_err(|e| crate::Error::Invalid(format!("{}: {e}", path.display())))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
     } else {

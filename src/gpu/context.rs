@@ -34,6 +34,16 @@ pub struct GpuInfo {
     pub max_compute_invocations_per_workgroup: u32,
     pub max_compute_workgroups_per_dimension: u32,
     pub max_storage_buffers_per_shader_stage: u32,
+    /// PCI vendor / device ids (0 where the backend does not say).
+    pub vendor_id: u32,
+    pub device_id: u32,
+    /// Subgroup sizes the adapter may use (0 where unknown).
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub max_compute_workgroup_size_x: u32,
+    pub min_uniform_buffer_offset_alignment: u32,
+    /// Every feature the adapter offers (wgpu's names).
+    pub adapter_features: String,
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +222,13 @@ impl Gpu {
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+            vendor_id: ai.vendor,
+            device_id: ai.device,
+            subgroup_min_size: ai.subgroup_min_size,
+            subgroup_max_size: ai.subgroup_max_size,
+            max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
+            min_uniform_buffer_offset_alignment: limits.min_uniform_buffer_offset_alignment,
+            adapter_features: format!("{afeat:?}"),
         };
         let plan_buffer = opts.plan_only.then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {

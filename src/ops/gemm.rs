@@ -16,6 +16,9 @@ const FILL_WORKGROUPS: usize = 256;
 /// Smallest K range of one split-K part.
 const MIN_KCHUNK: usize = 256;
 const MAX_SPLITS: usize = 16;
+/// Products below this many FLOPs (tens of µs on a GPU) are not split: the reduce pass would
+/// cost more than the idle units (the time-embedding and text-token projections).
+const MIN_SPLIT_FLOPS: f64 = 5e8;
 
 /// The v2 kernel configuration for one GEMM shape (gemm_v2.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +52,7 @@ pub(crate) fn choose_gemm(gpu: &Gpu, [m, n, k, batch]: [usize; 4], force_splits:
     let wn = if n > 64 && tm * n.div_ceil(128) * batch >= FILL_WORKGROUPS { 2 } else { 1 };
     let tiles = tm * n.div_ceil(64 * wn) * batch;
     let mut splits = force_splits.unwrap_or_else(|| {
-        if tiles >= FILL_WORKGROUPS / 2 {
+        if tiles >= FILL_WORKGROUPS / 2 || 2.0 * (batch * m * n) as f64 * (k as f64) < MIN_SPLIT_FLOPS {
             1
         } else {
             FILL_WORKGROUPS.div_ceil(tiles).min(k / MIN_KCHUNK).clamp(1, MAX_SPLITS)

@@ -96,7 +96,7 @@ for (const k of ["repository", "homepage"]) {
   }
 }
 const files = packedFiles();
-pkg.files = files;
+pkg.files = [...files, "LICENSE-MIT", "LICENSE-APACHE"];
 
 fs.rmSync(OUT, { recursive: true, force: true });
 for (const rel of files) {
@@ -105,6 +105,11 @@ for (const rel of files) {
 }
 fs.writeFileSync(path.join(OUT, "package.json"), JSON.stringify(pkg, null, 2) + "\n");
 fs.writeFileSync(path.join(OUT, "README.md"), readmeSection());
+// The licence texts (named in `files`: npm adds only LICENSE / LICENCE by itself).
+for (const lic of ["LICENSE-MIT", "LICENSE-APACHE"]) {
+  if (!fs.existsSync(path.join(ROOT, lic))) die(`${lic} is missing from the repository root`);
+  fs.copyFileSync(path.join(ROOT, lic), path.join(OUT, lic));
+}
 let bytes = 0;
 for (const rel of files) bytes += fs.statSync(path.join(OUT, rel)).size;
-console.log(`npm package ${pkg.name}@${pkg.version} in ${path.relative(ROOT, OUT)}/: ${files.length} files + package.json + README.md, ${(bytes / 2 ** 20).toFixed(2)} MiB: ${files.join(" ")}`);
+console.log(`npm package ${pkg.name}@${pkg.version} in ${path.relative(ROOT, OUT)}/: ${files.length} files + package.json + README.md + LICENSE-MIT + LICENSE-APACHE, ${(bytes / 2 ** 20).toFixed(2)} MiB: ${files.join(" ")}`);

@@ -107,7 +107,7 @@ async function pack() {
   assert(pkg.sideEffects === false, `sideEffects ${pkg.sideEffects}`);
   assert(pkg.license, "no license");
   const packed = new Set(dry.files.map((f) => f.path));
-  const need = ["package.json", "README.md", "sd-webgpu.js", "sd-webgpu.d.ts", "sd-webgpu-worker.js", "sd-webgpu-errors.js", "sd-webgpu-cache.js", "sd-webgpu-http.js", "sd-webgpu-sources.js", "wasm/sd-webgpu.js", "wasm/sd-webgpu_bg.wasm"];
+  const need = ["package.json", "README.md", "sd-webgpu.js", "sd-webgpu.d.ts", "sd-webgpu-worker.js", "sd-webgpu-errors.js", "sd-webgpu-cache.js", "sd-webgpu-http.js", "sd-webgpu-sources.js", "wasm/sd-webgpu.js", "wasm/sd-webgpu_bg.wasm", "LICENSE-MIT", "LICENSE-APACHE"];
   const missing = need.filter((f) => !packed.has(f));
   assert(!missing.length, `the package lacks ${missing.join(", ")}`);
   const extra = [...packed].filter((f) => !need.includes(f));
@@ -216,7 +216,7 @@ async function golden3(page, tag, model) {
 }
 
 // What a worker started from assetBase fetches from there.
-const ASSET_FILES = ["sd-webgpu-worker.js", "sd-webgpu-errors.js", "sd-webgpu-cache.js", "sd-webgpu-http.js", "sd-webgpu-sources.js", "wasm/sd-webgpu.js", "wasm/sd-webgpu_bg.wasm"];
+const ASSET_FILES = ["sd-webgpu-worker.js", "sd-webgpu-errors.js", "sd-webgpu-cache.js", "sd-webgpu-http.js", "sd-webgpu-sources.js", "wasm/sd-webgpu.js", "wasm/sd-webgpu_bg.wasm", "LICENSE-MIT", "LICENSE-APACHE"];
 
 /** load({ assetBase }) (the model from the browser cache by now) and stats(): the worker, its
  *  modules and the wasm from assetBase run, the weights are on the GPU. No generation: the

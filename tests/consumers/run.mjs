@@ -216,7 +216,7 @@ async function golden3(page, tag, model) {
 }
 
 // What a worker started from assetBase fetches from there.
-const ASSET_FILES = ["sd-webgpu-worker.js", "sd-webgpu-errors.js", "sd-webgpu-cache.js", "sd-webgpu-http.js", "sd-webgpu-sources.js", "wasm/sd-webgpu.js", "wasm/sd-webgpu_bg.wasm", "LICENSE-MIT", "LICENSE-APACHE"];
+const ASSET_FILES = ["sd-webgpu-worker.js", "sd-webgpu-errors.js", "sd-webgpu-cache.js", "sd-webgpu-http.js", "sd-webgpu-sources.js", "wasm/sd-webgpu.js", "wasm/sd-webgpu_bg.wasm"];
 
 /** load({ assetBase }) (the model from the browser cache by now) and stats(): the worker, its
  *  modules and the wasm from assetBase run, the weights are on the GPU. No generation: the

@@ -300,7 +300,7 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
         }
         "conv2d" => {
             // (x shape, cout, k, stride, pad t/l/b/r, act, bias, residual)
-            let cases: [([usize; 4], usize, usize, usize, [usize; 4], Act, bool, bool); 8] = [
+            let cases: [([usize; 4], usize, usize, usize, [usize; 4], Act, bool, bool); 9] = [
                 ([2, 5, 9, 11], 7, 3, 1, [1, 1, 1, 1], Act::None, true, false),
                 ([1, 8, 6, 6], 12, 1, 1, [0, 0, 0, 0], Act::None, true, true),
                 ([1, 4, 9, 9], 6, 3, 2, [1, 1, 1, 1], Act::Silu, true, false),
@@ -310,6 +310,8 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 // TAESD: ReLU epilogue; stride-2 conv without bias, symmetric padding.
                 ([1, 16, 10, 6], 16, 3, 1, [1, 1, 1, 1], Act::Relu, true, false),
                 ([2, 16, 10, 14], 16, 3, 2, [1, 1, 1, 1], Act::None, false, false),
+                // Cout > 64 (the v2 GEMM's 128-row tiles on a v2 GPU): stride 2, asymmetric pad.
+                ([1, 4, 9, 9], 70, 3, 2, [0, 0, 1, 1], Act::Silu, true, true),
             ];
             for (xs, cout, ks, stride, pad, act, bias, res) in cases {
                 let (x, xv) = c.input(&xs, -1.0, 1.0)?;

@@ -37,15 +37,19 @@ impl V2Choice {
     }
 }
 
-/// Tile and split-K choice from the shape and the adapter's limits; `None`: the adapter
-/// cannot run v2 (fewer than 256 invocations or 16 KiB of workgroup storage) or v1 was asked.
+/// Tile and split-K choice from the shape and the adapter's limits; `None` (the v1 kernel):
+/// v1 was asked, the adapter cannot run v2 (fewer than 256 invocations or 16 KiB of workgroup
+/// storage), or M <= 64 (unless a split-K factor is forced).
 pub(crate) fn choose_gemm(gpu: &Gpu, [m, n, k, batch]: [usize; 4], force_splits: Option<usize>) -> Option<V2Choice> {
     let l = gpu.limits();
     if gpu.gemm() == GemmVariant::V1
         || l.max_compute_invocations_per_workgroup < 256
         || l.max_compute_workgroup_size_x < 256
         || l.max_compute_workgroup_storage_size < 16384
+        || (m <= TILE && force_splits.is_none())
     {
+        // M <= 64 would leave half or more of a 128-row tile idle: v1's 64 × 64 tile fits
+        // better (the time embedding, the VAE's narrow convs, small models).
         return None;
     }
     let tm = m.div_ceil(128);

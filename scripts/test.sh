@@ -67,6 +67,13 @@ echo "=== native: cargo test (wgpu on $(ls /usr/share/vulkan/icd.d/ 2>/dev/null 
 cargo test --release -- --nocapture 2>&1 | timed native | tee "$LOG"
 echo "=== native done at ${SECONDS} s"
 
+# The GPU benchmark script end to end on this adapter with tiny shapes (README: GPU benchmark):
+# keeps it working; lavapipe's times say nothing about GPUs.
+phase gpu-bench
+echo "=== scripts/gpu-bench.sh --quick (structure only on a CPU adapter)"
+bash scripts/gpu-bench.sh --quick 2>&1 | timed gpu-bench | tee -a "$LOG"
+echo "=== gpu-bench done at ${SECONDS} s"
+
 # The browser runner and the e2e tests run side by side: Chromium on SwiftShader keeps about
 # 1.3 of CI's 2 cores busy (measured: 70 s user + 20 s sys in 70 s), so together they take
 # far less than one after the other. The browser runner's output is printed as one block

@@ -6,6 +6,7 @@ mod common;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use sd_webgpu::gpu::{DType, Gpu};
+use sd_webgpu::model::nn::Vb;
 use sd_webgpu::weights::{source, Layout, Loader, Spec, Weights};
 
 const FILE: &str = "test/vae/diffusion_pytorch_model.safetensors";
@@ -194,6 +195,50 @@ async fn skipped_first_tensor_split_by_a_chunk() {
     }
 }
 gpu_test!(skipped_tensor_split_by_the_header_chunk, skipped_first_tensor_split_by_a_chunk());
+
+/// Forward passes reach weights by handle ([`WeightId`], made when the model is built),
+/// loaders / LoRA / eviction by name: both must reach the same slot, in every `Weights`,
+/// and a missing weight's error must still name it.
+async fn handles_and_names_share_slots() {
+    let gpu = common::gpu(true).await;
+    let bytes = st(&good_tensors());
+    let (mut w, _) = load(&gpu, DType::F32, &bytes, 1 << 20, None).unwrap();
+    let vb = Vb::root("vae");
+    let a = vb.pp("a").param("weight", &[2, 3]);
+    let b = vb.pp("b").param("bias", &[4]);
+    let c = vb.pp("c").param("weight", &[1]);
+    assert_eq!(vb.specs().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["vae/a.weight", "vae/b.bias", "vae/c.weight"]);
+    // Ids are unique across components and stable across builders.
+    let ua = Vb::root("unet").pp("a").param("weight", &[2, 3]);
+    assert_ne!(a, ua);
+    assert_eq!(Vb::root("vae").pp("a").param("weight", &[2, 3]), a);
+    assert_eq!(a.name(), "vae/a.weight");
+    assert_eq!(gpu.read(w.at(a).unwrap()).await.unwrap(), vec![1.0, -2.0, 3.5, 0.25, 5.0, -6.0]);
+    assert_eq!(gpu.read(w.at(b).unwrap()).await.unwrap(), vec![0.5, 1.5, -2.5, 3.0]);
+    assert!(w.slot(ua).is_none() && w.slot(c).is_none());
+    let e = w.at(c).expect_err("not loaded").to_string();
+    assert!(e.contains("vae/c.weight"), "{e}");
+    assert_eq!(w.len(), 2);
+    // Replaced by name (a LoRA merge): the handle sees the new tensor.
+    w.insert("vae/a.weight".into(), gpu.upload(&[2, 3], DType::F32, &[9.0; 6]).unwrap());
+    assert_eq!(w.len(), 2);
+    assert_eq!(gpu.read(w.at(a).unwrap()).await.unwrap(), vec![9.0; 6]);
+    // Removed by name (eviction): the handle misses, the error names the tensor.
+    assert!(w.remove("vae/a.weight").is_some());
+    assert!(w.remove("vae/a.weight").is_none() && w.remove("vae/never.registered").is_none());
+    assert_eq!(w.len(), 1);
+    assert!(w.slot(a).is_none() && w.find("vae/a.weight").is_none());
+    let e = w.at(a).expect_err("evicted").to_string();
+    assert!(e.contains("vae/a.weight"), "{e}");
+    // Another `Weights` filled by name (the f32 VAE copy) answers to the same handles.
+    let mut w2 = Weights::default();
+    w2.insert("vae/c.weight".into(), gpu.upload(&[1], DType::F32, &[4.0]).unwrap());
+    assert_eq!(gpu.read(w2.at(c).unwrap()).await.unwrap(), vec![4.0]);
+    assert!(w2.slot(b).is_none());
+    let names: Vec<&String> = w2.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["vae/c.weight"]);
+}
+gpu_test!(handles_and_names_reach_the_same_slot, handles_and_names_share_slots());
 
 cpu_test!(pickle_checkpoints_are_refused, || {
     for f in ["v1-5-pruned.ckpt", "pytorch_model.bin", "model.PT", "x.pth"] {

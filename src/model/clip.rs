@@ -5,6 +5,7 @@ use super::nn::{Attention, Ctx, LayerNorm, Linear, Vb};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Tensor};
 use crate::ops::{self, Act, LinearFuse};
+use crate::weights::WeightId;
 
 struct Layer {
     ln1: LayerNorm,
@@ -16,8 +17,8 @@ struct Layer {
 
 pub struct ClipTextModel {
     pub cfg: ClipConfig,
-    tok: String,
-    pos: String,
+    tok: WeightId,
+    pos: WeightId,
     layers: Vec<Layer>,
     final_ln: LayerNorm,
 }
@@ -50,7 +51,7 @@ impl ClipTextModel {
             return Err(Error::Shape { op: "clip", detail: format!("token ids {ids:?} must be u32 [B, <= {}]", self.cfg.max_position_embeddings) });
         }
         let act = if self.cfg.hidden_act == "gelu" { Act::Gelu } else { Act::QuickGelu };
-        let mut x = ops::token_position_embedding(c.gpu, ids, c.w.get(&self.tok)?, c.w.get(&self.pos)?)?;
+        let mut x = ops::token_position_embedding(c.gpu, ids, c.w.at(self.tok)?, c.w.at(self.pos)?)?;
         for l in &self.layers {
             let s1 = l.ln1.stats(c, &x)?;
             x = l.attn.fwd(c, &x, Some(l.ln1.input(c, &s1)?), None, true, Some(&x))?;

@@ -33,46 +33,121 @@ pub enum WeightError {
     Config { file: String, detail: String },
 }
 
-/// Loaded weights by diffusers name (`unet/conv_in.weight`, …).
+/// A handle to one weight: its slot in every [`Weights`]. Names are interned once per
+/// process (the model's layers at build time, the loaders on insert), so the same name has
+/// the same id in every `Weights` (one per model, the f32 VAE copy, a restore loader's) and
+/// ids are unique across all the components one `Weights` holds. Forward passes index the
+/// slot table with it ([`Weights::at`]): no string hashing, no allocation per step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WeightId(u32);
+
+/// name <-> id, for every weight name seen in this process (a few thousand per
+/// architecture: bounded by the models built, never by the steps run).
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+static INTERNER: std::sync::Mutex<Option<Interner>> = std::sync::Mutex::new(None);
+
+fn with_interner<R>(f: impl FnOnce(&mut Interner) -> R) -> R {
+    let mut g = INTERNER.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(|| Interner { ids: HashMap::new(), names: Vec::new() }))
+}
+
+impl WeightId {
+    /// The id of `name` (made on first use).
+    pub fn of(name: &str) -> WeightId {
+        with_interner(|i| {
+            if let Some(&id) = i.ids.get(name) {
+                return WeightId(id);
+            }
+            let id = u32::try_from(i.names.len()).expect("fewer than 2^32 weight names");
+            i.names.push(name.to_string());
+            i.ids.insert(name.to_string(), id);
+            WeightId(id)
+        })
+    }
+    /// The id of `name` if any weight of that name was ever registered (makes none).
+    pub fn lookup(name: &str) -> Option<WeightId> {
+        with_interner(|i| i.ids.get(name).map(|&id| WeightId(id)))
+    }
+    /// The weight's diffusers name (for errors and the by-name paths; allocates).
+    pub fn name(self) -> String {
+        with_interner(|i| i.names[self.0 as usize].clone())
+    }
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Loaded weights: a slot table indexed by [`WeightId`] (the forward passes' path) that
+/// loaders, LoRA merges, fusions and eviction fill and empty by diffusers name
+/// (`unet/conv_in.weight`, …), which resolves to the same slot.
 #[derive(Default, Clone)]
 pub struct Weights {
-    map: HashMap<String, Tensor>,
+    /// Slot `id` holds (name, tensor) of weight `id`, if loaded.
+    slots: Vec<Option<(String, Tensor)>>,
+    count: usize,
+}
+
+fn missing(name: String) -> crate::Error {
+    crate::Error::from(WeightError::Missing {
+        component: name.split('/').next().unwrap_or("").into(),
+        files: "the loaded files".into(),
+        count: 1,
+        first: name,
+    })
 }
 
 impl Weights {
+    /// The weight `id` (the forward passes' lookup: an index, no hashing). The error names
+    /// the tensor.
+    pub fn at(&self, id: WeightId) -> crate::Result<&Tensor> {
+        self.slot(id).ok_or_else(|| missing(id.name()))
+    }
+    /// The weight `id`, if loaded (no error built for a miss).
+    pub fn slot(&self, id: WeightId) -> Option<&Tensor> {
+        self.slots.get(id.index()).and_then(|s| s.as_ref()).map(|(_, t)| t)
+    }
     pub fn get(&self, name: &str) -> crate::Result<&Tensor> {
-        self.map.get(name).ok_or_else(|| {
-            crate::Error::from(WeightError::Missing {
-                component: name.split('/').next().unwrap_or("").into(),
-                files: "the loaded files".into(),
-                count: 1,
-                first: name.into(),
-            })
-        })
+        self.find(name).ok_or_else(|| missing(name.to_string()))
     }
     /// The weight `name`, if loaded (no error built for a miss).
     pub fn find(&self, name: &str) -> Option<&Tensor> {
-        self.map.get(name)
+        WeightId::lookup(name).and_then(|id| self.slot(id))
     }
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.count
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.count == 0
     }
     /// Bytes of GPU storage held by the weights.
     pub fn bytes(&self) -> u64 {
-        self.map.values().map(|t| t.bytes()).sum()
+        self.iter().map(|(_, t)| t.bytes()).sum()
     }
     /// Every weight (name, tensor), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Tensor)> {
-        self.map.iter()
+        self.slots.iter().filter_map(|s| s.as_ref()).map(|(n, t)| (n, t))
     }
     pub fn insert(&mut self, name: String, t: Tensor) {
-        self.map.insert(name, t);
+        let i = WeightId::of(&name).index();
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if self.slots[i].replace((name, t)).is_none() {
+            self.count += 1;
+        }
     }
     pub fn remove(&mut self, name: &str) -> Option<Tensor> {
-        self.map.remove(name)
+        let id = WeightId::lookup(name)?;
+        let old = self.slots.get_mut(id.index())?.take()?;
+        self.count -= 1;
+        Some(old.1)
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.find(name).is_some()
     }
 }
 
@@ -293,8 +368,8 @@ impl Loader {
     /// the warnings (unexpected tensors).
     pub fn finish(self) -> crate::Result<(Weights, Vec<String>)> {
         // A part is there when it is, or when a fused weight holding it is.
-        let covered: HashSet<&String> = self.fused.iter().filter(|(n, _)| self.loaded.map.contains_key(*n)).flat_map(|(_, (_, _, parts))| parts.iter()).collect();
-        let mut missing: Vec<&String> = self.specs.keys().filter(|k| !self.loaded.map.contains_key(*k) && !covered.contains(k)).collect();
+        let covered: HashSet<&String> = self.fused.iter().filter(|(n, _)| self.loaded.contains(n)).flat_map(|(_, (_, _, parts))| parts.iter()).collect();
+        let mut missing: Vec<&String> = self.specs.keys().filter(|k| !self.loaded.contains(k) && !covered.contains(k)).collect();
         if !missing.is_empty() {
             missing.sort();
             let comps: HashSet<&str> = missing.iter().map(|m| m.split('/').next().unwrap_or("")).collect();

@@ -188,8 +188,26 @@ async function openApp(url, tag) {
   return { page, seen };
 }
 
+// A load takes about a second here. One that gives no answer for 2 minutes is reported with
+// its last progress event and tried again on a reloaded page, at most twice (a third hang fails
+// the check). Open bug: the vite-dev load (its model on another origin) hung in 2 of 5 runs on
+// 2026-12-06, once with the last event a download at 4 MiB of the VAE's 5.6 MB, 1.4 s into the
+// load, and nothing for 119 s after; the reloaded page's load passed each time (README: npm
+// package).
 async function load(page, tag, opts) {
-  const r = await evaluate(page, (o) => window.consumer.load(o), opts, 5 * MIN, `${tag}: StableDiffusion.load`);
+  let r;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      r = await evaluate(page, (o) => window.consumer.load(o), opts, 2 * MIN, `${tag}: StableDiffusion.load${attempt > 1 ? ` (try ${attempt})` : ""}`);
+      break;
+    } catch (e) {
+      if (attempt >= 3 || !(e instanceof AssertionError) || !/no answer after/.test(e.message)) throw e;
+      const last = await evaluate(page, () => window.consumer.lastProgress(), null, 10_000, `${tag}: last progress`).catch((x) => `(not readable: ${x.message})`);
+      log(`  ${tag}: RETRY: the load gave no answer in 2 minutes; its last progress event: ${JSON.stringify(last)}; reloading the page and loading again`);
+      await page.reload();
+      await page.waitForFunction(() => window.consumer && window.consumer.ready, null, { timeout: 60_000 });
+    }
+  }
   assert(r.ok, () => `${tag}: load rejected: ${r.error.name}: ${r.error.message}`);
   log(`  ${tag}: load ${r.seconds.toFixed(1)} s, phases ${r.phases.join(" ")}`);
   return r;

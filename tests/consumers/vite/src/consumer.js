@@ -3,6 +3,7 @@
 // The same file is in each consumer app (tests/consumers/vite/src, webpack/src).
 export function consumer(StableDiffusion, bundler) {
   let sd = null;
+  let last = null; // the last progress event of a load (reported when a load does not answer)
   const err = (e) => ({ ok: false, error: { name: e?.name ?? typeof e, message: String(e?.message ?? e) } });
   return {
     bundler,
@@ -11,7 +12,13 @@ export function consumer(StableDiffusion, bundler) {
       const t0 = performance.now();
       const phases = [];
       try {
-        sd = await StableDiffusion.load({ ...options, onProgress: (p) => phases.includes(p.phase) || phases.push(p.phase) });
+        sd = await StableDiffusion.load({
+          ...options,
+          onProgress: (p) => {
+            last = { phase: p.phase, file: p.file, loaded: p.loaded, total: p.total, at: performance.now() / 1000 };
+            if (!phases.includes(p.phase)) phases.push(p.phase);
+          },
+        });
       } catch (e) {
         return err(e);
       }
@@ -37,6 +44,9 @@ export function consumer(StableDiffusion, bundler) {
       } catch (e) {
         return err(e);
       }
+    },
+    lastProgress() {
+      return last && { ...last, secondsAgo: performance.now() / 1000 - last.at };
     },
     async stats() {
       try {

@@ -248,16 +248,18 @@ export function decodePng(bytes) {
   return { ...png, rgba: out };
 }
 
+/** One PNG chunk: length, type, data, CRC-32 of type + data. */
+function pngChunk(type, data) {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(data.length, 0);
+  head.write(type, 4, "latin1");
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(zlib.crc32(Buffer.concat([head.subarray(4), data])), 0);
+  return Buffer.concat([head, data, crc]);
+}
+
 /** Encodes 8-bit RGB bytes (row-major) as a PNG (filter 0, one IDAT), for test inputs. */
 export function encodePng(width, height, rgb) {
-  const chunk = (type, data) => {
-    const head = Buffer.alloc(8);
-    head.writeUInt32BE(data.length, 0);
-    head.write(type, 4, "latin1");
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(zlib.crc32(Buffer.concat([head.subarray(4), data])), 0);
-    return Buffer.concat([head, data, crc]);
-  };
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
@@ -265,7 +267,7 @@ export function encodePng(width, height, rgb) {
   ihdr[9] = 2; // RGB
   const raw = Buffer.alloc(height * (width * 3 + 1));
   for (let y = 0; y < height; y++) Buffer.from(rgb.subarray(y * width * 3, (y + 1) * width * 3)).copy(raw, y * (width * 3 + 1) + 1);
-  return Buffer.concat([PNG_SIG, chunk("IHDR", ihdr), chunk("IDAT", zlib.deflateSync(raw)), chunk("IEND", Buffer.alloc(0))]);
+  return Buffer.concat([PNG_SIG, pngChunk("IHDR", ihdr), pngChunk("IDAT", zlib.deflateSync(raw)), pngChunk("IEND", Buffer.alloc(0))]);
 }
 
 /**
@@ -281,12 +283,7 @@ export function withTextChunks(png, chunks) {
     const data = type === "tEXt" ? Buffer.concat([k, Buffer.from([0]), Buffer.from(text, "latin1")])
       : type === "zTXt" ? Buffer.concat([k, Buffer.from([0, 0]), zlib.deflateSync(Buffer.from(text, "latin1"))])
       : Buffer.concat([k, Buffer.from([0, 0, 0, 0, 0]), Buffer.from(text, "utf8")]);
-    const head = Buffer.alloc(8);
-    head.writeUInt32BE(data.length, 0);
-    head.write(type, 4, "latin1");
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(zlib.crc32(Buffer.concat([head.subarray(4), data])), 0);
-    return Buffer.concat([head, data, crc]);
+    return pngChunk(type, data);
   });
   return Buffer.concat([buf.subarray(0, iend), ...parts, buf.subarray(iend)]);
 }

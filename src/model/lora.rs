@@ -1,4 +1,4 @@
-//! LoRA: kohya / A1111 files (`lora_unet_*`, `lora_te_*` with `lora_down` / `lora_up` /
+//! LoRA: kohya / A1111 files (`lora_unet_*`, `lora_te_*` / SDXL's `lora_te1_*` and `lora_te2_*`, with `lora_down` / `lora_up` /
 //! `alpha`, module names in diffusers' or the original SD spelling, 3×3 conv LoRA in resnets)
 //! and diffusers / PEFT files (`unet.….lora_A` / `lora_B`, alpha from the file's metadata or
 //! the rank), streamed from safetensors onto the GPU and merged into the weights there:
@@ -87,7 +87,7 @@ impl Lora {
     }
     /// Modules changing the UNet and the text encoder.
     pub fn counts(&self) -> (usize, usize) {
-        let te = self.modules.iter().filter(|m| m.target.starts_with("text_encoder/")).count();
+        let te = self.modules.iter().filter(|m| m.target.starts_with("text_encoder")).count();
         (self.modules.len() - te, te)
     }
     /// Smallest and largest rank.
@@ -209,6 +209,13 @@ impl Targets {
                     keys.push(format!("text_encoder.text_model.{m}"));
                     keys.push(format!("text_encoder.{m}"));
                 }
+                // SDXL's second text encoder (OpenCLIP bigG as CLIPTextModelWithProjection):
+                // kohya `lora_te2_…`, diffusers / PEFT `text_encoder_2.…`.
+                "text_encoder_2" => {
+                    keys.push(format!("lora_te2_text_model_{}", m.replace('.', "_")));
+                    keys.push(format!("text_encoder_2.text_model.{m}"));
+                    keys.push(format!("text_encoder_2.{m}"));
+                }
                 _ => continue,
             }
             for k in keys {
@@ -313,7 +320,7 @@ impl LoraLoader {
     fn on_header(&mut self, h: &crate::weights::stream::Header) -> Result<Vec<String>> {
         if let Some(m) = h.metadata.get("lora_adapter_metadata") {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(m) {
-                for k in ["lora_alpha", "unet.lora_alpha", "text_encoder.lora_alpha"] {
+                for k in ["lora_alpha", "unet.lora_alpha", "text_encoder.lora_alpha", "text_encoder_2.lora_alpha"] {
                     if let Some(a) = v.get(k).and_then(|a| a.as_f64()) {
                         self.meta_alpha = Some(a as f32);
                     }
@@ -629,7 +636,7 @@ impl super::StableDiffusion {
                 continue;
             };
             report.tensors += 1;
-            if stored.starts_with("text_encoder/") {
+            if stored.starts_with("text_encoder") {
                 report.text_encoder_changed = true;
             } else {
                 report.unet_changed = true;

@@ -9,7 +9,7 @@
 /// load in `ModelMixin._fix_state_dict_keys_on_load`).
 pub fn diffusers(component: &str, key: &str) -> String {
     match component {
-        "text_encoder" => format!("{component}/{}", key.strip_prefix("text_model.").unwrap_or(key)),
+        "text_encoder" | "text_encoder_2" => format!("{component}/{}", key.strip_prefix("text_model.").unwrap_or(key)),
         "vae" => format!("{component}/{}", legacy_attention(key).unwrap_or_else(|| key.to_string())),
         _ => format!("{component}/{key}"),
     }
@@ -76,7 +76,48 @@ pub fn single_file(key: &str, unet: &UnetLayout, vae: &VaeLayout) -> Option<Stri
     if let Some(k) = key.strip_prefix("cond_stage_model.model.") {
         return open_clip_key(k).map(|k| format!("text_encoder/{k}"));
     }
+    // SDXL (Stability's sgm layout): CLIP ViT-L in transformers' names, OpenCLIP bigG with
+    // its projection.
+    if let Some(k) = key.strip_prefix("conditioner.embedders.0.transformer.") {
+        return Some(diffusers("text_encoder", k));
+    }
+    if let Some(k) = key.strip_prefix("conditioner.embedders.1.model.") {
+        if k == "text_projection" {
+            return Some("text_encoder_2/text_projection.weight".into());
+        }
+        return open_clip_key(k).map(|k| format!("text_encoder_2/{k}"));
+    }
     None
+}
+
+/// Single-file tensors stored transposed relative to their diffusers weight (2-D,
+/// [in, out] where diffusers has [out, in]): OpenCLIP's `text_projection` (SDXL's
+/// `conditioner.embedders.1.model.text_projection` [hidden, proj] is transformers'
+/// `text_projection.weight` [proj, hidden] transposed; `x @ text_projection` in OpenCLIP).
+pub fn single_file_transposed(key: &str) -> bool {
+    key == "conditioner.embedders.1.model.text_projection"
+}
+
+/// Whether a single-file checkpoint's tensor names are SDXL's (Stability's sgm layout: two
+/// text encoders under `conditioner.embedders.0.` / `.1.`).
+pub fn is_sdxl_key(key: &str) -> bool {
+    key.starts_with("conditioner.embedders.1.")
+}
+
+/// Transpose a row-major 2-D tensor of `rows` × `cols` elements of `elem` bytes each.
+pub fn transpose_2d(bytes: &[u8], rows: usize, cols: usize, elem: usize) -> Vec<u8> {
+    if rows * cols * elem != bytes.len() {
+        return bytes.to_vec();
+    }
+    let mut out = vec![0u8; bytes.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let src = (r * cols + c) * elem;
+            let dst = (c * rows + r) * elem;
+            out[dst..dst + elem].copy_from_slice(&bytes[src..src + elem]);
+        }
+    }
+    out
 }
 
 /// SD-2.x single files: the OpenCLIP ViT-H text encoder (`cond_stage_model.model.*`) in
@@ -137,6 +178,13 @@ fn unet_key(k: &str, l: &UnetLayout) -> Option<String> {
     }
     if let Some(r) = k.strip_prefix("time_embed.2.") {
         return Some(format!("time_embedding.linear_2.{r}"));
+    }
+    // SDXL's micro-conditioning embedding (text_time): label_emb.0 = add_embedding.
+    if let Some(r) = k.strip_prefix("label_emb.0.0.") {
+        return Some(format!("add_embedding.linear_1.{r}"));
+    }
+    if let Some(r) = k.strip_prefix("label_emb.0.2.") {
+        return Some(format!("add_embedding.linear_2.{r}"));
     }
     if let Some(r) = k.strip_prefix("out.0.") {
         return Some(format!("conv_norm_out.{r}"));
@@ -309,6 +357,8 @@ pub fn unet_original_module(m: &str, l: &UnetLayout) -> Option<String> {
     match m {
         "time_embedding.linear_1" => return Some("time_embed.0".into()),
         "time_embedding.linear_2" => return Some("time_embed.2".into()),
+        "add_embedding.linear_1" => return Some("label_emb.0.0".into()),
+        "add_embedding.linear_2" => return Some("label_emb.0.2".into()),
         "conv_in" => return Some("input_blocks.0.0".into()),
         "conv_norm_out" => return Some("out.0".into()),
         "conv_out" => return Some("out.2".into()),

@@ -216,6 +216,9 @@ pub struct Loader {
     loaded: Weights,
     /// Source key -> target name, for the file being read.
     targets: HashMap<String, String>,
+    /// Source keys of the file being read that are stored transposed
+    /// ([`keymap::single_file_transposed`]).
+    transposed: HashSet<String>,
     unexpected: Vec<String>,
     files: Vec<String>,
     parser: Option<(StreamParser, Layout)>,
@@ -240,6 +243,7 @@ impl Loader {
             fused: HashMap::new(),
             loaded: Weights::default(),
             targets: HashMap::new(),
+            transposed: HashSet::new(),
             unexpected: Vec::new(),
             files: Vec::new(),
             parser: None,
@@ -275,6 +279,7 @@ impl Loader {
     pub fn begin(&mut self, file: &str, total_len: Option<u64>, layout: Layout) {
         self.files.push(file.to_string());
         self.targets.clear();
+        self.transposed.clear();
         self.parser = Some((StreamParser::new(file, total_len), layout));
     }
 
@@ -298,7 +303,15 @@ impl Loader {
             };
             let expected = &self.spec_of(&target).expect("a known target").0;
             let conv_as_linear = t.shape.len() == expected.len() + 2 && t.shape[..expected.len()] == expected[..] && t.shape[expected.len()..] == [1, 1];
-            if &t.shape != expected && !conv_as_linear {
+            let transposed = matches!(layout, Layout::SingleFile { .. }) && keymap::single_file_transposed(&t.name);
+            if transposed {
+                // Stored [in, out]: the file's shape is the expected one reversed.
+                let rev: Vec<usize> = expected.iter().rev().copied().collect();
+                if expected.len() != 2 || t.shape != rev {
+                    return Err(WeightError::Shape { file, tensor: t.name.clone(), expected: rev, got: t.shape.clone() }.into());
+                }
+                self.transposed.insert(t.name.clone());
+            } else if &t.shape != expected && !conv_as_linear {
                 return Err(WeightError::Shape { file, tensor: t.name.clone(), expected: expected.clone(), got: t.shape.clone() }.into());
             }
             if !t.dtype.is_float() {
@@ -345,6 +358,10 @@ impl Loader {
                     let mut bytes = convert(info.dtype, &data, dtype);
                     if keymap::stored_interleaved(target) {
                         bytes = std::borrow::Cow::Owned(keymap::interleave_halves(&bytes, shape[0]));
+                    }
+                    if self.transposed.contains(&info.name) {
+                        // The file holds [shape[1], shape[0]].
+                        bytes = std::borrow::Cow::Owned(keymap::transpose_2d(&bytes, shape[1], shape[0], if dtype == DType::F16 { 2 } else { 4 }));
                     }
                     let t = self.gpu.upload_raw(&shape, dtype, &bytes)?;
                     drop(bytes);

@@ -11,7 +11,17 @@ const $ = (s) => document.querySelector(s);
 const STORE_KEY = "sd-webgpu.form";
 const FIELDS = ["model", "tiny-vae", "variant", "dtype", "vae-dtype", "prompt", "negative", "steps", "guidance", "seed",
   "random-seed", "width", "height", "sampler", "batch", "batch-pos", "strength", "resize-mode", "prompt-weighting", "lora-url",
-  "mask-size", "mask-soft", "paste-back", "extend-px"];
+  "mask-size", "mask-soft", "paste-back", "extend-px", "preset", "prompt2", "negative2", "original-width", "original-height",
+  "crop-top", "crop-left", "target-width", "target-height"];
+// Model presets: the model and its tiny VAE (TAESD, or TAESDXL for SDXL: the same
+// architecture in SDXL's latent space). Steps, guidance, sampler and size then come from the
+// model itself (sd.defaults): SDXL base 1024², SDXL-Turbo 1 step, guidance 0, 512².
+const PRESETS = {
+  "sd15": { model: "stable-diffusion-v1-5/stable-diffusion-v1-5", tinyVae: "madebyollin/taesd" },
+  "sd-turbo": { model: "stabilityai/sd-turbo", tinyVae: "madebyollin/taesd" },
+  "sdxl": { model: "stabilityai/stable-diffusion-xl-base-1.0", tinyVae: "madebyollin/taesdxl" },
+  "sdxl-turbo": { model: "stabilityai/sdxl-turbo", tinyVae: "madebyollin/taesdxl" },
+};
 const SAMPLER_NAMES = { ddpm: "DDPM", ddim: "DDIM", pndm: "PNDM", euler: "Euler", euler_a: "Euler a", dpmpp_2m_karras: "DPM++ 2M Karras", lcm: "LCM" };
 
 let sd = null;            // the loaded StableDiffusion, or null
@@ -101,7 +111,10 @@ function restoreForm() {
     else if (el.tagName !== "SELECT" || [...el.options].some((o) => o.value === values[id])) el.value = values[id];
   }
   const q = new URLSearchParams(location.search);
-  if (q.has("model")) $("#model").value = q.get("model");
+  if (q.has("model")) {
+    $("#model").value = q.get("model");
+    $("#preset").value = "";
+  }
   if (q.has("tinyVae")) $("#tiny-vae").value = q.get("tinyVae");
   if (["fp16", "none"].includes(q.get("variant"))) $("#variant").value = q.get("variant");
   if (["f16", "f32"].includes(q.get("dtype"))) $("#dtype").value = q.get("dtype");
@@ -239,6 +252,8 @@ async function load(source, { cache = true } = {}) {
 // its settings fill the form; what it ignores is greyed.
 function applyModelDefaults() {
   const d = sd && sd.defaults;
+  // SDXL: the second prompts and the micro-conditioning.
+  $("#xl-options").hidden = !(d && isXl(d));
   if (d) {
     $("#steps").value = String(d.steps);
     $("#guidance").value = String(d.guidanceScale);
@@ -251,14 +266,18 @@ function applyModelDefaults() {
   updateNegative();
 }
 
+const isXl = (d) => d.family === "sdxl" || d.family === "sdxl-turbo";
+
 // The negative prompt does nothing without classifier-free guidance (guidance ≤ 1, or an
 // LCM-distilled UNet, whose guidance is an embedding).
 function updateNegative() {
   const d = sd && sd.defaults;
   const lcmUnet = d && d.family === "lcm" && d.guidanceScale > 1 && !d.negativePromptUsed;
   const used = Number($("#guidance").value) > 1 && !lcmUnet;
-  $("#negative").disabled = !used;
-  $("#negative").title = used ? "" : "Ignored by this model at this guidance (no classifier-free guidance)";
+  for (const id of ["#negative", "#negative2"]) {
+    $(id).disabled = !used;
+    $(id).title = used ? "" : "Ignored by this model at this guidance (no classifier-free guidance)";
+  }
 }
 
 async function showStats() {
@@ -433,6 +452,29 @@ function readParams() {
     promptWeighting: $("#prompt-weighting").checked,
     loras: [...loraScales].map(([name, scale]) => ({ name, scale })),
   };
+  if (sd && sd.defaults && isXl(sd.defaults)) {
+    // SDXL: an empty negative prompt is "none" (stabilityai's models then use zero
+    // embeddings, as diffusers does when no negative prompt is passed).
+    if (p.negativePrompt === "") delete p.negativePrompt;
+    if ($("#prompt2").value !== "") p.prompt2 = $("#prompt2").value;
+    if ($("#negative2").value !== "") p.negativePrompt2 = $("#negative2").value;
+    const whole = (id, what, min) => {
+      const v = Number($(`#${id}`).value);
+      if (!Number.isInteger(v) || v < min) throw new Error(`${what} must be a whole number ≥ ${min} (or empty).`);
+      return v;
+    };
+    const size = (a, b, what) => {
+      if ($(`#${a}`).value === "" && $(`#${b}`).value === "") return undefined;
+      return { width: $(`#${a}`).value === "" ? p.width : whole(a, `${what} width`, 1), height: $(`#${b}`).value === "" ? p.height : whole(b, `${what} height`, 1) };
+    };
+    const original = size("original-width", "original-height", "Original");
+    if (original) p.originalSize = original;
+    const target = size("target-width", "target-height", "Target");
+    if (target) p.targetSize = target;
+    const top = $("#crop-top").value === "" ? 0 : whole("crop-top", "Crop top", 0);
+    const left = $("#crop-left").value === "" ? 0 : whole("crop-left", "Crop left", 0);
+    if (top || left) p.cropsCoordsTopLeft = { top, left };
+  }
   for (const l of p.loras) if (!Number.isFinite(l.scale)) throw new Error(`The scale of LoRA ${l.name} must be a number.`);
   if (!Number.isInteger(p.steps) || p.steps < 1 || p.steps > 1000) throw new Error("Steps must be a whole number from 1 to 1000.");
   if (!isFinite(p.guidanceScale) || $("#guidance").value === "") throw new Error("Guidance must be a number (7.5 is typical; 1 or less turns it off).");
@@ -858,6 +900,15 @@ function wire() {
     load(model);
   };
   $("#model").addEventListener("keydown", (e) => { if (e.key === "Enter") $("#load").click(); });
+  $("#preset").addEventListener("change", () => {
+    const pr = PRESETS[$("#preset").value];
+    if (!pr) return;
+    $("#model").value = pr.model;
+    $("#tiny-vae").value = pr.tinyVae;
+    saveForm();
+  });
+  // Editing the model by hand leaves the preset.
+  for (const id of ["#model", "#tiny-vae"]) $(id).addEventListener("input", () => { $("#preset").value = ""; saveForm(); });
   $("#model-file").onchange = (e) => { const f = e.target.files[0]; if (f) load(f); e.target.value = ""; };
   $("#model-folder").onchange = (e) => { const fs = [...e.target.files]; if (fs.length) load(fs); e.target.value = ""; };
   $("#no-cache").onclick = () => { if (lastSource) load(lastSource, { cache: false }); };

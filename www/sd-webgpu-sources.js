@@ -9,6 +9,19 @@ import { fetchRetry, streamUrl } from "./sd-webgpu-http.js";
 
 // ---------------------------------------------------------------- model resolution
 export const COMPONENTS = ["text_encoder", "unet", "vae"];
+// SDXL (a UNet with addition_embed_type "text_time"): a second text encoder
+// (CLIPTextModelWithProjection, OpenCLIP bigG) and tokenizer.
+export const XL_COMPONENTS = [...COMPONENTS, "text_encoder_2"];
+
+// Whether a UNet config.json is SDXL's (addition_embed_type "text_time": its micro-conditioning
+// needs text_encoder_2's pooled output).
+export function isXlUnet(text) {
+  try {
+    return JSON.parse(text)?.addition_embed_type === "text_time";
+  } catch {
+    return false; // the Rust code reports a broken config
+  }
+}
 
 // ---------------------------------------------------------------- sources
 // A source answers exists(rel), size(rel), text(rel) and stream(rel, sink) for paths

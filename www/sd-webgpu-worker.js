@@ -4,7 +4,7 @@
 import init, * as wasm from "./wasm/sd-webgpu.js";
 import { LoadError, unreadableConfig, noWeights, imageSide, imagePixels, undecodableImage, loraError } from "./sd-webgpu-errors.js";
 import { cacheDir } from "./sd-webgpu-cache.js";
-import { COMPONENTS, describe, describeLora, streamFile } from "./sd-webgpu-sources.js";
+import { COMPONENTS, XL_COMPONENTS, isXlUnet, describe, describeLora, streamFile } from "./sd-webgpu-sources.js";
 
 const ready = init();
 
@@ -87,20 +87,31 @@ async function load(opts, post) {
   // The weight files, per component.
   let plan;
   let texts = {};
+  // SDXL (its UNet config says addition_embed_type "text_time"): text_encoder_2/ and
+  // tokenizer_2/ too, and model_index.json (force_zeros_for_empty_prompt,
+  // requires_aesthetics_score). Other models ask for none of these files.
+  let xl = false;
+  let modelIndex = null;
   if (m.single) {
     plan = [{ component: "checkpoint", rel: m.rel }];
     wasm.beginModel(undefined, undefined, undefined);
   } else {
-    for (const c of ["unet", "vae", "text_encoder"]) {
+    const readConfig = async (c) => {
       try {
         texts[c] = await src.text(`${c}/config.json`);
       } catch (e) {
         if (e.name === "QuotaExceededError" || e.name === "CorsError") throw e;
         throw unreadableConfig(m.name, c, e);
       }
+    };
+    for (const c of ["unet", "vae", "text_encoder"]) await readConfig(c);
+    xl = isXlUnet(texts.unet);
+    if (xl) {
+      await readConfig("text_encoder_2");
+      modelIndex = await src.text("model_index.json", true);
     }
     plan = [];
-    for (const c of COMPONENTS) {
+    for (const c of xl ? XL_COMPONENTS : COMPONENTS) {
       let files = null;
       for (const [file, isIndex] of JSON.parse(wasm.weightCandidates(c, opts.variant ?? undefined))) {
         const rel = `${c}/${file}`;
@@ -109,25 +120,32 @@ async function load(opts, post) {
         break;
       }
       if (!files) {
-        const pickle = `${c}/${c === "text_encoder" ? "model" : "diffusion_pytorch_model"}.bin`;
+        const pickle = `${c}/${c.startsWith("text_encoder") ? "model" : "diffusion_pytorch_model"}.bin`;
         if (await src.exists(pickle)) wasm.refusePickle(pickle);
         throw noWeights(m.name, c);
       }
       for (const rel of files) plan.push({ component: c, rel });
     }
-    wasm.beginModel(texts.unet, texts.vae, texts.text_encoder);
+    wasm.beginModel(texts.unet, texts.vae, texts.text_encoder, texts.text_encoder_2, modelIndex ?? undefined);
   }
   // Tokenizer and scheduler (optional: built-in CLIP BPE and diffusers' defaults).
   let tokenizer = null;
+  let tokenizer2 = null;
   let scheduler = null;
   if (!m.single) {
-    const tj = await src.text("tokenizer/tokenizer.json", true);
-    const vocab = tj ? null : await src.text("tokenizer/vocab.json", true);
-    const merges = vocab ? await src.text("tokenizer/merges.txt", true) : null;
-    const config = await src.text("tokenizer/tokenizer_config.json", true);
-    // transformers: special_tokens_map.json's tokens win (SD-2.x pads with "!").
-    const specialTokensMap = await src.text("tokenizer/special_tokens_map.json", true);
-    if (tj || (vocab && merges)) tokenizer = JSON.stringify({ tokenizer_json: tj, vocab, merges, config, special_tokens_map: specialTokensMap });
+    // A tokenizer folder's files (JSON for finishModel), or null without vocabulary files.
+    const readTokenizer = async (dir) => {
+      const tj = await src.text(`${dir}/tokenizer.json`, true);
+      const vocab = tj ? null : await src.text(`${dir}/vocab.json`, true);
+      const merges = vocab ? await src.text(`${dir}/merges.txt`, true) : null;
+      const config = await src.text(`${dir}/tokenizer_config.json`, true);
+      // transformers: special_tokens_map.json's tokens win (SD-2.x and SDXL's tokenizer_2 pad with "!").
+      const specialTokensMap = await src.text(`${dir}/special_tokens_map.json`, true);
+      return tj || (vocab && merges) ? JSON.stringify({ tokenizer_json: tj, vocab, merges, config, special_tokens_map: specialTokensMap }) : null;
+    };
+    tokenizer = await readTokenizer("tokenizer");
+    // SDXL's tokenizer_2 (without its files: CLIP's BPE padded with "!", as stabilityai's).
+    if (xl) tokenizer2 = await readTokenizer("tokenizer_2");
     scheduler = await src.text("scheduler/scheduler_config.json", true);
   }
   // The tiny VAE (TAESD): a diffusers AutoencoderTiny folder / repo (config.json +
@@ -158,9 +176,10 @@ async function load(opts, post) {
   await feedFiles(src, files);
   progress.send({ phase: "build", file: null }, true);
   const evict = !!opts.evictTextEncoder && !m.single;
-  const warnings = JSON.parse(wasm.finishModel(m.name, tokenizer ?? undefined, scheduler ?? undefined, evict));
+  const warnings = JSON.parse(wasm.finishModel(m.name, tokenizer ?? undefined, scheduler ?? undefined, evict, tokenizer2 ?? undefined));
   if (opts.evictTextEncoder && m.single) warnings.push("evictTextEncoder is not available for a single-file checkpoint (its text encoder is inside the one file): the text encoder stays loaded");
-  textEncoder = evict ? { src, files: files.filter((f) => f.component === "text_encoder") } : null;
+  // Both text encoders of an SDXL model are freed and streamed back together.
+  textEncoder = evict ? { src, files: files.filter((f) => f.component === "text_encoder" || f.component === "text_encoder_2") } : null;
   if (tiny) {
     wasm.beginTinyVae(tiny.config ?? undefined);
     await feedFiles(tiny.t.source, tiny.files.map((f, i) => ({ rel: f.rel, size: tiny.sizes[i], component: f.layout })));

@@ -1,4 +1,4 @@
-// sd-webgpu: Stable Diffusion 1.x on the user's GPU through WebGPU.
+// sd-webgpu: Stable Diffusion (1.x, 2.x, SDXL) on the user's GPU through WebGPU.
 // The model runs in a module Web Worker (sd-webgpu-worker.js, next to this file);
 // this module only talks to it, so the page never freezes.
 
@@ -85,7 +85,23 @@ export type ResizeMode = "crop" | "fit" | "stretch";
 
 export interface GenerateOptions {
   prompt: string;
+  /** With classifier-free guidance; default "" (encoded). SDXL models whose model_index.json
+   *  says `force_zeros_for_empty_prompt` (stabilityai's) use zero embeddings when it is left
+   *  out, as diffusers does. */
   negativePrompt?: string;
+  /** SDXL: the prompt of the second text encoder (OpenCLIP bigG), default `prompt`
+   *  (diffusers' `prompt_2`). Ignored by other models. */
+  prompt2?: string;
+  /** SDXL: the negative prompt of the second text encoder, default `negativePrompt`
+   *  (diffusers' `negative_prompt_2`). */
+  negativePrompt2?: string;
+  /** SDXL micro-conditioning (diffusers' `original_size`): the size the model is told the
+   *  training image had. Default: the output size. */
+  originalSize?: { width: number; height: number };
+  /** SDXL micro-conditioning (diffusers' `target_size`). Default: the output size. */
+  targetSize?: { width: number; height: number };
+  /** SDXL micro-conditioning (diffusers' `crops_coords_top_left`), default { top: 0, left: 0 }. */
+  cropsCoordsTopLeft?: { top: number; left: number };
   /** Default: the model's (`defaults.steps`: 20; SD-Turbo 1; LCM 4). */
   steps?: number;
   /** Default: the model's (7.5; SD-Turbo 0; LCM-distilled UNets 8, as their w embedding);
@@ -176,7 +192,7 @@ export interface ModelDefaults {
   /** How it was detected: "lcm" (an LCM-distilled UNet, time_cond_proj_dim, or an
    *  LCMScheduler config), "sd-turbo" (trailing EulerDiscrete scheduler, or "turbo" in its
    *  name), "sd2" (OpenCLIP text encoder, hidden_act gelu), else "sd15". */
-  family: "sd15" | "sd2" | "sd-turbo" | "lcm";
+  family: "sd15" | "sd2" | "sd-turbo" | "lcm" | "sdxl" | "sdxl-turbo";
   steps: number;
   guidanceScale: number;
   sampler: Sampler;

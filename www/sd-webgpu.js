@@ -1,4 +1,4 @@
-// sd-webgpu: Stable Diffusion 1.x on the user's GPU through WebGPU, as an ES module.
+// sd-webgpu: Stable Diffusion (1.x, 2.x, SDXL) on the user's GPU through WebGPU, as an ES module.
 // The model lives in a module Web Worker (sd-webgpu-worker.js next to this file), so the
 // page never freezes. Types: sd-webgpu.d.ts. Usage:
 //   const sd = await StableDiffusion.load({ model: "stable-diffusion-v1-5/stable-diffusion-v1-5" });
@@ -93,7 +93,7 @@ export class StableDiffusion {
   modelName = "";
   warnings = [];
   /** What the model is and its settings when none are given: {family ("sd15" | "sd2" |
-   * "sd-turbo" | "lcm"), steps, guidanceScale, sampler, width, height, negativePromptUsed,
+   * "sd-turbo" | "lcm" | "sdxl" | "sdxl-turbo"), steps, guidanceScale, sampler, width, height, negativePromptUsed,
    * predictionType, samplers}. */
   defaults = null;
   /** The tiny VAE (TAESD) loaded with `tinyVae`, by name, or null. */
@@ -340,6 +340,18 @@ export class StableDiffusion {
       if (p[k] != null && (typeof p[k] !== "number" || !Number.isFinite(p[k]))) throw new TypeError(`generate: ${k} must be a finite number (got ${p[k]})`);
     }
     if (p.sampler != null && typeof p.sampler !== "string") throw new TypeError("generate: sampler must be a string");
+    // SDXL: the second text encoder's prompts and the micro-conditioning.
+    for (const k of ["negativePrompt", "prompt2", "negativePrompt2"]) {
+      if (p[k] != null && typeof p[k] !== "string") throw new TypeError(`generate: ${k} must be a string`);
+    }
+    for (const [k, a, b, min] of [["originalSize", "width", "height", 1], ["targetSize", "width", "height", 1], ["cropsCoordsTopLeft", "top", "left", 0]]) {
+      const v = p[k];
+      if (v == null) continue;
+      if (typeof v !== "object" || ![a, b].every((f) => Number.isInteger(v[f]) && v[f] >= min && v[f] <= 1 << 16)) {
+        throw new TypeError(`generate: ${k} must be { ${a}, ${b} } with whole numbers${min ? " ≥ 1" : " ≥ 0"} (got ${JSON.stringify(v)})`);
+      }
+      p[k] = { [a]: v[a], [b]: v[b] };
+    }
     if (p.batchPos != null) {
       const batch = p.batch ?? 1;
       if (!Number.isInteger(p.batchPos) || p.batchPos < 1 || p.batchPos > batch) throw new TypeError(`generate: batchPos must be a whole number from 1 to batch (${batch}) (got ${p.batchPos})`);

@@ -332,7 +332,7 @@ async fn plan_unet_flops(cfg: &Configs, size: usize, dtype: DType, opts: &GpuOpt
     let gpu = Gpu::new(GpuOptions { plan_only: true, ..opts.clone() }).await?;
     let weights = crate::plan::placeholder_weights(&gpu, cfg, dtype, &["unet"])?;
     let (clip, unet, vae, _) = crate::model::build(cfg);
-    let sd = StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None, loras: Default::default() };
+    let sd = StableDiffusion { cfg: cfg.clone(), clip, clip2: crate::model::build_clip2(cfg), tokenizer_2: None, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None, loras: Default::default() };
     let lat = size / 8;
     let x = gpu.empty(&[2, cfg.unet.in_channels, lat, lat], dtype)?;
     let t = gpu.upload(&[2], DType::F32, &[500.0, 500.0])?;
@@ -398,7 +398,7 @@ pub async fn bench(args: &BenchArgs) -> crate::Result<BenchReport> {
         None => {
             let weights = synthetic_weights(&gpu, &cfg, dtype, 1)?;
             let (clip, unet, vae, _) = crate::model::build(&cfg);
-            StableDiffusion { cfg: cfg.clone(), clip, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None, loras: Default::default() }
+            StableDiffusion { cfg: cfg.clone(), clip, clip2: crate::model::build_clip2(&cfg), tokenizer_2: None, unet, vae, weights, dtypes: dtype.into(), warnings: Vec::new(), tiny_vae: None, loras: Default::default() }
         }
     };
     gpu.sync().await?;

@@ -92,6 +92,7 @@ fn sd2_configs(turbo: bool) -> Configs {
         unet: UnetConfig::from_json("unet/config.json", &unet).unwrap(),
         vae: VaeConfig::from_json("vae/config.json", &f("vae")).unwrap(),
         clip: ClipConfig::from_json("text_encoder/config.json", &f("text_encoder")).unwrap(),
+        ..Configs::default()
     }
 }
 

@@ -43,7 +43,8 @@ fn positive(file: &str, key: &str, v: f32) -> Result<(), WeightError> {
     require(file, v.is_finite() && v > 0.0, || format!("{key} = {v} must be a positive number"))
 }
 
-/// `attention_head_dim` / `num_attention_heads`: one number or one per block.
+/// `attention_head_dim` / `num_attention_heads` / `transformer_layers_per_block`: one number
+/// or one per block.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum PerBlock {
@@ -52,6 +53,20 @@ pub enum PerBlock {
 }
 
 impl PerBlock {
+    /// The last entry (diffusers' mid block uses `transformer_layers_per_block[-1]`).
+    pub fn last(&self) -> usize {
+        match self {
+            PerBlock::One(v) => *v,
+            PerBlock::Each(v) => v.last().copied().unwrap_or(1),
+        }
+    }
+    /// Every entry (one number: itself).
+    pub fn values(&self) -> Vec<usize> {
+        match self {
+            PerBlock::One(v) => vec![*v],
+            PerBlock::Each(v) => v.clone(),
+        }
+    }
     pub fn get(&self, i: usize) -> usize {
         match self {
             PerBlock::One(v) => *v,
@@ -78,7 +93,9 @@ pub struct UnetConfig {
     pub freq_shift: f32,
     pub downsample_padding: usize,
     pub use_linear_projection: bool,
-    pub transformer_layers_per_block: usize,
+    /// Transformer blocks per attention of each down block (mid block: the last entry; up
+    /// block `i`: the entry of down block `n-1-i`, as diffusers reverses the list).
+    pub transformer_layers_per_block: PerBlock,
     pub sample_size: usize,
     pub act_fn: String,
     /// LCM-distilled UNets: width of the guidance embedding added to the time embedding
@@ -87,6 +104,13 @@ pub struct UnetConfig {
     /// SD-2.x: attention scores in f32 (this project's attention always accumulates scores
     /// and softmax in f32, so it is read and kept for the record).
     pub upcast_attention: Option<bool>,
+    /// SDXL: `"text_time"` (pooled text embedding + micro-conditioning time ids added to the
+    /// time embedding through `add_embedding`). Nothing else is supported.
+    pub addition_embed_type: Option<String>,
+    /// SDXL: width of the sinusoidal embedding of each of the 6 time ids (`add_time_proj`).
+    pub addition_time_embed_dim: Option<usize>,
+    /// SDXL: input width of `add_embedding.linear_1` (pooled text width + 6 · addition_time_embed_dim).
+    pub projection_class_embeddings_input_dim: Option<usize>,
 }
 
 impl Default for UnetConfig {
@@ -108,11 +132,14 @@ impl Default for UnetConfig {
             freq_shift: 0.0,
             downsample_padding: 1,
             use_linear_projection: false,
-            transformer_layers_per_block: 1,
+            transformer_layers_per_block: PerBlock::One(1),
             sample_size: 64,
             act_fn: "silu".into(),
             time_cond_proj_dim: None,
             upcast_attention: None,
+            addition_embed_type: None,
+            addition_time_embed_dim: None,
+            projection_class_embeddings_input_dim: None,
         }
     }
 }
@@ -131,7 +158,25 @@ impl UnetConfig {
         in_range(file, "in_channels", c.in_channels, 64)?;
         in_range(file, "out_channels", c.out_channels, 64)?;
         in_range(file, "layers_per_block", c.layers_per_block, MAX_LAYERS)?;
-        in_range(file, "transformer_layers_per_block", c.transformer_layers_per_block, MAX_LAYERS)?;
+        if let PerBlock::Each(v) = &c.transformer_layers_per_block {
+            require(file, v.len() == n, || format!("transformer_layers_per_block has {} entries for {n} blocks", v.len()))?;
+        }
+        for l in c.transformer_layers_per_block.values() {
+            in_range(file, "transformer_layers_per_block", l, MAX_LAYERS)?;
+        }
+        match c.addition_embed_type.as_deref() {
+            None => {}
+            Some("text_time") => {
+                let (Some(d), Some(p)) = (c.addition_time_embed_dim, c.projection_class_embeddings_input_dim) else {
+                    return Err(WeightError::Config { file: file.into(), detail: "addition_embed_type text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim".into() });
+                };
+                in_range(file, "addition_time_embed_dim", d, MAX_CHANNELS)?;
+                require(file, d % 2 == 0, || format!("addition_time_embed_dim = {d} must be even"))?;
+                in_range(file, "projection_class_embeddings_input_dim", p, 4 * MAX_CHANNELS)?;
+                require(file, p > 6 * d, || format!("projection_class_embeddings_input_dim = {p} leaves no room for the pooled text embedding beside 6 × {d} time-id features"))?;
+            }
+            Some(other) => return Err(WeightError::Config { file: file.into(), detail: format!("addition_embed_type {other} is not supported (SDXL's text_time is)") }),
+        }
         in_range(file, "cross_attention_dim", c.cross_attention_dim, MAX_CHANNELS)?;
         in_range(file, "sample_size", c.sample_size, 1024)?;
         if let Some(d) = c.time_cond_proj_dim {
@@ -150,6 +195,26 @@ impl UnetConfig {
     /// Heads per block, as diffusers reads SD 1.x configs (`attention_head_dim` is the head count there).
     pub fn heads(&self, block: usize) -> usize {
         self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(block)
+    }
+    /// SDXL's conditioning: `addition_embed_type` is `text_time`.
+    pub fn is_xl(&self) -> bool {
+        self.addition_embed_type.as_deref() == Some("text_time")
+    }
+    /// Width of the pooled text embedding an XL UNet takes (`text_embeds` [B, this]).
+    pub fn pooled_text_dim(&self) -> Option<usize> {
+        Some(self.projection_class_embeddings_input_dim? - 6 * self.addition_time_embed_dim?)
+    }
+    /// Transformer blocks of down block `i`'s attentions.
+    pub fn transformer_layers_down(&self, i: usize) -> usize {
+        self.transformer_layers_per_block.get(i)
+    }
+    /// Transformer blocks of up block `i`'s attentions (the reversed list).
+    pub fn transformer_layers_up(&self, i: usize) -> usize {
+        self.transformer_layers_per_block.get(self.block_out_channels.len() - 1 - i)
+    }
+    /// Transformer blocks of the mid block's attention (the last entry).
+    pub fn transformer_layers_mid(&self) -> usize {
+        self.transformer_layers_per_block.last()
     }
     /// Number of 2× downsamplings (latent sizes must be multiples of 2^this).
     pub fn downsamplings(&self) -> usize {
@@ -170,6 +235,9 @@ pub struct VaeConfig {
     pub use_quant_conv: bool,
     pub use_post_quant_conv: bool,
     pub mid_block_add_attention: bool,
+    /// diffusers' AutoencoderKL `force_upcast` (default true): the VAE overflows in f16 and
+    /// should run in f32 (false for the fp16-fix VAE).
+    pub force_upcast: bool,
 }
 
 impl Default for VaeConfig {
@@ -185,6 +253,7 @@ impl Default for VaeConfig {
             use_quant_conv: true,
             use_post_quant_conv: true,
             mid_block_add_attention: true,
+            force_upcast: true,
         }
     }
 }
@@ -219,6 +288,9 @@ pub struct ClipConfig {
     pub pad_token_id: u32,
     pub bos_token_id: u32,
     pub eos_token_id: u32,
+    /// `text_projection` width (CLIPTextModelWithProjection, SDXL's text_encoder_2); kept as
+    /// read (CLIPTextModel configs carry it too, unused there).
+    pub projection_dim: Option<usize>,
 }
 
 impl Default for ClipConfig {
@@ -235,6 +307,7 @@ impl Default for ClipConfig {
             pad_token_id: 49407,
             bos_token_id: 49406,
             eos_token_id: 49407,
+            projection_dim: None,
         }
     }
 }
@@ -257,7 +330,34 @@ impl ClipConfig {
             require(file, (id as usize) < c.vocab_size, || format!("{key} {id} is outside the vocabulary ({})", c.vocab_size))?;
         }
         positive(file, "layer_norm_eps", c.layer_norm_eps)?;
+        if let Some(p) = c.projection_dim {
+            in_range(file, "projection_dim", p, MAX_CHANNELS)?;
+        }
         Ok(c)
+    }
+}
+
+/// SDXL pipeline switches from `model_index.json` (diffusers' StableDiffusionXLPipeline
+/// `register_to_config` values).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct XlPipelineConfig {
+    /// With CFG and no negative prompt given, the negative embeddings (and pooled) are zeros.
+    pub force_zeros_for_empty_prompt: bool,
+    /// img2img: the time ids carry aesthetic scores instead of the target size (refiner).
+    pub requires_aesthetics_score: bool,
+}
+
+impl Default for XlPipelineConfig {
+    fn default() -> Self {
+        XlPipelineConfig { force_zeros_for_empty_prompt: true, requires_aesthetics_score: false }
+    }
+}
+
+impl XlPipelineConfig {
+    /// From the text of `model_index.json` (missing keys take diffusers' defaults).
+    pub fn from_json(file: &str, text: &str) -> Result<Self, WeightError> {
+        parse(file, text)
     }
 }
 

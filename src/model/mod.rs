@@ -9,7 +9,7 @@ pub mod unet;
 pub mod vae;
 
 use clip::ClipTextModel;
-use config::{ClipConfig, UnetConfig, VaeConfig};
+use config::{ClipConfig, UnetConfig, VaeConfig, XlPipelineConfig};
 use nn::{Ctx, Vb};
 use unet::Unet;
 use vae::Vae;
@@ -18,7 +18,9 @@ use crate::gpu::{DType, Gpu};
 use crate::weights::keymap::{UnetLayout, VaeLayout};
 use crate::weights::{Layout, Loader, Spec, Weights};
 
-pub const COMPONENTS: [&str; 3] = ["text_encoder", "unet", "vae"];
+/// Every weight component a model may have. `text_encoder_2` (SDXL's second text encoder)
+/// exists only when [`Configs::clip2`] is set: [`Configs::components`] lists a model's own.
+pub const COMPONENTS: [&str; 4] = ["text_encoder", "unet", "vae", "text_encoder_2"];
 
 /// GPU storage type of each component's weights and activations (A1111's `--no-half-vae`
 /// is a VAE in f32 beside an f16 UNet). A plain [`DType`] converts into "all the same".
@@ -33,10 +35,11 @@ impl Dtypes {
     pub fn all(d: DType) -> Self {
         Dtypes { text_encoder: d, unet: d, vae: d }
     }
-    /// The storage of `component` (or of a weight name `component/…`).
+    /// The storage of `component` (or of a weight name `component/…`); SDXL's
+    /// `text_encoder_2` is stored as `text_encoder`.
     pub fn of(&self, component: &str) -> DType {
         match component.split('/').next().unwrap_or("") {
-            "text_encoder" => self.text_encoder,
+            "text_encoder" | "text_encoder_2" => self.text_encoder,
             "vae" => self.vae,
             _ => self.unet,
         }
@@ -62,9 +65,108 @@ pub struct Configs {
     pub unet: UnetConfig,
     pub vae: VaeConfig,
     pub clip: ClipConfig,
+    /// SDXL's second text encoder (CLIPTextModelWithProjection, `text_encoder_2/`).
+    pub clip2: Option<ClipConfig>,
+    /// SDXL's pipeline switches (`model_index.json`); Some on every XL model.
+    pub xl: Option<XlPipelineConfig>,
 }
 
 impl Configs {
+    /// Configs from the texts of a diffusers folder's files: `unet/`, `vae/`, `text_encoder/`
+    /// config.json, `text_encoder_2/config.json` and `model_index.json` when the folder has
+    /// them. An XL UNet needs `text_encoder_2`; its pipeline switches come from
+    /// `model_index.json` (diffusers' defaults without it).
+    pub fn from_json_texts(unet: &str, vae: &str, text_encoder: &str, text_encoder_2: Option<&str>, model_index: Option<&str>) -> crate::Result<Configs> {
+        Self::from_json_texts_named(
+            [("unet/config.json", unet), ("vae/config.json", vae), ("text_encoder/config.json", text_encoder)],
+            text_encoder_2.map(|t| ("text_encoder_2/config.json".to_string(), t)),
+            model_index,
+        )
+    }
+
+    /// [`Configs::from_json_texts`] with the files' names for errors.
+    fn from_json_texts_named(files: [(&str, &str); 3], text_encoder_2: Option<(String, &str)>, model_index: Option<&str>) -> crate::Result<Configs> {
+        let [(uf, u), (vf, v), (tf, t)] = files;
+        let unet = UnetConfig::from_json(uf, u)?;
+        let vae = VaeConfig::from_json(vf, v)?;
+        let clip = ClipConfig::from_json(tf, t)?;
+        let clip2 = text_encoder_2.map(|(f, t)| ClipConfig::from_json(&f, t)).transpose()?;
+        let xl = if unet.is_xl() {
+            if clip2.is_none() {
+                return Err(crate::weights::WeightError::Config {
+                    file: "text_encoder_2/config.json".into(),
+                    detail: "an SDXL UNet (addition_embed_type text_time) needs the second text encoder, text_encoder_2/".into(),
+                }
+                .into());
+            }
+            Some(match model_index {
+                Some(t) => XlPipelineConfig::from_json("model_index.json", t)?,
+                None => XlPipelineConfig::default(),
+            })
+        } else {
+            None
+        };
+        Ok(Configs { unet, vae, clip, clip2, xl })
+    }
+
+    /// An SDXL model: its UNet has `addition_embed_type: text_time`.
+    pub fn is_xl(&self) -> bool {
+        self.unet.is_xl()
+    }
+
+    /// The weight components of this model (a subset of [`COMPONENTS`]).
+    pub fn components(&self) -> Vec<&'static str> {
+        COMPONENTS.iter().copied().filter(|c| *c != "text_encoder_2" || self.clip2.is_some()).collect()
+    }
+
+    /// stabilityai/stable-diffusion-xl-base-1.0's configs (every key that sets a shape, as in
+    /// its `unet/`, `vae/`, `text_encoder/`, `text_encoder_2/` config.json): UNet 320/640/1280
+    /// with no attention in the first level, transformer depth [1, 2, 10], heads [5, 10, 20]
+    /// (head width 64), linear projections, cross-attention 2048 (768 + 1280), text_time
+    /// conditioning (time ids 6 × 256 + pooled 1280 = 2816), 1024² (`sample_size` 128); CLIP
+    /// ViT-L (12 layers, quick_gelu) and OpenCLIP bigG (1280 wide, 32 layers, 20 heads, gelu,
+    /// projection 1280); VAE as SD's with scaling 0.13025 and `force_upcast`.
+    pub fn sdxl() -> Configs {
+        use config::PerBlock;
+        let mut c = Configs::default();
+        let u = &mut c.unet;
+        u.block_out_channels = vec![320, 640, 1280];
+        u.down_block_types = ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"].map(String::from).to_vec();
+        u.up_block_types = ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"].map(String::from).to_vec();
+        u.attention_head_dim = PerBlock::Each(vec![5, 10, 20]);
+        u.transformer_layers_per_block = PerBlock::Each(vec![1, 2, 10]);
+        u.cross_attention_dim = 2048;
+        u.use_linear_projection = true;
+        u.addition_embed_type = Some("text_time".into());
+        u.addition_time_embed_dim = Some(256);
+        u.projection_class_embeddings_input_dim = Some(2816);
+        u.sample_size = 128;
+        c.vae.scaling_factor = 0.13025;
+        c.vae.force_upcast = true;
+        c.clip.pad_token_id = 1;
+        c.clip.bos_token_id = 0;
+        c.clip.eos_token_id = 2;
+        c.clip.projection_dim = Some(768);
+        c.clip2 = Some(ClipConfig {
+            hidden_size: 1280,
+            intermediate_size: 5120,
+            num_hidden_layers: 32,
+            num_attention_heads: 20,
+            hidden_act: "gelu".into(),
+            projection_dim: Some(1280),
+            ..c.clip.clone()
+        });
+        c.xl = Some(XlPipelineConfig::default());
+        c
+    }
+
+    /// stabilityai/sdxl-turbo: SDXL's shapes at 512² (`sample_size` 64).
+    pub fn sdxl_turbo() -> Configs {
+        let mut c = Configs::sdxl();
+        c.unet.sample_size = 64;
+        c
+    }
+
     /// stabilityai/stable-diffusion-2-1's configs (the fields that set shapes): OpenCLIP
     /// ViT-H text encoder as CLIPTextModel (1024 wide, 23 layers, gelu), UNet with linear
     /// projections, head dim 64 (`attention_head_dim` [5, 10, 20, 20]), cross-attention 1024,
@@ -87,7 +189,7 @@ impl Configs {
     /// SD 2.x: the text encoder is OpenCLIP's (transformers' `hidden_act: gelu`; CLIP ViT-L,
     /// SD 1.x's, has `quick_gelu`).
     pub fn is_sd2(&self) -> bool {
-        self.clip.hidden_act == "gelu"
+        !self.is_xl() && self.clip.hidden_act == "gelu"
     }
 
     /// Layout of an original single-file checkpoint with these configs.
@@ -109,6 +211,11 @@ impl Configs {
 pub struct StableDiffusion {
     pub cfg: Configs,
     pub clip: ClipTextModel,
+    /// SDXL's second text encoder (`text_encoder_2`, with its text projection).
+    pub clip2: Option<ClipTextModel>,
+    /// SDXL's second tokenizer (`tokenizer_2/`), set by whoever loads the model; None on an XL
+    /// model means [`crate::tokenizer::ClipTokenizer::sd2`] (the same BPE, pad `!`).
+    pub tokenizer_2: Option<crate::tokenizer::ClipTokenizer>,
     pub unet: Unet,
     pub vae: Vae,
     pub weights: Weights,
@@ -121,7 +228,8 @@ pub struct StableDiffusion {
     pub loras: lora::LoraState,
 }
 
-/// Build the networks and list every weight they need.
+/// Build the networks and list every weight they need (with `text_encoder_2`'s when the
+/// configs have it: [`build_clip2`] builds that network).
 pub fn build(cfg: &Configs) -> (ClipTextModel, Unet, Vae, Vec<Spec>) {
     let vc = Vb::root("text_encoder");
     let clip = ClipTextModel::new(&vc, &cfg.clip);
@@ -132,22 +240,41 @@ pub fn build(cfg: &Configs) -> (ClipTextModel, Unet, Vae, Vec<Spec>) {
     let mut specs = vc.specs();
     specs.extend(vu.specs());
     specs.extend(vv.specs());
+    if let Some(c2) = &cfg.clip2 {
+        let v2 = Vb::root("text_encoder_2");
+        drop(ClipTextModel::with_projection(&v2, c2));
+        specs.extend(v2.specs());
+    }
     (clip, unet, vae, specs)
+}
+
+/// SDXL's second text encoder (CLIPTextModelWithProjection) when the configs have it.
+pub fn build_clip2(cfg: &Configs) -> Option<ClipTextModel> {
+    cfg.clip2.as_ref().map(|c2| ClipTextModel::with_projection(&Vb::root("text_encoder_2"), c2))
 }
 
 /// The weight fusions of the networks (q/k/v projections concatenated after loading).
 pub fn build_fusions(cfg: &Configs) -> Vec<nn::Fusion> {
     let mut out = Vec::new();
-    for (comp, f) in [("text_encoder", 0), ("unet", 1), ("vae", 2)] {
+    for (comp, f) in [("text_encoder", 0), ("unet", 1), ("vae", 2), ("text_encoder_2", 3)] {
         let vb = Vb::root(comp);
         match f {
             0 => drop(ClipTextModel::new(&vb, &cfg.clip)),
             1 => drop(Unet::new(&vb, &cfg.unet)),
-            _ => drop(Vae::new(&vb, &cfg.vae)),
+            2 => drop(Vae::new(&vb, &cfg.vae)),
+            _ => match &cfg.clip2 {
+                Some(c2) => drop(ClipTextModel::with_projection(&vb, c2)),
+                None => continue,
+            },
         }
         out.extend(vb.fusions());
     }
     out
+}
+
+/// A weight of a text encoder (`text_encoder/…`, SDXL's `text_encoder_2/…`).
+fn is_text_encoder_weight(name: &str) -> bool {
+    name.starts_with("text_encoder/") || name.starts_with("text_encoder_2/")
 }
 
 impl StableDiffusion {
@@ -155,7 +282,8 @@ impl StableDiffusion {
     pub fn new(gpu: &Gpu, cfg: Configs, dtypes: impl Into<Dtypes>, mut weights: Weights, warnings: Vec<String>) -> crate::Result<StableDiffusion> {
         nn::apply_fusions(gpu, &mut weights, &build_fusions(&cfg))?;
         let (clip, unet, vae, _) = build(&cfg);
-        Ok(StableDiffusion { cfg, clip, unet, vae, weights, dtypes: dtypes.into(), warnings, tiny_vae: None, loras: lora::LoraState::default() })
+        let clip2 = build_clip2(&cfg);
+        Ok(StableDiffusion { cfg, clip, clip2, tokenizer_2: None, unet, vae, weights, dtypes: dtypes.into(), warnings, tiny_vae: None, loras: lora::LoraState::default() })
     }
 
     /// A loader for the weights of `components` (subset of [`COMPONENTS`]), each stored as
@@ -180,11 +308,12 @@ impl StableDiffusion {
         Ctx { gpu, w: &self.weights }
     }
 
-    /// Free the text encoder's weights (after [`crate::pipeline::encode_text`]); returns the
-    /// bytes freed. Load them again ([`StableDiffusion::loader`] with `["text_encoder"]` and
+    /// Free the text encoders' weights (after [`crate::pipeline::encode_text`]; SDXL: both);
+    /// returns the bytes freed. Load them again ([`StableDiffusion::loader`] with
+    /// `["text_encoder"]` (+ `"text_encoder_2"`) and
     /// [`StableDiffusion::restore_text_encoder`]) before encoding another prompt.
     pub fn evict_text_encoder(&mut self, gpu: &Gpu) -> u64 {
-        let names: Vec<String> = self.weights.iter().filter(|(n, _)| n.starts_with("text_encoder/")).map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = self.weights.iter().filter(|(n, _)| is_text_encoder_weight(n)).map(|(n, _)| n.clone()).collect();
         let mut freed = 0;
         for n in names {
             if let Some(t) = self.weights.remove(&n) {
@@ -194,6 +323,7 @@ impl StableDiffusion {
         // Merged LoRAs' base copies of the text encoder go too (merged again on restore).
         freed += self.loras.base_bytes();
         self.loras.forget_component("text_encoder");
+        self.loras.forget_component("text_encoder_2");
         freed -= self.loras.base_bytes();
         gpu.trim_pool();
         freed
@@ -208,13 +338,14 @@ impl StableDiffusion {
     /// q/k/v fusions applied as at load time).
     pub fn restore_text_encoder(&mut self, gpu: &Gpu, loader: Loader) -> crate::Result<()> {
         let (mut w, _) = loader.finish()?;
-        let fusions: Vec<nn::Fusion> = build_fusions(&self.cfg).into_iter().filter(|f| f.name.starts_with("text_encoder/")).collect();
+        let fusions: Vec<nn::Fusion> = build_fusions(&self.cfg).into_iter().filter(|f| is_text_encoder_weight(&f.name)).collect();
         nn::apply_fusions(gpu, &mut w, &fusions)?;
         for (n, t) in w.iter() {
             self.weights.insert(n.clone(), t.clone());
         }
         // Fresh base weights: merge the active LoRAs into them again.
         self.loras.forget_component("text_encoder");
+        self.loras.forget_component("text_encoder_2");
         self.apply_loras(gpu)?;
         Ok(())
     }
@@ -264,17 +395,19 @@ mod native {
         Ok(super::checkpoint_configs(single_file_header(path)?.as_deref()))
     }
 
-    /// Configs of a diffusers folder (each component's config.json).
+    /// Configs of a diffusers folder (each component's config.json; SDXL: also
+    /// `text_encoder_2/config.json` and `model_index.json`'s switches).
     pub fn read_configs(dir: &Path) -> crate::Result<Configs> {
         let f = |c: &str| dir.join(c).join("config.json");
-        let u = f("unet");
-        let v = f("vae");
-        let t = f("text_encoder");
-        Ok(Configs {
-            unet: UnetConfig::from_json(&u.display().to_string(), &read_text(&u)?)?,
-            vae: VaeConfig::from_json(&v.display().to_string(), &read_text(&v)?)?,
-            clip: ClipConfig::from_json(&t.display().to_string(), &read_text(&t)?)?,
-        })
+        let text = |p: &Path| -> crate::Result<Option<String>> { if p.is_file() { Ok(Some(read_text(p)?)) } else { Ok(None) } };
+        let te2 = text(&f("text_encoder_2"))?;
+        let index = text(&dir.join("model_index.json"))?;
+        let file = |c: &str| f(c).display().to_string();
+        Configs::from_json_texts_named(
+            [(&file("unet"), &read_text(&f("unet"))?), (&file("vae"), &read_text(&f("vae"))?), (&file("text_encoder"), &read_text(&f("text_encoder"))?)],
+            te2.as_deref().map(|t| (file("text_encoder_2"), t)),
+            index.as_deref(),
+        )
     }
 
     /// The weight files of one component folder.
@@ -308,7 +441,8 @@ mod native {
                 Source::Diffusers { dir, variant } => {
                     let cfg = read_configs(dir)?;
                     let mut loader = Self::loader(gpu, &cfg, dtype, components);
-                    for c in components {
+                    let own = cfg.components();
+                    for c in components.iter().filter(|c| own.contains(c)) {
                         let cdir = overrides.iter().find(|(n, _)| n == c).map(|(_, p)| p.to_path_buf()).unwrap_or_else(|| dir.join(c));
                         for f in files_of_component(&cdir, c, variant.as_deref())? {
                             stream_file(&mut loader, &f, Layout::Component(c.to_string()))?;
@@ -346,6 +480,12 @@ pub fn unet_in_channels_of_header(header: &str) -> Option<usize> {
 /// (`cond_stage_model.model.transformer.*`, where SD 1.x has `cond_stage_model.transformer.*`).
 pub fn checkpoint_is_sd2(header: &str) -> bool {
     header.contains("\"cond_stage_model.model.transformer.resblocks.")
+}
+
+/// Whether a single-file checkpoint's header is SDXL's (Stability's sgm layout: a second text
+/// encoder under `conditioner.embedders.1.`; SDXL base and Turbo have the same shapes).
+pub fn checkpoint_is_sdxl(header: &str) -> bool {
+    header.contains("\"conditioner.embedders.1.")
 }
 
 /// The header length of a safetensors file from its first 8 bytes, when it is plausible
@@ -386,12 +526,19 @@ impl CheckpointSniffer {
 }
 
 /// The configs of an original single-file checkpoint from its safetensors header (None: a
-/// header that could not be read, SD 1.5's): SD 2.x's when its text encoder is OpenCLIP's,
+/// header that could not be read, SD 1.5's): SDXL base's ([`Configs::sdxl`]) when it has
+/// `conditioner.embedders.1.` keys, SD 2.x's when its text encoder is OpenCLIP's,
 /// else SD 1.5's; the UNet's input channels from its first convolution (`input_blocks.0.0`
 /// [C, 9, 3, 3]: an inpainting checkpoint). The CLI and the browser's worker both use it.
 pub fn checkpoint_configs(header: Option<&str>) -> Configs {
     let Some(h) = header else { return Configs::default() };
-    let mut cfg = if checkpoint_is_sd2(h) { Configs::sd21() } else { Configs::default() };
+    let mut cfg = if checkpoint_is_sdxl(h) {
+        Configs::sdxl()
+    } else if checkpoint_is_sd2(h) {
+        Configs::sd21()
+    } else {
+        Configs::default()
+    };
     if let Some(c) = unet_in_channels_of_header(h) {
         cfg.unet.in_channels = c;
     }

@@ -53,7 +53,7 @@ pub fn candidates(base: &str, variant: Option<&str>) -> Vec<(String, bool)> {
 
 /// The weight-file base name of a diffusers component.
 pub fn base_of(component: &str) -> &'static str {
-    if component == "text_encoder" {
+    if component == "text_encoder" || component == "text_encoder_2" {
         "model"
     } else {
         "diffusion_pytorch_model"

@@ -14,6 +14,7 @@ pub fn configs() -> Configs {
         unet: UnetConfig::from_json("unet/config.json", &f("unet")).unwrap(),
         vae: VaeConfig::from_json("vae/config.json", &f("vae")).unwrap(),
         clip: ClipConfig::from_json("text_encoder/config.json", &f("text_encoder")).unwrap(),
+        ..Configs::default()
     }
 }
 

@@ -226,7 +226,8 @@ pub fn write_lora(path: &Path, cfg: &Configs, rank: usize, seed: u64) -> crate::
     Ok(LoraFile { rank, unet_modules: targets.len() - te, text_encoder_modules: te, parameters, bytes })
 }
 
-/// Write a diffusers folder with synthetic weights for `cfg` (SD-1.5 by default).
+/// Write a diffusers folder with synthetic weights for `cfg` (SD-1.5 by default; with
+/// `cfg.clip2`, an SDXL folder: `text_encoder_2/` and an XL `model_index.json`).
 /// Returns the bytes written per component.
 pub fn write_model(dir: &Path, cfg: &Configs, f16: bool) -> crate::Result<Vec<(String, u64)>> {
     let (_, _, _, specs) = build(cfg);
@@ -235,18 +236,30 @@ pub fn write_model(dir: &Path, cfg: &Configs, f16: bool) -> crate::Result<Vec<(S
     let json = |p: &Path, v: serde_json::Value| -> crate::Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&v).unwrap_or_default()).map_err(|e| io(p, e))
     };
-    json(
-        &dir.join("model_index.json"),
-        serde_json::json!({"_class_name": "StableDiffusionPipeline", "_note": "synthetic random weights written by sd-webgpu synth",
+    let index = match (&cfg.clip2, &cfg.xl) {
+        (Some(_), xl) => {
+            let xl = xl.clone().unwrap_or_default();
+            serde_json::json!({"_class_name": "StableDiffusionXLPipeline", "_note": "synthetic random weights written by sd-webgpu synth",
+                "force_zeros_for_empty_prompt": xl.force_zeros_for_empty_prompt, "requires_aesthetics_score": xl.requires_aesthetics_score,
+                "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+                "text_encoder": ["transformers", "CLIPTextModel"], "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+                "scheduler": ["diffusers", "EulerDiscreteScheduler"]})
+        }
+        (None, _) => serde_json::json!({"_class_name": "StableDiffusionPipeline", "_note": "synthetic random weights written by sd-webgpu synth",
             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
             "text_encoder": ["transformers", "CLIPTextModel"], "scheduler": ["diffusers", "PNDMScheduler"]}),
-    )?;
+    };
+    json(&dir.join("model_index.json"), index)?;
     let mut out = Vec::new();
-    for (comp, base, cfgv) in [
+    let mut comps = vec![
         ("unet", "diffusion_pytorch_model", serde_json::to_value(&cfg.unet)),
         ("vae", "diffusion_pytorch_model", serde_json::to_value(&cfg.vae)),
         ("text_encoder", "model", serde_json::to_value(&cfg.clip)),
-    ] {
+    ];
+    if let Some(c2) = &cfg.clip2 {
+        comps.push(("text_encoder_2", "model", serde_json::to_value(c2)));
+    }
+    for (comp, base, cfgv) in comps {
         let cdir = dir.join(comp);
         mk(&cdir)?;
         json(&cdir.join("config.json"), cfgv.unwrap_or_default())?;
@@ -260,11 +273,16 @@ pub fn write_model(dir: &Path, cfg: &Configs, f16: bool) -> crate::Result<Vec<(S
     }
     let sdir = dir.join("scheduler");
     mk(&sdir)?;
-    json(
-        &sdir.join("scheduler_config.json"),
+    let sched = if cfg.clip2.is_some() {
+        // stabilityai/stable-diffusion-xl-base-1.0's scheduler.
+        serde_json::json!({"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "prediction_type": "epsilon",
+            "timestep_spacing": "leading", "interpolation_type": "linear", "use_karras_sigmas": false, "clip_sample": false, "sample_max_value": 1.0})
+    } else {
         serde_json::json!({"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
             "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "prediction_type": "epsilon",
-            "timestep_spacing": "leading", "clip_sample": false}),
-    )?;
+            "timestep_spacing": "leading", "clip_sample": false})
+    };
+    json(&sdir.join("scheduler_config.json"), sched)?;
     Ok(out)
 }

@@ -59,6 +59,9 @@ enum FamilyArg {
     Sd2,
     #[value(name = "sd-turbo")]
     SdTurbo,
+    Sdxl,
+    #[value(name = "sdxl-turbo")]
+    SdxlTurbo,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -189,9 +192,10 @@ enum Cmd {
     /// Memory plan of a generation (text encoder, one CFG UNet step, VAE decode): weights,
     /// activation peaks, largest buffer. Nothing is dispatched; SD-1.5 shapes unless --model.
     Plan {
-        /// Image height and width in pixels.
-        #[arg(long, default_value_t = 512)]
-        size: usize,
+        /// Image height and width in pixels (default: the model's, UNet sample_size × 8:
+        /// 512 for SD-1.5 / SD-Turbo / SDXL-Turbo, 768 for SD-2.1, 1024 for SDXL).
+        #[arg(long)]
+        size: Option<usize>,
         #[arg(long, value_enum, default_value_t = Dt::F16)]
         dtype: Dt,
         /// A diffusers folder whose config.json files to use (default: SD-1.5).
@@ -205,9 +209,15 @@ enum Cmd {
         #[arg(long)]
         guidance: Option<f64>,
         /// Synthetic full-size shapes of this family (ignored with --model): SD-1.5, SD-2.1
-        /// (768² by default), SD-Turbo (SD-2.1 shapes at 512², 1 step, no CFG).
+        /// (768² by default), SD-Turbo (SD-2.1 shapes at 512², 1 step, no CFG), SDXL base
+        /// (1024², 30 steps, guidance 5, Euler), SDXL-Turbo (SDXL shapes at 512², 1 step, no
+        /// CFG, Euler a).
         #[arg(long, value_enum)]
         family: Option<FamilyArg>,
+        /// SDXL: plan madebyollin/sdxl-vae-fp16-fix stored in f16 (default: the original SDXL
+        /// VAE, which overflows in f16 (force_upcast), stored in f32).
+        #[arg(long)]
+        vae_fp16_fix: bool,
         /// Decode with a tiny VAE (TAESD, madebyollin/taesd's shapes) instead of the VAE.
         #[arg(long)]
         tiny_vae: bool,
@@ -303,19 +313,24 @@ async fn run(cli: Cli) -> crate::Result<()> {
         Cmd::Bench(a) => return crate::bench::run(a).await,
         Cmd::BenchKernels(a) => return crate::bench_kernels::run(a).await,
         Cmd::BenchLora(a) => return crate::bench::run_lora(a).await,
-        Cmd::Plan { size, dtype, model, steps, guidance, family, tiny_vae, evict_text_encoder, json: _, batch, img2img } => {
-            if size == 0 || size % 64 != 0 {
-                return Err(crate::Error::Unsupported { op: "plan", detail: format!("--size {size} must be a positive multiple of 64") });
-            }
+        Cmd::Plan { size, dtype, model, steps, guidance, family, vae_fp16_fix, tiny_vae, evict_text_encoder, json: _, batch, img2img } => {
             let fam = match family {
                 Some(FamilyArg::Sd2) => crate::plan::PlanFamily::Sd2,
                 Some(FamilyArg::SdTurbo) => crate::plan::PlanFamily::SdTurbo,
+                Some(FamilyArg::Sdxl) => crate::plan::PlanFamily::Sdxl,
+                Some(FamilyArg::SdxlTurbo) => crate::plan::PlanFamily::SdxlTurbo,
                 Some(FamilyArg::Sd15) | None => crate::plan::PlanFamily::Sd15,
             };
             let cfg = match model {
                 Some(dir) => crate::model::read_configs(&dir)?,
                 None => fam.configs(),
             };
+            // A folder's SDXL configs without --family: SDXL's defaults.
+            let fam = if family.is_none() && cfg.is_xl() { crate::plan::PlanFamily::Sdxl } else { fam };
+            let size = size.unwrap_or(cfg.unet.sample_size * 8);
+            if size == 0 || size % 64 != 0 {
+                return Err(crate::Error::Unsupported { op: "plan", detail: format!("--size {size} must be a positive multiple of 64") });
+            }
             let (d_steps, d_guidance, d_sampler) = fam.defaults();
             let init_image = img2img.then(|| crate::image::Rgb { width: size, height: size, data: vec![0.5; size * size * 3] });
             let gen = crate::pipeline::Params {
@@ -327,7 +342,7 @@ async fn run(cli: Cli) -> crate::Result<()> {
                 decoder: if tiny_vae { crate::pipeline::Decoder::Tiny } else { crate::pipeline::Decoder::Vae },
                 ..Default::default()
             };
-            let opts = crate::plan::PlanOptions { family: fam, tiny_vae, evict_text_encoder };
+            let opts = crate::plan::PlanOptions { family: fam, tiny_vae, evict_text_encoder, vae_fp16_fix };
             let r = crate::plan::plan_family(&cfg, size, size, dt(dtype), &gen, &opts).await?;
             println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             return Ok(());

@@ -113,6 +113,11 @@ pub struct GenerationPlan {
     /// Of `weights_bytes`: the text encoder's, and the tiny VAE's (0 without one).
     pub weights_bytes_text_encoder: u64,
     pub weights_bytes_tiny_vae: u64,
+    /// Of `weights_bytes`: SDXL's second text encoder's (0 for other models), the UNet's and
+    /// the VAE's.
+    pub weights_bytes_text_encoder_2: u64,
+    pub weights_bytes_unet: u64,
+    pub weights_bytes_vae: u64,
 }
 
 /// What is loaded and done around a planned generation ([`plan_generation_with`]).
@@ -120,7 +125,7 @@ pub struct GenerationPlan {
 pub struct PlanExtras {
     /// A TAESD (madebyollin/taesd's shapes) beside the model, with live previews.
     pub tiny_vae: bool,
-    /// Free the text encoder's weights after encoding.
+    /// Free the text encoder's weights (SDXL: both text encoders') after encoding.
     pub evict_text_encoder: bool,
 }
 
@@ -138,6 +143,9 @@ pub async fn plan_generation_with(cfg: &Configs, dtypes: impl Into<Dtypes>, p: &
     let weights = placeholder_weights(&gpu, cfg, dtypes, &crate::model::COMPONENTS)?;
     let mut sd = StableDiffusion::new(&gpu, cfg.clone(), dtypes, weights, Vec::new())?;
     let weights_bytes_text_encoder = component_bytes(&sd.weights, cfg, dtypes.text_encoder, "text_encoder");
+    let weights_bytes_text_encoder_2 = component_bytes(&sd.weights, cfg, dtypes.text_encoder, "text_encoder_2");
+    let weights_bytes_unet = component_bytes(&sd.weights, cfg, dtypes.unet, "unet");
+    let weights_bytes_vae = component_bytes(&sd.weights, cfg, dtypes.vae, "vae");
     let mut weights_bytes_tiny_vae = 0;
     if x.tiny_vae {
         let tcfg = crate::model::config::TinyVaeConfig::default();
@@ -173,6 +181,9 @@ pub async fn plan_generation_with(cfg: &Configs, dtypes: impl Into<Dtypes>, p: &
         largest_command_buffer_gflop: s1.largest_command_buffer_flops / 1e9,
         weights_bytes_text_encoder,
         weights_bytes_tiny_vae,
+        weights_bytes_text_encoder_2,
+        weights_bytes_unet,
+        weights_bytes_vae,
     })
 }
 
@@ -273,6 +284,11 @@ pub enum PlanFamily {
     Sd2,
     /// stabilityai/sd-turbo: SD-2.1 shapes at 512², 1 step, guidance 0, Euler (trailing).
     SdTurbo,
+    /// stabilityai/stable-diffusion-xl-base-1.0 ([`Configs::sdxl`]): 1024², CFG, Euler.
+    Sdxl,
+    /// stabilityai/sdxl-turbo ([`Configs::sdxl_turbo`]): SDXL's shapes at 512², 1 step,
+    /// guidance 0, Euler a (trailing).
+    SdxlTurbo,
 }
 
 impl PlanFamily {
@@ -281,6 +297,8 @@ impl PlanFamily {
             PlanFamily::Sd15 => "sd15",
             PlanFamily::Sd2 => "sd2",
             PlanFamily::SdTurbo => "sd-turbo",
+            PlanFamily::Sdxl => "sdxl",
+            PlanFamily::SdxlTurbo => "sdxl-turbo",
         }
     }
     /// The configs of the family's real repo (the fields that set shapes).
@@ -294,15 +312,39 @@ impl PlanFamily {
                 c.unet.sample_size = 64;
                 c
             }
+            PlanFamily::Sdxl => Configs::sdxl(),
+            PlanFamily::SdxlTurbo => Configs::sdxl_turbo(),
         }
     }
-    /// (steps, guidance, sampler) of a default generation.
+    /// (steps, guidance, sampler) of a default generation (SDXL base: 30 steps at guidance 5
+    /// with its shipped Euler; SDXL-Turbo: 1 step, no guidance, Euler a as its scheduler file).
     pub fn defaults(self) -> (usize, f64, &'static str) {
         match self {
             PlanFamily::SdTurbo => (1, 0.0, "euler"),
+            PlanFamily::Sdxl => (30, 5.0, "euler"),
+            PlanFamily::SdxlTurbo => (1, 0.0, "euler_a"),
             _ => (20, 7.5, "euler_a"),
         }
     }
+}
+
+/// The storage of each component for a plan in `dtype`, and what the VAE's says: an f16
+/// plan of a VAE whose config says `force_upcast` (SDXL's original VAE overflows in f16;
+/// diffusers upcasts it) keeps the VAE in f32 unless `vae_fp16_fix` (madebyollin's
+/// sdxl-vae-fp16-fix, `force_upcast: false`) is used. SD 1.x / 2.x VAEs are planned in
+/// `dtype` as before (their f16 decode rarely overflows; the pipeline retries in f32 then).
+pub fn plan_dtypes(cfg: &Configs, dtype: DType, vae_fp16_fix: bool) -> (Dtypes, &'static str) {
+    let all = Dtypes::all(dtype);
+    if dtype == DType::F32 {
+        return (all, "f32 (as every component)");
+    }
+    if !cfg.is_xl() {
+        return (all, "f16 (as every component)");
+    }
+    if vae_fp16_fix || !cfg.vae.force_upcast {
+        return (all, "f16: the fp16-fix VAE (madebyollin/sdxl-vae-fp16-fix, force_upcast false)");
+    }
+    (Dtypes { vae: DType::F32, ..all }, "f32: SDXL's original VAE overflows in f16 (force_upcast); --vae-fp16-fix plans madebyollin/sdxl-vae-fp16-fix in f16")
 }
 
 #[derive(Clone, Debug)]
@@ -312,6 +354,9 @@ pub struct PlanOptions {
     pub tiny_vae: bool,
     /// Free the text encoder's weights after encoding.
     pub evict_text_encoder: bool,
+    /// SDXL: the VAE is madebyollin's sdxl-vae-fp16-fix (stored in f16) instead of the
+    /// original (stored in f32: `force_upcast`).
+    pub vae_fp16_fix: bool,
 }
 
 /// One whole generation of a family, planned: what `plan --family … --json` prints.
@@ -324,6 +369,9 @@ pub struct FamilyPlan {
     pub guidance: f64,
     pub sampler: String,
     pub decoder: &'static str,
+    /// Storage of the VAE and why ([`plan_dtypes`]).
+    pub vae_dtype: &'static str,
+    pub vae_precision: &'static str,
     pub evict_text_encoder: bool,
     /// Floating-point operations of the whole generation per image (matmuls, convolutions
     /// and attention, counted from their shapes).
@@ -336,6 +384,13 @@ pub struct FamilyPlan {
     pub weights_bytes: u64,
     pub weights_bytes_text_encoder: u64,
     pub weights_bytes_tiny_vae: u64,
+    /// SDXL's second text encoder (0 for other models), the UNet and the VAE.
+    pub weights_bytes_text_encoder_2: u64,
+    pub weights_bytes_unet: u64,
+    pub weights_bytes_vae: u64,
+    /// With `evict_text_encoder`: the bytes streamed back onto the GPU (from the browser
+    /// cache) before a new prompt can be encoded — every text encoder's weights; 0 without.
+    pub text_encoder_reload_bytes: u64,
     pub max_buffer_bytes: u64,
     /// The binding limit planned under (WebGPU's default).
     pub max_binding_bytes: u64,
@@ -352,7 +407,8 @@ pub struct FamilyPlan {
 pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DType, p: &Params, o: &PlanOptions) -> crate::Result<FamilyPlan> {
     let p = Params { width, height, ..p.clone() };
     let max_binding = 128u64 << 20;
-    let g = plan_generation_with(cfg, dtype, &p, Some(max_binding), PlanExtras { tiny_vae: o.tiny_vae, evict_text_encoder: o.evict_text_encoder }).await?;
+    let (dtypes, vae_precision) = plan_dtypes(cfg, dtype, o.vae_fp16_fix);
+    let g = plan_generation_with(cfg, dtypes, &p, Some(max_binding), PlanExtras { tiny_vae: o.tiny_vae, evict_text_encoder: o.evict_text_encoder }).await?;
     let images = p.batch_pos.map(|_| 1).unwrap_or(p.batch) as f64;
     Ok(FamilyPlan {
         family: o.family.name(),
@@ -362,6 +418,8 @@ pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DTyp
         guidance: p.guidance_scale,
         sampler: p.sampler.clone(),
         decoder: p.decoder.name(),
+        vae_dtype: dtypes.vae.name(),
+        vae_precision,
         evict_text_encoder: o.evict_text_encoder,
         flops_per_image: g.flops / images,
         dispatches_per_image: g.dispatches as f64 / images,
@@ -370,6 +428,10 @@ pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DTyp
         weights_bytes: g.weights_bytes,
         weights_bytes_text_encoder: g.weights_bytes_text_encoder,
         weights_bytes_tiny_vae: g.weights_bytes_tiny_vae,
+        weights_bytes_text_encoder_2: g.weights_bytes_text_encoder_2,
+        weights_bytes_unet: g.weights_bytes_unet,
+        weights_bytes_vae: g.weights_bytes_vae,
+        text_encoder_reload_bytes: if o.evict_text_encoder { g.weights_bytes_text_encoder + g.weights_bytes_text_encoder_2 } else { 0 },
         max_buffer_bytes: g.max_buffer_bytes,
         max_binding_bytes: max_binding,
         command_buffers: g.command_buffers,

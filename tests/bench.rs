@@ -400,3 +400,60 @@ fn bench_lora_flags() {
     assert_eq!((a.rescale, a.no_in_place, a.json, a.model.is_none()), (0.5, false, false, true));
     assert!(LoraBenchArgs::parse_from(&["--lora", "x.safetensors", "--dtype", "bf16"]).is_err());
 }
+
+/// SDXL (issue #17) on synthetic full-size shapes, f16, WebGPU's default 128 MiB binding
+/// limit: SDXL-Turbo 512² (1 step, no CFG) with TAESDXL decode and previews within 7.5 GiB,
+/// SDXL base 1024² (30 Euler steps, CFG 5, tiled VAE decode) within 8.5 GiB; no buffer over
+/// the binding limit, no dispatch over the 25 GFLOP watchdog budget. The weights are the real
+/// checkpoints' parameter counts (stabilityai's configs: UNet 2,567,463,684, CLIP ViT-L text
+/// 123,060,480, OpenCLIP bigG text with projection 694,659,840, VAE 83,653,863) in f16, the
+/// VAE in f32 (force_upcast) unless the fp16-fix VAE is planned. Evicting both text encoders
+/// after encoding lowers the peak and costs their bytes on the next new prompt.
+#[test]
+fn plan_sdxl_within_budgets() {
+    use sd_webgpu::pipeline::{Decoder, Params};
+    use sd_webgpu::plan::{plan_family, FamilyPlan, PlanFamily, PlanOptions};
+    let run = |fam: PlanFamily, tiny: bool, evict: bool, fix: bool| -> FamilyPlan {
+        let cfg = fam.configs();
+        let (steps, guidance_scale, sampler) = fam.defaults();
+        let size = cfg.unet.sample_size * 8;
+        let p = Params { steps, guidance_scale, sampler: sampler.into(), decoder: if tiny { Decoder::Tiny } else { Decoder::Vae }, ..Default::default() };
+        let o = PlanOptions { family: fam, tiny_vae: tiny, evict_text_encoder: evict, vae_fp16_fix: fix };
+        let r = pollster::block_on(plan_family(&cfg, size, size, DType::F16, &p, &o)).unwrap();
+        println!("{}", serde_json::to_string(&r).unwrap());
+        r
+    };
+    let turbo = run(PlanFamily::SdxlTurbo, true, false, false);
+    let base = run(PlanFamily::Sdxl, false, false, false);
+    assert_eq!((turbo.size, turbo.steps, turbo.guidance, turbo.decoder), ([512, 512], 1, 0.0, "tiny"));
+    assert_eq!((base.size, base.steps, base.guidance, base.decoder), ([1024, 1024], 30, 5.0, "vae"));
+    for r in [&turbo, &base] {
+        // Each weight buffer is rounded up to 256 bytes: at most ~1 MiB over the parameters.
+        let near = |bytes: u64, params: u64, width: u64, what: &str| {
+            assert!(bytes >= params * width && bytes - params * width < 1 << 20, "{}: {what} weights {bytes} B for {params} parameters × {width} B", r.family);
+        };
+        near(r.weights_bytes_unet, 2_567_463_684, 2, "UNet");
+        near(r.weights_bytes_text_encoder, 123_060_480, 2, "text encoder");
+        near(r.weights_bytes_text_encoder_2, 694_659_840, 2, "text encoder 2");
+        near(r.weights_bytes_vae, 83_653_863, 4, "VAE (f32: force_upcast)");
+        assert_eq!(r.vae_dtype, "f32");
+        assert!(r.max_buffer_bytes <= r.max_binding_bytes && r.max_binding_bytes == 128 << 20, "{}: a buffer of {} B", r.family, r.max_buffer_bytes);
+        assert!(r.largest_dispatch_gflop <= 25.0, "{}: a dispatch of {} GFLOP", r.family, r.largest_dispatch_gflop);
+        assert!(r.peak_bytes > r.weights_bytes && r.text_encoder_reload_bytes == 0);
+    }
+    assert!(turbo.weights_bytes_tiny_vae > 0 && base.weights_bytes_tiny_vae == 0);
+    assert!(turbo.peak_gib <= 7.5, "SDXL-Turbo 512² with TAESDXL: peak {:.3} GiB > 7.5 GiB", turbo.peak_gib);
+    assert!(base.peak_gib <= 8.5, "SDXL 1024²: peak {:.3} GiB > 8.5 GiB", base.peak_gib);
+    // Text encoders freed after encoding: the peak goes down, a new prompt re-reads both.
+    for (r, fam, tiny) in [(&turbo, PlanFamily::SdxlTurbo, true), (&base, PlanFamily::Sdxl, false)] {
+        let e = run(fam, tiny, true, false);
+        assert_eq!(e.text_encoder_reload_bytes, r.weights_bytes_text_encoder + r.weights_bytes_text_encoder_2);
+        assert!(e.peak_bytes < r.peak_bytes, "{}: evicting gives peak {} B, keeping {} B", r.family, e.peak_bytes, r.peak_bytes);
+        println!("{}: evicting the text encoders: peak {:.3} → {:.3} GiB, {} B re-read per new prompt", r.family, r.peak_gib, e.peak_gib, e.text_encoder_reload_bytes);
+    }
+    // The fp16-fix VAE: stored in f16.
+    let fix = run(PlanFamily::Sdxl, false, false, true);
+    assert_eq!(fix.vae_dtype, "f16");
+    assert!(fix.weights_bytes_vae * 2 <= base.weights_bytes_vae + (1 << 20));
+    println!("SDXL-Turbo 512² TAESDXL: peak {:.3} GiB; SDXL 1024²: peak {:.3} GiB (fp16-fix VAE: {:.3} GiB)", turbo.peak_gib, base.peak_gib, fix.peak_gib);
+}

@@ -38,6 +38,8 @@ bundle_files!(
     "sdxl/model/vae/diffusion_pytorch_model.safetensors",
     "sdxl/model/text_encoder/model.safetensors",
     "sdxl/model/text_encoder_2/model.safetensors",
+    "sdxl/model/scheduler/scheduler_config.json",
+    "sdxl/golden.safetensors",
 );
 
 const SINGLE: &str = "sdxl/model.safetensors";
@@ -538,3 +540,42 @@ fn tokenizer_2_ids() {
     log!("tokenizer_2: {} prompts match diffusers' ids (pad '!' = 0, literal '!' = 0)", prompts.len());
 }
 cpu_test!(tokenizer_2_pads_with_bang_as_diffusers, tokenizer_2_ids);
+
+// ---------------------------------------------------------------------------------------------
+// The bundle case `single_file_txt2img`.
+
+/// `StableDiffusionXLPipeline.from_single_file('model.safetensors', config='model')`, Euler 8
+/// steps, CFG 5: the single file streamed with the folder's configs, tokenizers and scheduler,
+/// against the case's goldens (txt2img_euler's: diffusers got the same image from both).
+async fn single_file_txt2img(dtype: DType) {
+    let c = common::fixtures::case(&fx("sdxl/cases.json"), "sdxl", "single_file_txt2img");
+    assert_eq!(c["kind"], "single_file");
+    assert_eq!(c["model"], "model.safetensors (config=model)");
+    assert!(c["scheduler"]["overrides"].as_object().unwrap().is_empty(), "the shipped scheduler");
+    let gpu = common::gpu(true).await;
+    let t0 = common::now_ms();
+    let cfg = configs();
+    let comps = cfg.components();
+    let mut sd = common::model::load_named(&gpu, dtype, cfg.clone(), &comps, vec![(SINGLE.to_string(), fx(SINGLE), cfg.single_file_layout())]);
+    assert!(sd.warnings.is_empty(), "{:?}", sd.warnings);
+    let tok_files = |dir: &str| {
+        let t = sd_webgpu::tokenizer::merged_tokenizer_config(Some(&fx_text(&format!("sdxl/model/{dir}/tokenizer_config.json"))), Some(&fx_text(&format!("sdxl/model/{dir}/special_tokens_map.json")))).unwrap();
+        ClipTokenizer::from_vocab_merges(&common::fixtures::text("model/tokenizer/vocab.json"), &common::fixtures::text("model/tokenizer/merges.txt"), t.as_deref()).unwrap()
+    };
+    sd.tokenizer_2 = Some(tok_files("tokenizer_2"));
+    let tok = tok_files("tokenizer");
+    let sched = fx_text("sdxl/model/scheduler/scheduler_config.json");
+    let p = sd_webgpu::pipeline::Params { prompt_2: c["prompt_2"].as_str().map(String::from), ..common::parity::v2_params(&c) };
+    let out = sd_webgpu::pipeline::generate(&gpu, &sd, &tok, Some(&sched), &p, &mut |_| true).await.unwrap_or_else(|e| panic!("single_file_txt2img: {e}"));
+    log!("sdxl/single_file_txt2img ({}): loaded and generated in {:.1} s", dtype.name(), (common::now_ms() - t0) / 1000.0);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let g = fx("sdxl/golden.safetensors");
+    let (want_img, _) = common::fixtures::golden(&g, c["golden"]["image"].as_str().unwrap());
+    let (want_lat, _) = common::fixtures::golden(&g, c["golden"]["latents"].as_str().unwrap());
+    let got_img: Vec<f32> = out.images.iter().flat_map(|i| i.data.iter().copied()).collect();
+    let fails = common::parity::compare("sdxl/single_file_txt2img", dtype, &out.latents, &want_lat, &got_img, &want_img);
+    assert!(fails.is_empty(), "{}", fails.join("\n"));
+}
+// Natively in CI; in the browser on demand (8 UNet steps at batch 2: minutes on SwiftShader;
+// the single file's weights are checked there bit for bit against the folder's instead).
+native_test!(single_file_txt2img_f32, single_file_txt2img(DType::F32));

@@ -175,6 +175,22 @@ struct GenerateArgs {
     /// of A1111's syntax (`(word:1.2)`, `[word]`, up to 225 tokens; the default).
     #[arg(long)]
     no_prompt_weighting: bool,
+    /// SDXL: the prompt of the second text encoder (default: --prompt).
+    #[arg(long = "prompt-2")]
+    prompt_2: Option<String>,
+    /// SDXL: the negative prompt of the second text encoder (default: --negative-prompt).
+    #[arg(long = "negative-prompt-2")]
+    negative_prompt_2: Option<String>,
+    /// SDXL micro-conditioning: the size the image "was" before cropping, WIDTHxHEIGHT
+    /// (default: the output size).
+    #[arg(long, value_parser = parse_wxh)]
+    original_size: Option<(usize, usize)>,
+    /// SDXL micro-conditioning: the size asked for, WIDTHxHEIGHT (default: the output size).
+    #[arg(long, value_parser = parse_wxh)]
+    target_size: Option<(usize, usize)>,
+    /// SDXL micro-conditioning: the crop's top-left corner, TOP,LEFT (default: 0,0).
+    #[arg(long, value_parser = parse_top_left)]
+    crops_coords_top_left: Option<(usize, usize)>,
     /// A LoRA to merge into the model: FILE[:SCALE] (scale 1 when left out), repeatable; kohya /
     /// A1111 and diffusers / PEFT files. Its name is the file name without `.safetensors`: a
     /// `<lora:NAME:SCALE>` tag in the prompt sets its scale.
@@ -210,7 +226,7 @@ enum Cmd {
         guidance: Option<f64>,
         /// Synthetic full-size shapes of this family (ignored with --model): SD-1.5, SD-2.1
         /// (768² by default), SD-Turbo (SD-2.1 shapes at 512², 1 step, no CFG), SDXL base
-        /// (1024², 30 steps, guidance 5, Euler), SDXL-Turbo (SDXL shapes at 512², 1 step, no
+        /// (1024², 25 steps, guidance 5, Euler), SDXL-Turbo (SDXL shapes at 512², 1 step, no
         /// CFG, Euler a).
         #[arg(long, value_enum)]
         family: Option<FamilyArg>,
@@ -426,6 +442,20 @@ async fn run(cli: Cli) -> crate::Result<()> {
     Ok(())
 }
 
+/// `WIDTHxHEIGHT` → (height, width), diffusers' order for SDXL's sizes.
+fn parse_wxh(s: &str) -> Result<(usize, usize), String> {
+    let (w, h) = s.split_once(['x', 'X', '×']).ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, e.g. 1024x1024"))?;
+    let n = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((n(h)?, n(w)?))
+}
+
+/// `TOP,LEFT` → (top, left).
+fn parse_top_left(s: &str) -> Result<(usize, usize), String> {
+    let (t, l) = s.split_once(',').ok_or_else(|| format!("{s:?}: expected TOP,LEFT, e.g. 0,0"))?;
+    let n = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((n(t)?, n(l)?))
+}
+
 fn read_opt(p: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(p).ok()
 }
@@ -480,6 +510,16 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     let mut sd = StableDiffusion::load_components(&gpu, &src, dtypes, &crate::model::COMPONENTS, &[])?;
     for w in &sd.warnings {
         eprintln!("warning: {w}");
+    }
+    // SDXL's second tokenizer from tokenizer_2/ (without it: the same BPE padded with '!').
+    let t2dir = a.model.join("tokenizer_2");
+    if sd.cfg.is_xl() && t2dir.is_dir() {
+        let tcfg = crate::tokenizer::merged_tokenizer_config(read_opt(&t2dir.join("tokenizer_config.json")).as_deref(), read_opt(&t2dir.join("special_tokens_map.json")).as_deref())?;
+        sd.tokenizer_2 = Some(match (read_opt(&t2dir.join("tokenizer.json")), read_opt(&t2dir.join("vocab.json")), read_opt(&t2dir.join("merges.txt"))) {
+            (Some(j), _, _) => ClipTokenizer::from_tokenizer_json(&j, tcfg.as_deref())?,
+            (None, Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(&v, &m, tcfg.as_deref())?,
+            _ => ClipTokenizer::from_vocab_merges(crate::tokenizer::CLIP_VOCAB, crate::tokenizer::CLIP_MERGES, tcfg.as_deref())?,
+        });
     }
     if let Some(t) = &a.tiny_vae {
         sd.tiny_vae = Some(crate::model::taesd::TinyVae::load(&gpu, t, dtypes.vae)?);
@@ -547,6 +587,12 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
             ResizeArg::Stretch => crate::image::ResizeMode::Stretch,
         },
         prompt_weighting: !a.no_prompt_weighting,
+        prompt_2: a.prompt_2.clone(),
+        negative_prompt_2: a.negative_prompt_2.clone(),
+        original_size: a.original_size,
+        target_size: a.target_size,
+        crops_coords_top_left: a.crops_coords_top_left,
+        ..Default::default()
     };
     crate::pipeline::validate(&sd, &params)?;
     eprintln!(

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, Tensor};
 use crate::image::{ResizeMode, Rgb};
 use crate::model::nn::Ctx;
+use crate::model::unet::AddedCond;
 use crate::model::StableDiffusion;
 use crate::ops::{self, Term as OpTerm};
 use crate::rng::TorchRng;
@@ -62,6 +63,28 @@ pub struct Params {
     /// encode (brackets are text, the prompt is cut at 75 tokens). `<lora:…>` tags are taken
     /// out of the prompt either way.
     pub prompt_weighting: bool,
+    /// SDXL: the prompt of the second text encoder (OpenCLIP bigG, which also makes the pooled
+    /// embedding); `None`: the same as `prompt` (diffusers' `prompt_2`). Ignored by SD 1.x / 2.x.
+    pub prompt_2: Option<String>,
+    /// SDXL: the negative prompt of the second text encoder; `None`: `negative_prompt`.
+    pub negative_prompt_2: Option<String>,
+    /// SDXL micro-conditioning, (height, width) as diffusers: the size the image "was" before
+    /// any crop; `None`: the output size.
+    pub original_size: Option<(usize, usize)>,
+    /// SDXL: the size asked for; `None`: the output size.
+    pub target_size: Option<(usize, usize)>,
+    /// SDXL: (top, left) of the crop the image "was" taken from; `None`: (0, 0).
+    pub crops_coords_top_left: Option<(usize, usize)>,
+    /// SDXL: the negative row's micro-conditioning (diffusers' `negative_*`). txt2img: used
+    /// only when both negative sizes are given (else the negative row is the positive one);
+    /// img2img: each size defaults to the positive one.
+    pub negative_original_size: Option<(usize, usize)>,
+    pub negative_target_size: Option<(usize, usize)>,
+    pub negative_crops_coords_top_left: Option<(usize, usize)>,
+    /// SDXL refiner-style models (`requires_aesthetics_score` in model_index.json): the
+    /// aesthetic score in the time ids (6.0 as diffusers), and the negative row's (2.5).
+    pub aesthetic_score: f64,
+    pub negative_aesthetic_score: f64,
 }
 
 /// The decoder of a generation ([`Params::decoder`]).
@@ -112,6 +135,16 @@ impl Default for Params {
             timestep_spacing: None,
             prediction_type: None,
             prompt_weighting: true,
+            prompt_2: None,
+            negative_prompt_2: None,
+            original_size: None,
+            target_size: None,
+            crops_coords_top_left: None,
+            negative_original_size: None,
+            negative_target_size: None,
+            negative_crops_coords_top_left: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
         }
     }
 }
@@ -140,6 +173,11 @@ pub enum Family {
     /// Latent consistency models: an LCM-distilled UNet (`time_cond_proj_dim`) or a model
     /// whose scheduler is `LCMScheduler`.
     Lcm,
+    /// SDXL (a UNet with `addition_embed_type: text_time`, two text encoders).
+    Sdxl,
+    /// SDXL-Turbo: an SDXL whose scheduler is EulerAncestral with `trailing` spacing
+    /// (stabilityai/sdxl-turbo's file), or whose name says turbo.
+    SdxlTurbo,
 }
 
 impl Family {
@@ -149,6 +187,8 @@ impl Family {
             Family::Sd2 => "sd2",
             Family::Turbo => "sd-turbo",
             Family::Lcm => "lcm",
+            Family::Sdxl => "sdxl",
+            Family::SdxlTurbo => "sdxl-turbo",
         }
     }
 }
@@ -169,6 +209,8 @@ pub struct ModelDefaults {
 }
 
 /// Per-model defaults, from what the configs (and the folder or repo name, `name`) say:
+/// SDXL: 25 steps, guidance 5 (diffusers' default), Euler (its shipped scheduler), 1024²;
+/// SDXL-Turbo: 1 step, guidance 0, Euler a (its shipped EulerAncestral, trailing), 512²;
 /// SD-Turbo: 1 step, guidance 0, 512², Euler (its shipped EulerDiscreteScheduler); LCM: 4
 /// steps, the `lcm` sampler, guidance 8 for an LCM-distilled UNet (w embedding) and 1
 /// otherwise; SD 1.x / 2.x: 20 steps, guidance 7.5, Euler a; the size is the UNet's
@@ -180,7 +222,13 @@ pub fn model_defaults(sd: &StableDiffusion, scheduler_config: Option<&str>, name
     let prediction = if sched.get("prediction_type").and_then(|v| v.as_str()) == Some("v_prediction") { "v_prediction" } else { "epsilon" };
     let lower = name.to_ascii_lowercase();
     let (width, height) = default_size(sd, None);
-    let family = if sd.cfg.unet.time_cond_proj_dim.is_some() || class == "LCMScheduler" || lower.contains("lcm") {
+    let family = if sd.cfg.is_xl() {
+        if lower.contains("turbo") || (spacing == "trailing" && class == "EulerAncestralDiscreteScheduler") {
+            Family::SdxlTurbo
+        } else {
+            Family::Sdxl
+        }
+    } else if sd.cfg.unet.time_cond_proj_dim.is_some() || class == "LCMScheduler" || lower.contains("lcm") {
         Family::Lcm
     } else if lower.contains("turbo") || (spacing == "trailing" && class == "EulerDiscreteScheduler") {
         Family::Turbo
@@ -191,6 +239,8 @@ pub fn model_defaults(sd: &StableDiffusion, scheduler_config: Option<&str>, name
     };
     let (steps, guidance_scale, sampler) = match family {
         Family::Turbo => (1, 0.0, "euler"),
+        Family::SdxlTurbo => (1, 0.0, "euler_a"),
+        Family::Sdxl => (25, 5.0, "euler"),
         Family::Lcm if sd.cfg.unet.time_cond_proj_dim.is_some() => (4, 8.0, "lcm"),
         Family::Lcm => (4, 1.0, "lcm"),
         _ => (20, 7.5, "euler_a"),
@@ -408,13 +458,27 @@ pub async fn generate(
 
 /// The text encoder's output for a generation: [negative × b, prompt × b] with CFG, else
 /// [prompt × b], each 77·k positions ([`Params::prompt_weighting`]: k chunks; else 77), in
-/// the UNet's storage type ([`encode_text`]).
+/// the UNet's storage type ([`encode_text`]). SDXL: both encoders' penultimate states side by
+/// side, and the pooled embedding of the second.
 pub struct TextStates {
     states: Tensor,
+    /// SDXL: text_encoder_2's pooled (projected) embedding per row [rows, P], UNet storage.
+    pooled: Option<Tensor>,
     /// Prompt tokens that were dropped (prompt, negative prompt): beyond 75 (plain encode) or
     /// beyond 225 ([`Params::prompt_weighting`]).
     pub dropped_tokens: (usize, usize),
-    key: (String, Option<String>, usize, bool, bool),
+    key: TextKey,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct TextKey {
+    prompt: String,
+    negative: Option<String>,
+    prompt_2: Option<String>,
+    negative_2: Option<String>,
+    images: usize,
+    cfg: bool,
+    weighting: bool,
 }
 
 impl TextStates {
@@ -428,10 +492,24 @@ impl TextStates {
     pub fn states(&self) -> &Tensor {
         &self.states
     }
+
+    /// SDXL: the pooled text embedding [rows, P] (the UNet's `text_embeds`); `None` otherwise.
+    pub fn pooled(&self) -> Option<&Tensor> {
+        self.pooled.as_ref()
+    }
 }
 
-fn text_key(sd: &StableDiffusion, p: &Params) -> (String, Option<String>, usize, bool, bool) {
-    (p.prompt.clone(), p.negative_prompt.clone(), images_made(p).0, uses_cfg(sd, p), p.prompt_weighting)
+fn text_key(sd: &StableDiffusion, p: &Params) -> TextKey {
+    let xl = sd.cfg.is_xl();
+    TextKey {
+        prompt: p.prompt.clone(),
+        negative: p.negative_prompt.clone(),
+        prompt_2: if xl { p.prompt_2.clone() } else { None },
+        negative_2: if xl { p.negative_prompt_2.clone() } else { None },
+        images: images_made(p).0,
+        cfg: uses_cfg(sd, p),
+        weighting: p.prompt_weighting,
+    }
 }
 
 /// Whether the generation `p` runs classifier-free guidance on `sd` (guidance > 1, and not an
@@ -471,6 +549,9 @@ struct Rows {
 /// plain encode's states). Otherwise as diffusers' StableDiffusionPipeline: 77 tokens.
 pub fn encode_text(gpu: &Gpu, sd: &StableDiffusion, tok: &ClipTokenizer, p: &Params) -> Result<TextStates> {
     validate(sd, p)?;
+    if sd.cfg.is_xl() {
+        return encode_text_xl(gpu, sd, tok, p);
+    }
     let c = sd.ctx(gpu);
     let (b, _) = images_made(p);
     let cfg = uses_cfg(sd, p);
@@ -523,7 +604,219 @@ pub fn encode_text(gpu: &Gpu, sd: &StableDiffusion, tok: &ClipTokenizer, p: &Par
         None => text,
     };
     gpu.trim_pool();
-    Ok(TextStates { states, dropped_tokens: dropped, key: text_key(sd, p) })
+    Ok(TextStates { states, pooled: None, dropped_tokens: dropped, key: text_key(sd, p) })
+}
+
+/// One text's ids and weights for an SDXL text encoder (plain: diffusers' 77 ids; with
+/// [`Params::prompt_weighting`]: the A1111-syntax tokens and their weights, up to 225).
+struct XlText {
+    ids: Vec<u32>,
+    weights: Vec<f64>,
+    dropped: usize,
+}
+
+impl XlText {
+    fn new(tok: &ClipTokenizer, text: &str, weighting: bool) -> Result<XlText> {
+        if weighting {
+            let w = crate::prompt::WeightedTokens::new(tok, text)?;
+            Ok(XlText { ids: w.ids, weights: w.weights, dropped: w.dropped })
+        } else {
+            let e = tok.encode(text)?;
+            Ok(XlText { ids: e.ids, weights: Vec::new(), dropped: e.dropped_tokens })
+        }
+    }
+
+    /// The encoder's input (77·k ids) and one weight per position. Plain: the tokenizer's 77
+    /// ids. Weighted: chunk j = start token, tokens 75j … 75j + 74, end token, pad tokens (the
+    /// tokenizer's own layout per chunk, as A1111 lays out SDXL's chunks), weight 1 at the
+    /// start, end and pad positions; a plain prompt of ≤ 75 tokens gives diffusers' ids.
+    fn rows(&self, tok: &ClipTokenizer, weighting: bool, chunks: usize) -> (Vec<u32>, Vec<f32>) {
+        if !weighting {
+            return (self.ids.clone(), vec![1.0; self.ids.len()]);
+        }
+        let len = crate::prompt::CHUNK_LEN;
+        let per = crate::prompt::CHUNK_TOKENS;
+        let (mut ids, mut w) = (Vec::with_capacity(len * chunks), Vec::with_capacity(len * chunks));
+        for j in 0..chunks {
+            let (a, e) = ((j * per).min(self.ids.len()), ((j + 1) * per).min(self.ids.len()));
+            ids.push(tok.start_id());
+            w.push(1.0);
+            ids.extend(&self.ids[a..e]);
+            w.extend(self.weights[a..e].iter().map(|&v| v as f32));
+            ids.push(tok.end_id());
+            w.push(1.0);
+            ids.resize((j + 1) * len, tok.pad_id());
+            w.resize((j + 1) * len, 1.0);
+        }
+        (ids, w)
+    }
+}
+
+/// The position of each 77-id sequence's first largest id (the end token: diffusers' pooled
+/// position `argmax(input_ids)`), computed from the host ids.
+fn eos_positions(ids: &[u32]) -> Vec<usize> {
+    ids.chunks(crate::tokenizer::MAX_LEN)
+        .map(|seq| {
+            let mut at = 0;
+            for (i, &v) in seq.iter().enumerate() {
+                if v > seq[at] {
+                    at = i;
+                }
+            }
+            at
+        })
+        .collect()
+}
+
+/// `[a; b]` along the first axis (same trailing shape, same dtype).
+fn stack_rows(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let mut shape = b.shape().to_vec();
+    shape[0] += a.shape()[0];
+    ops::concat_channels(gpu, &a.reshape(&[1, a.numel(), 1])?, &b.reshape(&[1, b.numel(), 1])?)?.reshape(&shape)
+}
+
+/// SDXL's text conditioning, as diffusers' `StableDiffusionXLPipeline.encode_prompt`:
+/// `prompt` through tokenizer / text_encoder, `prompt_2` (default `prompt`) through
+/// tokenizer_2 / text_encoder_2, both encoders' penultimate hidden states side by side on
+/// the feature axis, and text_encoder_2's pooled projection at each row's end token. With
+/// CFG, a negative prompt left out (`None`) and `force_zeros_for_empty_prompt` (the default),
+/// the negative states and pooled embedding are zeros; an explicit `""` is encoded.
+///
+/// [`Params::prompt_weighting`]: A1111's syntax per encoder (each encoder gets the weights
+/// of its own prompt, applied to its own states with their mean kept, as
+/// [`ops::prompt_weighting`] does for SD) and up to 3 chunks of 75 tokens laid out as the
+/// tokenizer lays out one (start, tokens, end, pad); the pooled embedding is the first
+/// chunk's. A prompt without weights that fits 75 tokens is encoded exactly as diffusers.
+fn encode_text_xl(gpu: &Gpu, sd: &StableDiffusion, tok: &ClipTokenizer, p: &Params) -> Result<TextStates> {
+    let clip2 = sd.clip2.as_ref().ok_or_else(|| Error::Invalid("this SDXL model has no second text encoder (text_encoder_2): it cannot encode the prompt".into()))?;
+    let tok2_own;
+    let tok2 = match &sd.tokenizer_2 {
+        Some(t) => t,
+        None => {
+            tok2_own = ClipTokenizer::sd2()?;
+            &tok2_own
+        }
+    };
+    let c = sd.ctx(gpu);
+    let dt = sd.dtypes.unet;
+    let (b, _) = images_made(p);
+    let cfg = uses_cfg(sd, p);
+    let force_zeros = sd.cfg.xl.as_ref().map_or(true, |x| x.force_zeros_for_empty_prompt);
+    let zero_negative = cfg && p.negative_prompt.is_none() && force_zeros;
+    let encode_negative = cfg && !zero_negative;
+    gpu.trim_pool();
+    gpu.reset_peak();
+    let strip = |t: &str| crate::prompt::extract_loras(t).0;
+    let weighting = p.prompt_weighting;
+    let prompt1 = XlText::new(tok, &strip(&p.prompt), weighting)?;
+    let prompt2 = XlText::new(tok2, &strip(p.prompt_2.as_deref().unwrap_or(&p.prompt)), weighting)?;
+    let neg1 = XlText::new(tok, &strip(p.negative_prompt.as_deref().unwrap_or("")), weighting)?;
+    let neg2 = XlText::new(tok2, &strip(p.negative_prompt_2.as_deref().or(p.negative_prompt.as_deref()).unwrap_or("")), weighting)?;
+    let dropped = (prompt1.dropped.max(prompt2.dropped), neg1.dropped.max(neg2.dropped));
+    // One chunk count for every row of both encoders (their states sit side by side).
+    let chunks = if weighting {
+        let mut counts = vec![prompt1.ids.len(), prompt2.ids.len()];
+        if encode_negative {
+            counts.extend([neg1.ids.len(), neg2.ids.len()]);
+        }
+        crate::prompt::chunk_count(&counts)
+    } else {
+        1
+    };
+    let positions = crate::tokenizer::MAX_LEN * chunks;
+    // Rows [negative × b, prompt × b] (negative only when encoded) of one encoder: its
+    // penultimate states [rows, positions, D] in the UNet's storage, weighted, and the
+    // pooled projection of each row's first chunk [rows, P] when the encoder has one.
+    let run = |model: &crate::model::clip::ClipTextModel, t: &ClipTokenizer, pos: &XlText, neg: &XlText| -> Result<(Tensor, Option<Tensor>)> {
+        let mut rows = Vec::new();
+        if encode_negative {
+            rows.extend(std::iter::repeat_n(neg.rows(t, weighting, chunks), b));
+        }
+        rows.extend(std::iter::repeat_n(pos.rows(t, weighting, chunks), b));
+        let n = rows.len();
+        let weighted = rows.iter().any(|(_, w)| w.iter().any(|&v| v != 1.0));
+        let (ids, weights): (Vec<Vec<u32>>, Vec<Vec<f32>>) = rows.into_iter().unzip();
+        let ids = ids.concat();
+        let eos = eos_positions(&ids);
+        let ids_t = gpu.upload_u32(&[ids.len() / crate::tokenizer::MAX_LEN, crate::tokenizer::MAX_LEN], &ids)?;
+        let out = model.encode_xl(&c, &ids_t, &eos)?;
+        drop(ids_t);
+        let hidden = out.penultimate.dim(-1);
+        let x = out.penultimate.reshape(&[n, positions, hidden])?;
+        let states = if weighted {
+            let wt = gpu.upload(&[n, positions], DType::F32, &weights.concat())?;
+            ops::prompt_weighting(gpu, &x, &wt, dt)?
+        } else {
+            ops::cast(gpu, &x, dt)?
+        };
+        let pooled = match out.pooled {
+            Some(pl) if chunks == 1 => Some(ops::cast(gpu, &pl, dt)?),
+            Some(pl) => {
+                let width = pl.dim(-1);
+                let mut all: Option<Tensor> = None;
+                for r in 0..n {
+                    let one = ops::lincomb(gpu, &[OpTerm { t: &pl, offset: r * chunks * width, coef: 1.0 }], &[1, width], dt)?;
+                    all = Some(match all {
+                        Some(a) => stack_rows(gpu, &a, &one)?,
+                        None => one,
+                    });
+                }
+                all
+            }
+            None => None,
+        };
+        Ok((states, pooled))
+    };
+    let (s1, _) = run(&sd.clip, tok, &prompt1, &neg1)?;
+    let (s2, pooled) = run(clip2, tok2, &prompt2, &neg2)?;
+    let pooled = pooled.ok_or_else(|| Error::Invalid("SDXL's second text encoder has no text_projection (its pooled embedding is the UNet's text_embeds)".into()))?;
+    let rows = s1.shape()[0];
+    let (d1, d2) = (s1.dim(-1), s2.dim(-1));
+    let states = ops::concat_channels(gpu, &s1.reshape(&[rows * positions, d1, 1])?, &s2.reshape(&[rows * positions, d2, 1])?)?.reshape(&[rows, positions, d1 + d2])?;
+    drop((s1, s2));
+    let (states, pooled) = if zero_negative {
+        let zs = gpu.upload(states.shape(), dt, &vec![0f32; states.numel()])?;
+        let zp = gpu.upload(pooled.shape(), dt, &vec![0f32; pooled.numel()])?;
+        (stack_rows(gpu, &zs, &states)?, stack_rows(gpu, &zp, &pooled)?)
+    } else {
+        (states, pooled)
+    };
+    gpu.trim_pool();
+    Ok(TextStates { states, pooled: Some(pooled), dropped_tokens: dropped, key: text_key(sd, p) })
+}
+
+/// SDXL's `add_time_ids` rows (negative, positive) for an output of `w` × `h` of a model with
+/// the pipeline config `xl`, as diffusers'
+/// `_get_add_time_ids`: original size (h, w) + crop (top, left) + target size (h, w), or, for
+/// a model whose pipeline config `requires_aesthetics_score` (the refiner), original size +
+/// crop + aesthetic score. The negative row: txt2img uses the `negative_*` sizes only when
+/// both are given (with `negative_crops_coords_top_left`, default (0, 0)), else the positive
+/// row; img2img defaults each negative size to the positive one and uses the positive crop
+/// (the aesthetic rule: the negative crop), as StableDiffusionXLImg2ImgPipeline does.
+pub fn xl_time_ids(xl: Option<&crate::model::config::XlPipelineConfig>, p: &Params, w: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
+    let pair = |v: (usize, usize)| [v.0 as f32, v.1 as f32];
+    let original = p.original_size.unwrap_or((h, w));
+    let target = p.target_size.unwrap_or((h, w));
+    let crops = p.crops_coords_top_left.unwrap_or((0, 0));
+    let neg_crops = p.negative_crops_coords_top_left.unwrap_or((0, 0));
+    let aesthetics = xl.is_some_and(|x| x.requires_aesthetics_score);
+    let row = |o, c, tail: &[f32]| -> Vec<f32> { pair(o).into_iter().chain(pair(c)).chain(tail.iter().copied()).collect() };
+    if aesthetics {
+        let neg_original = p.negative_original_size.unwrap_or(original);
+        let pos = row(original, crops, &[p.aesthetic_score as f32]);
+        let neg = row(neg_original, neg_crops, &[p.negative_aesthetic_score as f32]);
+        return (neg, pos);
+    }
+    let pos = row(original, crops, &pair(target));
+    let neg = if p.init_image.is_some() {
+        row(p.negative_original_size.unwrap_or(original), crops, &pair(p.negative_target_size.unwrap_or(target)))
+    } else {
+        match (p.negative_original_size, p.negative_target_size) {
+            (Some(o), Some(t)) => row(o, neg_crops, &pair(t)),
+            _ => pos.clone(),
+        }
+    };
+    (neg, pos)
 }
 
 /// [`generate`] with run options (live preview).
@@ -588,6 +881,10 @@ pub async fn generate_from_text(
 
     // The encoder of start images: the VAE's posterior sample (one random draw of one
     // image's latents) or TAESD's latents (no draw), × the scaling factor; [1, c, h, w].
+    // SDXL: a VAE whose config says `force_upcast` runs in f32 when its storage is f16
+    // (diffusers' XL pipelines upcast it for the img2img encode and the decode): an f32 copy
+    // of its weights is made for the encode / decode and freed right after.
+    let vae_dt = if sd.cfg.is_xl() && dts.vae == DType::F16 && sd.cfg.vae.force_upcast { DType::F32 } else { dts.vae };
     let tiny_encodes = matches!((p.decoder, &sd.tiny_vae), (Decoder::Tiny, Some(_)));
     let encode = |chw: &[f32], rng: &mut TorchRng| -> Result<Tensor> {
         match (p.decoder, &sd.tiny_vae) {
@@ -597,10 +894,15 @@ pub async fn generate_from_text(
                 ops::affine(gpu, &z, tiny.cfg.scaling_factor, 0.0)
             }
             _ => {
-                let x = gpu.upload(&[1, 3, h, w], dts.vae, chw)?;
+                let w32 = if vae_dt != dts.vae { Some(f32_vae_weights(gpu, sd)?) } else { None };
+                let cv = match &w32 {
+                    Some(w) => Ctx { gpu, w },
+                    None => sd.ctx(gpu),
+                };
+                let x = gpu.upload(&[1, 3, h, w], vae_dt, chw)?;
                 // Tiled when an untiled encode would need a buffer beyond the binding limit.
-                let (mean, logvar) = sd.vae.encode_auto(&c, &x, gpu.max_binding())?;
-                let n1 = gpu.upload(&[1, lc, lh, lw], dts.vae, &rng.randn(per))?;
+                let (mean, logvar) = sd.vae.encode_auto(&cv, &x, gpu.max_binding())?;
+                let n1 = gpu.upload(&[1, lc, lh, lw], vae_dt, &rng.randn(per))?;
                 ops::vae_sample(gpu, &mean, &logvar, &n1, sd.cfg.vae.scaling_factor)
             }
         }
@@ -690,6 +992,20 @@ pub async fn generate_from_text(
         }
     };
 
+    // SDXL: the pooled text embeddings and the micro-conditioning time ids, rows as the text
+    // states' ([negative × b, prompt × b] with CFG), uploaded once for the whole loop.
+    let added = if sd.cfg.is_xl() {
+        let pooled = text_states.pooled.as_ref().ok_or_else(|| Error::Invalid("SDXL text states without the pooled embedding".into()))?;
+        let (neg, pos) = xl_time_ids(sd.cfg.xl.as_ref(), p, w, h);
+        let mut ids = Vec::with_capacity(ub * pos.len());
+        if cfg {
+            (0..b).for_each(|_| ids.extend(&neg));
+        }
+        (0..b).for_each(|_| ids.extend(&pos));
+        Some(AddedCond { text_embeds: pooled.clone(), time_ids: gpu.upload(&[ub, pos.len()], DType::F32, &ids)? })
+    } else {
+        None
+    };
     // Timestep tensors for every step, made before the loop.
     let t_tensors: Vec<Tensor> = timesteps[begin..].iter().map(|&t| gpu.upload(&[ub], DType::F32, &vec![t as f32; ub])).collect::<Result<_>>()?;
     // LCM: w = guidance − 1 as a sinusoidal embedding, one row per image, in the UNet's
@@ -725,7 +1041,7 @@ pub async fn generate_from_text(
             Some(cd) => ops::concat_channels(gpu, &x_in, cd)?,
             None => x_in,
         };
-        let out = sd.unet.forward_cond(&c, &x_in, &t_tensors[k], &text, w_cond.as_ref())?;
+        let out = sd.unet.forward_full(&c, &x_in, &t_tensors[k], &text, w_cond.as_ref(), added.as_ref())?;
         drop(x_in);
         let eps = if cfg {
             let g = p.guidance_scale;
@@ -806,12 +1122,12 @@ pub async fn generate_from_text(
             None => preview,
         };
         if !on_step(Progress { step: k + 1, steps: total, latents: &latents, preview }) {
-            drop((slots, text, t_tensors, w_cond, tiny_read, cond, keep));
+            drop((slots, text, t_tensors, w_cond, tiny_read, cond, keep, added));
             gpu.trim_pool();
             return Err(Error::Cancelled);
         }
     }
-    drop((slots, text, t_tensors, preview_read, tiny_read, w_cond, cond, keep));
+    drop((slots, text, t_tensors, preview_read, tiny_read, w_cond, cond, keep, added));
 
     let lat = gpu.read(&latents).await?;
     if let Some(i) = lat.iter().position(|v| !v.is_finite()) {
@@ -841,24 +1157,25 @@ pub async fn generate_from_text(
         }
     }
     if decoder == Decoder::Vae {
-        px = decode_pixels(gpu, sd, &c, &latents, dts.vae).await?;
+        if vae_dt != dts.vae {
+            let w32 = f32_vae_weights(gpu, sd)?;
+            px = decode_pixels(gpu, sd, &Ctx { gpu, w: &w32 }, &latents, vae_dt).await?;
+            drop(w32);
+            gpu.trim_pool();
+        } else {
+            px = decode_pixels(gpu, sd, &c, &latents, dts.vae).await?;
+        }
     }
     if let Some(i) = px.iter().position(|v| !v.is_finite()).filter(|_| decoder == Decoder::Vae) {
         let first_bad = px[i];
-        if dts.vae == DType::F32 {
+        if vae_dt == DType::F32 {
             gpu.trim_pool();
             return Err(Error::NonFinite(format!("the VAE decode produced non-finite pixels ({} at index {i}) with the VAE in f32: the VAE weights may be broken", px[i])));
         }
         // An f16 VAE overflowed (diffusers' force_upcast, A1111's --no-half-vae): decode
         // again with an f32 copy of the VAE weights, freed right after.
         gpu.trim_pool();
-        let w32 = {
-            let mut w = crate::weights::Weights::default();
-            for (name, t) in sd.weights.iter().filter(|(n, _)| n.starts_with("vae/")) {
-                w.insert(name.clone(), ops::cast(gpu, t, DType::F32)?);
-            }
-            w
-        };
+        let w32 = f32_vae_weights(gpu, sd)?;
         let c32 = Ctx { gpu, w: &w32 };
         px = decode_pixels(gpu, sd, &c32, &latents, DType::F32).await?;
         drop(w32);
@@ -943,6 +1260,15 @@ async fn decode_tiny_pixels(gpu: &Gpu, tiny: &crate::model::taesd::TinyVae, late
         gpu.trim_pool();
     }
     Ok(out)
+}
+
+/// An f32 copy of the VAE's weights (for a VAE run in f32 whose storage is f16).
+fn f32_vae_weights(gpu: &Gpu, sd: &StableDiffusion) -> Result<crate::weights::Weights> {
+    let mut w = crate::weights::Weights::default();
+    for (name, t) in sd.weights.iter().filter(|(n, _)| n.starts_with("vae/")) {
+        w.insert(name.clone(), ops::cast(gpu, t, DType::F32)?);
+    }
+    Ok(w)
 }
 
 /// The VAE decode of `latents` [B, 4, h, w] (f32) with the VAE weights of `c` stored as `dt`,

@@ -36,6 +36,16 @@ pub struct XlTextOut {
     pub pooled: Option<Tensor>,
 }
 
+/// SDXL's prompt embeddings: [B, S, D1] ++ [B, S, D2] on the feature axis -> [B, S, D1 + D2]
+/// (text_encoder's then text_encoder_2's penultimate states).
+pub fn concat_features(gpu: &crate::gpu::Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.rank() != 3 || b.rank() != 3 || a.shape()[..2] != b.shape()[..2] {
+        return Err(Error::Shape { op: "concat_features", detail: format!("{:?} ++ {:?} must be [B, S, *] alike", a.shape(), b.shape()) });
+    }
+    let (bs, s, d1, d2) = (a.shape()[0], a.shape()[1], a.shape()[2], b.shape()[2]);
+    ops::concat_channels(gpu, &a.reshape(&[bs * s, d1, 1])?, &b.reshape(&[bs * s, d2, 1])?)?.reshape(&[bs, s, d1 + d2])
+}
+
 impl ClipTextModel {
     pub fn new(vb: &Vb, cfg: &ClipConfig) -> ClipTextModel {
         let d = cfg.hidden_size;

@@ -87,9 +87,15 @@ impl SamplerArg {
 #[derive(clap::Args)]
 struct GenerateArgs {
     /// A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)
-    /// or a single original-layout .safetensors checkpoint (SD-1.5 configuration assumed).
+    /// or a single original-layout .safetensors checkpoint (its configuration from its tensor
+    /// names: SD-1.5, SD-2.x or SDXL base, unless --config).
     #[arg(long)]
     model: std::path::PathBuf,
+    /// With a single-file checkpoint: a diffusers folder whose config.json files, tokenizers and
+    /// scheduler it uses (as diffusers' `from_single_file(..., config=DIR)`), for checkpoints
+    /// whose shapes are not their family's defaults.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// What to draw.
     #[arg(long)]
     prompt: String,
@@ -484,23 +490,36 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64 % 4_294_967_296).unwrap_or(0)
     });
-    let (src, tok, sched) = if a.model.is_dir() {
-        let tdir = a.model.join("tokenizer");
+    // Where the configs, tokenizers and scheduler are: the model's folder, or --config's for a
+    // single file.
+    if a.config.is_some() && a.model.is_dir() {
+        return Err(invalid("--config is for a single-file checkpoint (--model is a folder with its own configs)".into()));
+    }
+    let files_dir = a.config.clone().unwrap_or_else(|| a.model.clone());
+    let (src, tok, sched) = if a.model.is_dir() || a.config.is_some() {
+        let tdir = files_dir.join("tokenizer");
         let tcfg = crate::tokenizer::merged_tokenizer_config(read_opt(&tdir.join("tokenizer_config.json")).as_deref(), read_opt(&tdir.join("special_tokens_map.json")).as_deref())?;
         let tok = if let Some(j) = read_opt(&tdir.join("tokenizer.json")) {
             ClipTokenizer::from_tokenizer_json(&j, tcfg.as_deref())?
         } else {
-            let v = read_opt(&tdir.join("vocab.json")).ok_or_else(|| invalid(format!("{}: no tokenizer/vocab.json or tokenizer.json", a.model.display())))?;
-            let m = read_opt(&tdir.join("merges.txt")).ok_or_else(|| invalid(format!("{}: no tokenizer/merges.txt", a.model.display())))?;
+            let v = read_opt(&tdir.join("vocab.json")).ok_or_else(|| invalid(format!("{}: no tokenizer/vocab.json or tokenizer.json", files_dir.display())))?;
+            let m = read_opt(&tdir.join("merges.txt")).ok_or_else(|| invalid(format!("{}: no tokenizer/merges.txt", files_dir.display())))?;
             ClipTokenizer::from_vocab_merges(&v, &m, tcfg.as_deref())?
         };
-        let sched = read_opt(&a.model.join("scheduler").join("scheduler_config.json"));
+        let sched = read_opt(&files_dir.join("scheduler").join("scheduler_config.json"));
         let variant = if a.no_variant { None } else { Some("fp16".to_string()) };
-        (Source::Diffusers { dir: a.model.clone(), variant }, tok, sched)
+        if a.model.is_dir() {
+            (Source::Diffusers { dir: a.model.clone(), variant }, tok, sched)
+        } else {
+            (Source::SingleFile(a.model.clone(), Some(crate::model::read_configs(&files_dir)?)), tok, sched)
+        }
     } else {
         // The configs from the file's header (SD 1.5 / SD 2.x, a 9-channel inpainting UNet).
         let cfg = crate::model::single_file_configs(&a.model)?;
-        if cfg.is_sd2() {
+        if cfg.is_xl() {
+            eprintln!("SDXL single-file checkpoint (conditioner.embedders.1): SDXL base's configs, tokenizers and scheduler (--config DIR for another model's)");
+            (Source::SingleFile(a.model.clone(), Some(cfg)), ClipTokenizer::sd15()?, Some(crate::schedulers::SDXL_SCHEDULER_CONFIG.to_string()))
+        } else if cfg.is_sd2() {
             eprintln!("SD-2.x single-file checkpoint (OpenCLIP text encoder): SD-2.1's configs and scheduler (v-prediction; --prediction-type epsilon for 512² base models)");
             (Source::SingleFile(a.model.clone(), Some(cfg)), ClipTokenizer::sd2()?, Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()))
         } else {
@@ -512,7 +531,7 @@ async fn generate(a: GenerateArgs) -> crate::Result<()> {
         eprintln!("warning: {w}");
     }
     // SDXL's second tokenizer from tokenizer_2/ (without it: the same BPE padded with '!').
-    let t2dir = a.model.join("tokenizer_2");
+    let t2dir = files_dir.join("tokenizer_2");
     if sd.cfg.is_xl() && t2dir.is_dir() {
         let tcfg = crate::tokenizer::merged_tokenizer_config(read_opt(&t2dir.join("tokenizer_config.json")).as_deref(), read_opt(&t2dir.join("special_tokens_map.json")).as_deref())?;
         sd.tokenizer_2 = Some(match (read_opt(&t2dir.join("tokenizer.json")), read_opt(&t2dir.join("vocab.json")), read_opt(&t2dir.join("merges.txt"))) {

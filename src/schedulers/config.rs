@@ -128,6 +128,28 @@ pub const SD21_SCHEDULER_CONFIG: &str = r#"{
   "trained_betas": null
 }"#;
 
+/// `scheduler/scheduler_config.json` of `stabilityai/stable-diffusion-xl-base-1.0`, verbatim (as
+/// the sdxl reference bundle records it): Euler, `leading` spacing, `steps_offset` 1; what an
+/// SDXL single-file checkpoint is run with when no config folder is given.
+pub const SDXL_SCHEDULER_CONFIG: &str = r#"{
+  "_class_name": "EulerDiscreteScheduler",
+  "_diffusers_version": "0.19.0.dev0",
+  "beta_end": 0.012,
+  "beta_schedule": "scaled_linear",
+  "beta_start": 0.00085,
+  "clip_sample": false,
+  "interpolation_type": "linear",
+  "num_train_timesteps": 1000,
+  "prediction_type": "epsilon",
+  "sample_max_value": 1.0,
+  "set_alpha_to_one": false,
+  "skip_prk_steps": true,
+  "steps_offset": 1,
+  "timestep_spacing": "leading",
+  "trained_betas": null,
+  "use_karras_sigmas": false
+}"#;
+
 /// `scheduler/scheduler_config.json` of `stable-diffusion-v1-5/stable-diffusion-v1-5`, verbatim:
 /// what a model without a scheduler config (a single-file checkpoint) is run with.
 pub const SD15_SCHEDULER_CONFIG: &str = r#"{

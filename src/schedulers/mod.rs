@@ -59,7 +59,7 @@ mod lcm;
 mod pndm;
 mod tables;
 
-pub use config::{class_of, Prediction, SchedulerConfig, Spacing, SD15_SCHEDULER_CONFIG, SD21_SCHEDULER_CONFIG};
+pub use config::{class_of, Prediction, SchedulerConfig, Spacing, SD15_SCHEDULER_CONFIG, SD21_SCHEDULER_CONFIG, SDXL_SCHEDULER_CONFIG};
 
 use crate::error::{Error, Result};
 

@@ -262,6 +262,27 @@ async fn tiny_decoder_on_xl() {
 }
 native_test!(tiny_decoder_decodes_xl_latents, tiny_decoder_on_xl());
 
+/// `force_upcast` (the SDXL VAE's config): with f16 storage the VAE decodes in f32, so the
+/// same f16 generation with the flag cleared (as the fp16-fix VAE's config has it) gives the
+/// same latents and another image (the f16 VAE's).
+async fn force_upcast_decodes_in_f32() {
+    let c = case("txt2img_turbo_1step");
+    let (sched, p) = params(&c);
+    let gpu = common::gpu(true).await;
+    let (mut sd, tok) = load(&gpu, DType::F16);
+    assert!(sd.cfg.vae.force_upcast, "the sdxl VAE config says force_upcast");
+    let up = pipeline::generate(&gpu, &sd, &tok, Some(&sched), &p, &mut |_| true).await.unwrap();
+    sd.cfg.vae.force_upcast = false;
+    let half = pipeline::generate(&gpu, &sd, &tok, Some(&sched), &p, &mut |_| true).await.unwrap();
+    assert_eq!(up.latents, half.latents, "the VAE flag changed the denoising");
+    assert!(!up.vae_upcast && !half.vae_upcast && up.warnings.is_empty() && half.warnings.is_empty());
+    let (want, _) = golden(&fx("sdxl/golden.safetensors"), c["golden"]["image"].as_str().unwrap());
+    let mean = |o: &Output| o.images[0].data.iter().zip(&want).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / want.len() as f64;
+    log!("force_upcast: image mean error {:.2e} (VAE in f32) vs {:.2e} (VAE in f16)", mean(&up), mean(&half));
+    assert_ne!(up.images[0].data, half.images[0].data, "force_upcast made no difference: the VAE ran in f16 both times");
+}
+native_test!(force_upcast_vae_runs_in_f32, force_upcast_decodes_in_f32());
+
 /// Every pipeline case's schedule is diffusers': timesteps visited, sigmas (from ᾱ of each step)
 /// and init_noise_sigma (CPU only).
 fn every_schedule() {

@@ -21,8 +21,8 @@ const WG: u32 = 256u;
 struct Params { rows: u32, len: u32, eps: f32 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ln: Lane) {
+    let lid = ln.lid;
     let row = wid.x + wid.y * nwg.x;
     if (row >= P.rows) {
         return;
@@ -32,13 +32,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = lid; i < P.len; i = i + WG) {
         s = s + x_ld(base + i);
     }
-    let mean = wg_sum(lid, s) / f32(P.len);
+    let mean = wg_sum(ln, s) / f32(P.len);
     var q = 0.0;
     for (var i = lid; i < P.len; i = i + WG) {
         let d = x_ld(base + i) - mean;
         q = q + d * d;
     }
-    let var_ = wg_sum(lid, q) / f32(P.len);
+    let var_ = wg_sum(ln, q) / f32(P.len);
     if (lid == 0u) {
         stats_st(2u * row, mean);
         stats_st(2u * row + 1u, inverseSqrt(var_ + P.eps));
@@ -48,15 +48,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 //#kernel group_affine x:read gamma:read beta:read aff:write:f32
 struct Params { groups: u32, c: u32, hw: u32, eps: f32, rows: u32 }
 // One pass over the group: each thread keeps a running (count, mean, M2) (Welford), then the
-// workgroup merges them pairwise (Chan et al.) — the data is read once, and the variance has
-// no catastrophic cancellation.
+// workgroup merges them — the data is read once, and the variance has no catastrophic
+// cancellation. Without subgroups: pairwise (Chan et al.) in a shared-memory tree (1 + log2 WG
+// barriers). With subgroups: the k-way form of the same merge, n = Σ nᵢ, mean = Σ nᵢ·meanᵢ / n,
+// M2 = Σ (M2ᵢ + nᵢ·(meanᵢ - mean)²) (sums of non-negative terms), first over each subgroup
+// (subgroupAdd), then over the subgroups' slots (one barrier; see reduce.wgsl).
+// Per invocation (tree) or per subgroup (`subgroup_id < num_subgroups <= WG`).
 var<workgroup> wn: array<f32, WG>;
 var<workgroup> wmean: array<f32, WG>;
 var<workgroup> wm2: array<f32, WG>;
+//#if subgroups
+
+// (count, mean, M2) of the parts (nᵢ, meanᵢ, M2ᵢ) of one subgroup.
+fn merge_subgroup(n: f32, mean: f32, m2: f32) -> vec3<f32> {
+    let nt = subgroupAdd(n);
+    let mt = select(0.0, subgroupAdd(n * mean) / nt, nt > 0.0);
+    let d = mean - mt;
+    return vec3<f32>(nt, mt, subgroupAdd(m2 + n * d * d));
+}
+//#endif
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ln: Lane) {
+    let lid = ln.lid;
     let row = wid.x + wid.y * nwg.x;
     if (row >= P.rows) {
         return;
@@ -76,6 +90,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         mean = mean + d / cnt;
         m2 = m2 + d * (v - mean);
     }
+//#if subgroups
+    let part = merge_subgroup(cnt, mean, m2);
+    if (sg_leader(ln)) {
+        wn[ln.sg] = part.x;
+        wmean[ln.sg] = part.y;
+        wm2[ln.sg] = part.z;
+    }
+    workgroupBarrier();
+    var nt = 0.0;
+    var sm = 0.0;
+    for (var i = 0u; i < ln.nsg; i = i + 1u) {
+        nt = nt + wn[i];
+        sm = sm + wn[i] * wmean[i];
+    }
+    let gmean = sm / nt;
+    var m2t = 0.0;
+    for (var i = 0u; i < ln.nsg; i = i + 1u) {
+        let d = wmean[i] - gmean;
+        m2t = m2t + wm2[i] + wn[i] * d * d;
+    }
+    let rstd = inverseSqrt(m2t / f32(len) + P.eps);
+//#else
     wn[lid] = cnt;
     wmean[lid] = mean;
     wm2[lid] = m2;
@@ -96,6 +132,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let gmean = wmean[0];
     let rstd = inverseSqrt(wm2[0] / f32(len) + P.eps);
+//#endif
     for (var j = lid; j < cg; j = j + WG) {
         let ch = g * cg + j;
         let scale = rstd * gamma_ld(ch);
@@ -127,8 +164,8 @@ fn compute(i: u32) -> f32 {
 struct Params { rows: u32, len: u32, c: u32 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ln: Lane) {
+    let lid = ln.lid;
     let row = wid.x + wid.y * nwg.x;
     if (row >= P.rows) {
         return;
@@ -142,8 +179,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         s = s + v;
         sw = sw + v * w_ld(wbase + i / P.c);
     }
-    let before = wg_sum(lid, s) / f32(P.len);
-    let after = wg_sum(lid, sw) / f32(P.len);
+    let before = wg_sum(ln, s) / f32(P.len);
+    let after = wg_sum(ln, sw) / f32(P.len);
     let r = before / after;
     for (var i = 2u * lid; i < P.len; i = i + 2u * WG) {
         let a = (x_ld(base + i) * w_ld(wbase + i / P.c)) * r;

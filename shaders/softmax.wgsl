@@ -8,8 +8,8 @@ const WG: u32 = 256u;
 struct Params { rows: u32, len: u32, scale: f32 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ln: Lane) {
+    let lid = ln.lid;
     let row = wid.x + wid.y * nwg.x;
     if (row >= P.rows) {
         return;
@@ -19,12 +19,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = lid; i < P.len; i = i + WG) {
         m = max(m, P.scale * x_ld(base + i));
     }
-    let mx = wg_max(lid, m);
+    let mx = wg_max(ln, m);
     var acc = 0.0;
     for (var i = lid; i < P.len; i = i + WG) {
         acc = acc + exp(P.scale * x_ld(base + i) - mx);
     }
-    let sum = wg_sum(lid, acc);
+    let sum = wg_sum(ln, acc);
     if (lid == 0u) {
         stats_st(2u * row, mx);
         stats_st(2u * row + 1u, sum);

@@ -202,7 +202,20 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
         }
         "group_norm" => {
             let gb = |c: &mut Ctx, ch: usize| -> Result<_> { Ok((c.input(&[ch], 0.5, 1.5)?, c.input(&[ch], -0.5, 0.5)?)) };
-            for (shape, groups, eps, silu) in [([2usize, 64usize, 5usize, 7usize], 32usize, 1e-5f32, false), ([1, 96, 9, 11], 32, 1e-6, true), ([3, 6, 3, 1], 3, 1e-5, true)] {
+            // Group lengths (C/G·H·W) 70, 297, 6, then the reductions' awkward sizes: 1, 3, 255
+            // (one short of the workgroup), 257 (one over), 3219 (many per invocation).
+            for (shape, groups, eps, silu) in [
+                ([2usize, 64usize, 5usize, 7usize], 32usize, 1e-5f32, false),
+                ([1, 96, 9, 11], 32, 1e-6, true),
+                ([3, 6, 3, 1], 3, 1e-5, true),
+                // Groups of one value: variance 0, so rstd = 1/sqrt(eps); a large eps keeps the
+                // affine form's f32 rounding (x·scale + (beta - mean·scale)) within tolerance.
+                ([2, 32, 1, 1], 32, 0.5, false),
+                ([2, 9, 1, 3], 9, 1e-5, true),
+                ([1, 8, 15, 17], 8, 1e-5, false),
+                ([1, 4, 257, 1], 4, 1e-5, false),
+                ([1, 12, 37, 29], 4, 1e-6, true),
+            ] {
                 let (x, xv) = c.input(&shape, -3.0, 5.0)?;
                 let ((g, gv), (b, bv)) = gb(&mut c, shape[1])?;
                 let y = ops::group_norm(gpu, &x, groups, &g, &b, eps, silu)?;
@@ -211,7 +224,8 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
             }
         }
         "layer_norm" => {
-            for shape in [[3usize, 77, 64], [1, 5, 33], [2, 3, 768]] {
+            // Row lengths 64, 33, 768 and the reductions' awkward sizes 1, 3, 255, 257, 1283.
+            for shape in [[3usize, 77, 64], [1, 5, 33], [2, 3, 768], [2, 3, 1], [4, 1, 3], [3, 2, 255], [1, 3, 257], [2, 1, 1283]] {
                 let d = shape[2];
                 let (x, xv) = c.input(&shape, -3.0, 5.0)?;
                 let (g, gv) = c.input(&[d], 0.5, 1.5)?;
@@ -221,7 +235,8 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
             }
         }
         "softmax" => {
-            for (rows, len, scale) in [(7usize, 77usize, 1.0f32), (3, 1000, 0.125), (5, 3, 2.0)] {
+            // Row lengths 77, 1000, 3 and 1, 255, 257, 4099 (the reductions' awkward sizes).
+            for (rows, len, scale) in [(7usize, 77usize, 1.0f32), (3, 1000, 0.125), (5, 3, 2.0), (4, 1, 1.0), (3, 255, 1.0), (2, 257, 0.5), (2, 4099, 0.125)] {
                 let (x, xv) = c.input(&[rows, len], -8.0, 8.0)?;
                 let y = ops::softmax(gpu, &x, scale)?;
                 c.compare("softmax", &format!("[{rows}, {len}] scale {scale}"), &y, &r::softmax(&xv, len, scale), 2e-5).await?;

@@ -9,11 +9,13 @@ use sd_webgpu::gpu::{DType, GemmVariant, Gpu, GpuOptions};
 use sd_webgpu::selftest;
 
 async fn check(kernel: &str) {
-    check_with(kernel, GpuOptions::default()).await
+    check_with(kernel, GpuOptions::default()).await;
 }
 
 /// The checks of `kernel` on a GPU opened with `opts` (its `native_f16` is set per dtype).
-async fn check_with(kernel: &str, opts: GpuOptions) {
+/// Returns how many pipelines ran with subgroups (summed over the GPUs opened).
+async fn check_with(kernel: &str, opts: GpuOptions) -> usize {
+    let mut sg_pipelines = 0;
     let mut failures = Vec::new();
     let mut ran = 0;
     for (label, dtype, native) in [("f32", DType::F32, true), ("f16", DType::F16, true), ("f16-packed", DType::F16, false)] {
@@ -24,6 +26,7 @@ async fn check_with(kernel: &str, opts: GpuOptions) {
             continue;
         }
         let checks = selftest::run(&gpu, kernel, dtype).await.unwrap_or_else(|e| panic!("{kernel} {label}: {e}"));
+        sg_pipelines += subgroup_variants_ran(&gpu, &opts, &format!("{kernel} {label}"));
         for c in checks {
             ran += 1;
             log!("[{label}] {c}");
@@ -34,6 +37,7 @@ async fn check_with(kernel: &str, opts: GpuOptions) {
     }
     assert!(ran > 0, "{kernel}: no check ran");
     assert!(failures.is_empty(), "{kernel}: {} failing case(s):\n{}", failures.len(), failures.join("\n"));
+    sg_pipelines
 }
 
 gpu_test!(unary_ops, check("unary"));
@@ -45,9 +49,57 @@ gpu_test!(upsample2x, check("upsample2x"));
 gpu_test!(transpose, check("transpose"));
 gpu_test!(token_position_embedding, check("token_position"));
 gpu_test!(timestep_embedding, check("timestep"));
-gpu_test!(group_norm, check("group_norm"));
-gpu_test!(layer_norm, check("layer_norm"));
-gpu_test!(softmax, check("softmax"));
+/// The kernels with a subgroup variant ran as it exactly when the adapter has `subgroups` and
+/// the options allow them (every pipeline of such a kernel says which variant it is).
+/// Returns how many pipelines ran with subgroups.
+fn subgroup_variants_ran(gpu: &Gpu, opts: &GpuOptions, what: &str) -> usize {
+    assert_eq!(gpu.subgroups(), opts.subgroups && gpu.info().subgroups, "{what}: subgroup kernels on/off");
+    assert_eq!(gpu.subgroups(), gpu.info().subgroup_kernels, "{what}");
+    let variant_kernels = sd_webgpu::gpu::kernel_list().unwrap();
+    for p in gpu.pipelines_created() {
+        let has = variant_kernels.iter().any(|k| k.file == p.file && k.name == p.kernel && k.subgroup_variant);
+        assert_eq!(p.subgroups, has && gpu.subgroups(), "{what}: {}:{} ran with subgroups={}", p.file, p.kernel, p.subgroups);
+    }
+    gpu.pipelines_created().iter().filter(|p| p.subgroups).count()
+}
+
+/// The norm / softmax checks (which run the reductions: row_stats, group_affine,
+/// prompt_weighting, row_max_sum) with the subgroup variant where the adapter has `subgroups`
+/// (the tests without suffix, natively on lavapipe) and with it forced off (`_no_subgroups`:
+/// the shared-memory path browsers without subgroups run). Checks that the expected variant
+/// really ran and how many reduction pipelines used subgroups.
+async fn check_reductions(kernel: &str, subgroups: bool) {
+    let sg = check_with(kernel, GpuOptions { subgroups, ..Default::default() }).await;
+    let gpu = Gpu::new(GpuOptions { subgroups, ..Default::default() }).await.expect("a GPU for the tests");
+    let i = gpu.info();
+    log!("{kernel}: adapter subgroups={} (sizes {}..{}), requested={subgroups}: {sg} pipelines ran with subgroups", i.subgroups, i.subgroup_min_size, i.subgroup_max_size);
+    if gpu.subgroups() {
+        assert!(sg > 0, "{kernel}: the adapter has subgroups but no reduction ran with them");
+    } else {
+        assert_eq!(sg, 0, "{kernel}: subgroups off but {sg} pipelines used them");
+    }
+}
+
+gpu_test!(group_norm, check_reductions("group_norm", true));
+gpu_test!(group_norm_no_subgroups, check_reductions("group_norm", false));
+gpu_test!(layer_norm_no_subgroups, check_reductions("layer_norm", false));
+gpu_test!(softmax_no_subgroups, check_reductions("softmax", false));
+gpu_test!(prompt_weighting_no_subgroups, check_reductions("prompt_weighting", false));
+
+/// lavapipe (the native test adapter) has subgroups, so the subgroup variants are tested
+/// natively: fail if it stops offering them rather than silently testing one path twice.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn lavapipe_runs_the_subgroup_variants() {
+    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).expect("a GPU for the tests");
+    let i = gpu.info();
+    log!("{} ({}): subgroups={} sizes {}..{}", i.name, i.backend, i.subgroups, i.subgroup_min_size, i.subgroup_max_size);
+    if i.name.contains("llvmpipe") {
+        assert!(i.subgroups && gpu.subgroups(), "lavapipe without subgroups: {i:?}");
+    }
+}
+gpu_test!(layer_norm, check_reductions("layer_norm", true));
+gpu_test!(softmax, check_reductions("softmax", true));
 gpu_test!(matmul, check("matmul"));
 gpu_test!(linear, check("linear"));
 gpu_test!(conv2d, check("conv2d"));
@@ -58,7 +110,7 @@ gpu_test!(to_image, check("to_image"));
 gpu_test!(tiles, check("tiles"));
 gpu_test!(dispatch_split_over_65535_workgroups, check("dispatch_split"));
 gpu_test!(lora_merge, check("lora_merge"));
-gpu_test!(prompt_weighting, check("prompt_weighting"));
+gpu_test!(prompt_weighting, check_reductions("prompt_weighting", true));
 gpu_test!(gemm_split_k, check("gemm_split_k"));
 
 // The v1 GEMM kernels (gemm_tile.wgsl) stay selectable: the same checks on a v1 GPU.
@@ -108,7 +160,7 @@ gpu_test!(dispatch_budget_splits_large_gemms, dispatch_budget_splits());
 fn selftest_list_matches_tests() {
     let src = include_str!("kernels.rs");
     for k in selftest::KERNELS {
-        assert!(src.contains(&format!("check(\"{k}\")")), "selftest kernel {k} has no test");
+        assert!(src.contains(&format!("check(\"{k}\")")) || src.contains(&format!("check_reductions(\"{k}\", true)")), "selftest kernel {k} has no test");
     }
 }
 

@@ -26,7 +26,11 @@ pub struct GpuInfo {
     pub shader_f16: bool,
     /// Kernels use native f16 storage (`shader-f16` present and not disabled).
     pub native_f16: bool,
+    /// The adapter offers `subgroups`.
     pub subgroups: bool,
+    /// Norm / softmax reductions use subgroup operations (`subgroups` present and not
+    /// disabled by [`GpuOptions::subgroups`]).
+    pub subgroup_kernels: bool,
     pub timestamp_query: bool,
     pub max_buffer_size: u64,
     pub max_storage_buffer_binding_size: u64,
@@ -67,6 +71,9 @@ pub struct GpuOptions {
     /// dispatches (a watchdog sees short submissions). A single larger dispatch gets a
     /// command buffer of its own.
     pub max_command_buffer_gflop: f64,
+    /// Use subgroup operations in the kernels that have a subgroup variant (norm and softmax
+    /// reductions) when the adapter has `subgroups`; `false` forces the shared-memory path.
+    pub subgroups: bool,
 }
 
 /// Which GEMM kernel family matmul / linear / conv use.
@@ -82,7 +89,7 @@ pub enum GemmVariant {
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { native_f16: true, low_power: false, max_binding_override: None, plan_only: false, gemm: GemmVariant::default(), max_dispatch_gflop: 25.0, max_command_buffer_gflop: 250.0 }
+        GpuOptions { native_f16: true, low_power: false, max_binding_override: None, plan_only: false, gemm: GemmVariant::default(), max_dispatch_gflop: 25.0, max_command_buffer_gflop: 250.0, subgroups: true }
     }
 }
 
@@ -92,6 +99,8 @@ pub(super) struct Inner {
     pub(super) info: GpuInfo,
     pub(super) limits: wgpu::Limits,
     pub(super) native_f16: bool,
+    /// Kernels are assembled with their subgroup variant ([`GpuInfo::subgroup_kernels`]).
+    pub(super) subgroups: bool,
     pub(super) max_binding: u64,
     pub(super) pipelines: Mutex<Pipelines>,
     pub(super) pool: Arc<Mutex<Pool>>,
@@ -215,6 +224,7 @@ impl Gpu {
             shader_f16,
             native_f16,
             subgroups,
+            subgroup_kernels: subgroups && opts.subgroups,
             timestamp_query,
             max_buffer_size: limits.max_buffer_size,
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
@@ -245,6 +255,7 @@ impl Gpu {
             info,
             limits,
             native_f16,
+            subgroups: subgroups && opts.subgroups,
             max_binding,
             pipelines: Mutex::new(Pipelines::default()),
             pool: Pool::new(),
@@ -275,6 +286,14 @@ impl Gpu {
     }
     pub fn native_f16(&self) -> bool {
         self.0.native_f16
+    }
+    /// Kernels use their subgroup variant ([`GpuInfo::subgroup_kernels`]).
+    pub fn subgroups(&self) -> bool {
+        self.0.subgroups
+    }
+    /// The pipelines created so far and the variant of each (tests check which ran).
+    pub fn pipelines_created(&self) -> Vec<super::pipelines::PipelineInfo> {
+        lock(&self.0.pipelines).created()
     }
     /// The GEMM kernel family ([`GpuOptions::gemm`]).
     pub fn gemm(&self) -> GemmVariant {
@@ -367,7 +386,7 @@ impl Gpu {
             if d.tensors.len() > n {
                 return Err(Error::Shader(d.file.into(), format!("kernel {} binds more than {n} tensors", d.kernel)));
             }
-            Some(lock(&self.0.pipelines).pipeline(&self.0.device, &k, d.kernel, &dtypes[..n], self.0.native_f16)?)
+            Some(lock(&self.0.pipelines).pipeline(&self.0.device, &k, d.kernel, &dtypes[..n], self.0.native_f16, self.0.subgroups)?)
         };
         let flops = lock(&self.0.rec).record(pipe, &d, groups);
         let mut pool = lock(&self.0.pool);

@@ -11,8 +11,9 @@ mod shader;
 mod tensor;
 
 pub use context::{GemmVariant, Gpu, GpuInfo, GpuOptions};
+pub use pipelines::PipelineInfo;
 pub use pool::PoolStats;
 pub use readback::Readback;
 pub use recorder::Dispatch;
-pub use shader::{assemble, kernel_list, shader_files, Access, Binding};
+pub use shader::{assemble, assemble_variant, kernel_list, shader_files, Access, Binding, ShaderVariant, SUBGROUPS_ENABLE};
 pub use tensor::{DType, Tensor, MAX_RANK};

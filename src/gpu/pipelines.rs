@@ -1,11 +1,11 @@
 //! Parsed kernels and compute pipelines, cached: each shader file is parsed once (on the
 //! first dispatch of one of its kernels), each pipeline is created once per
-//! (file, kernel, binding dtypes, native f16) and found again with a structured key
+//! (file, kernel, binding dtypes, native f16, subgroups) and found again with a structured key
 //! (no string is formatted per dispatch).
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::shader::{assemble, kernels_of, Access, KernelSource};
+use super::shader::{assemble_variant, kernels_of, Access, KernelSource, ShaderVariant};
 use super::tensor::DType;
 use crate::error::{Error, Result};
 
@@ -26,6 +26,18 @@ struct PipeKey {
     kernel: &'static str,
     dtypes: [Option<DType>; MAX_BINDINGS],
     native_f16: bool,
+    /// The `//#if subgroups` variant (only for kernels that have one).
+    subgroups: bool,
+}
+
+/// One pipeline created so far: which variant of which kernel ([`super::Gpu::pipelines_created`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineInfo {
+    pub file: &'static str,
+    pub kernel: &'static str,
+    pub native_f16: bool,
+    /// Assembled with its `//#if subgroups` sections.
+    pub subgroups: bool,
 }
 
 #[derive(Default)]
@@ -57,19 +69,21 @@ impl Pipelines {
         kernel: &'static str,
         dtypes: &[DType],
         native_f16: bool,
+        subgroups: bool,
     ) -> Result<Arc<Pipe>> {
         if dtypes.len() > MAX_BINDINGS {
             return Err(Error::Shader(k.file.into(), format!("kernel {kernel} binds {} tensors, at most {MAX_BINDINGS}", dtypes.len())));
         }
-        let mut key = PipeKey { file: k.file, kernel, dtypes: [None; MAX_BINDINGS], native_f16 };
+        let subgroups = subgroups && k.subgroup_variant;
+        let mut key = PipeKey { file: k.file, kernel, dtypes: [None; MAX_BINDINGS], native_f16, subgroups };
         for (slot, d) in key.dtypes.iter_mut().zip(dtypes) {
             *slot = Some(*d);
         }
         if let Some(p) = self.pipes.get(&key) {
             return Ok(p.clone());
         }
-        let label = format!("{}:{}:{:?}:{}", k.file, k.name, dtypes, native_f16);
-        let src = assemble(k, dtypes, native_f16)?;
+        let label = format!("{}:{}:{:?}:{}{}", k.file, k.name, dtypes, native_f16, if subgroups { ":subgroups" } else { "" });
+        let src = assemble_variant(k, dtypes, ShaderVariant { native_f16, subgroups })?;
         let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -113,5 +127,13 @@ impl Pipelines {
         let p = Arc::new(Pipe { id: self.pipes.len() as u64, pipeline, layout });
         self.pipes.insert(key, p.clone());
         Ok(p)
+    }
+
+    /// The pipelines created so far (which variant each kernel ran as).
+    pub(crate) fn created(&self) -> Vec<PipelineInfo> {
+        self.pipes
+            .keys()
+            .map(|k| PipelineInfo { file: k.file, kernel: k.kernel, native_f16: k.native_f16, subgroups: k.subgroups })
+            .collect()
     }
 }

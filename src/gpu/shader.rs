@@ -30,6 +30,15 @@
 //! an f16 binding present) and the `#else` part otherwise, so f16 arithmetic never
 //! reaches the f32 and packed-f16 variants (which browsers without `shader-f16`
 //! must validate). The directive lines themselves are dropped.
+//!
+//! `//#if subgroups` … `//#else` … `//#endif` likewise keeps the first part when the
+//! kernel is assembled with [`ShaderVariant::subgroups`] (the adapter has `subgroups` and
+//! [`super::GpuOptions::subgroups`] allows them) and the `#else` part (the portable
+//! shared-memory path) otherwise. A kernel without such a section has one variant only
+//! ([`KernelSource::subgroup_variant`] is false and the flag is ignored; map kernels count
+//! as without one when the section is in the file's shared code). Where the WGSL
+//! front end needs it ([`SUBGROUPS_ENABLE`]: browsers) `enable subgroups;` is emitted;
+//! naga (native wgpu) rejects that directive and accepts the builtins without it.
 
 use super::tensor::DType;
 use crate::error::{Error, Result};
@@ -58,6 +67,19 @@ pub fn shader_files() -> &'static [(&'static str, &'static str)] {
 /// Workgroup size of generated map kernels.
 pub const MAP_WG: u32 = 256;
 
+/// Whether a subgroup variant starts with `enable subgroups;`: browsers' WGSL requires the
+/// directive before subgroup builtins; naga 30 (native wgpu) rejects it as unimplemented.
+pub const SUBGROUPS_ENABLE: bool = cfg!(target_arch = "wasm32");
+
+/// What one kernel is assembled for (besides its binding dtypes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ShaderVariant {
+    /// f16 tensors use `array<f16>` (needs `shader-f16`).
+    pub native_f16: bool,
+    /// Keep the `//#if subgroups` sections (needs the `subgroups` feature).
+    pub subgroups: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Read,
@@ -80,6 +102,9 @@ pub struct KernelSource {
     pub bindings: Vec<Binding>,
     pub common: String,
     pub body: String,
+    /// The kernel has a `//#if subgroups` section, or its file's shared code has one and the
+    /// kernel has an entry point of its own (map kernels do not use shared reductions).
+    pub subgroup_variant: bool,
 }
 
 impl KernelSource {
@@ -159,6 +184,7 @@ pub fn kernels_of(file: &'static str) -> Result<Vec<KernelSource>> {
                 bindings,
                 common: common.clone(),
                 body: String::new(),
+                subgroup_variant: false,
             });
         } else if let Some(k) = kernels.last_mut() {
             k.body.push_str(line);
@@ -168,12 +194,25 @@ pub fn kernels_of(file: &'static str) -> Result<Vec<KernelSource>> {
             common.push('\n');
         }
     }
+    let has_sg = |t: &str| t.lines().any(|l| l.trim().strip_prefix("//#if ").is_some_and(|c| c.trim() == "subgroups"));
+    for k in &mut kernels {
+        // Map kernels (generated entry point) never use the shared reductions.
+        k.subgroup_variant = has_sg(&k.body) || (has_sg(&k.common) && !k.is_map());
+    }
     Ok(kernels)
 }
 
 /// Full WGSL for one kernel with the given dtypes for its bindings (in order).
 /// `native_f16`: f16 tensors use `array<f16>` (needs the `shader-f16` feature).
 pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<String> {
+    assemble_variant(k, dtypes, ShaderVariant { native_f16, subgroups: false })
+}
+
+/// Full WGSL for one kernel with the given dtypes for its bindings (in order), for
+/// `variant` (the subgroup flag counts only for kernels with a subgroup variant).
+pub fn assemble_variant(k: &KernelSource, dtypes: &[DType], variant: ShaderVariant) -> Result<String> {
+    let native_f16 = variant.native_f16;
+    let subgroups = variant.subgroups && k.subgroup_variant;
     if dtypes.len() != k.bindings.len() {
         return Err(Error::Shader(
             k.file.into(),
@@ -187,7 +226,10 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
     if uses_native {
         head.push_str("enable f16;\n");
     }
-    head.push_str(&format!("// generated: {}:{} dtypes {:?} native_f16={}\n", k.file, k.name, eff, uses_native));
+    if subgroups && SUBGROUPS_ENABLE {
+        head.push_str("enable subgroups;\n");
+    }
+    head.push_str(&format!("// generated: {}:{} dtypes {:?} native_f16={} subgroups={}\n", k.file, k.name, eff, uses_native, subgroups));
     head.push_str("@group(0) @binding(0) var<uniform> P: Params;\n");
     for (i, (b, d)) in k.bindings.iter().zip(&eff).enumerate() {
         let n = &b.name;
@@ -255,8 +297,8 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
         }
     }
     let mut src = head;
-    src.push_str(&select_variant(k, &k.common, uses_native)?);
-    src.push_str(&select_variant(k, &k.body, uses_native)?);
+    src.push_str(&select_variant(k, &k.common, uses_native, subgroups)?);
+    src.push_str(&select_variant(k, &k.body, uses_native, subgroups)?);
     if k.is_map() {
         let pairs = k
             .bindings
@@ -268,8 +310,8 @@ pub fn assemble(k: &KernelSource, dtypes: &[DType], native_f16: bool) -> Result<
     Ok(src)
 }
 
-/// Resolves `//#if f16` / `//#else` / `//#endif` (see the module docs).
-fn select_variant(k: &KernelSource, text: &str, native_f16: bool) -> Result<String> {
+/// Resolves `//#if f16` / `//#if subgroups` / `//#else` / `//#endif` (see the module docs).
+fn select_variant(k: &KernelSource, text: &str, native_f16: bool, subgroups: bool) -> Result<String> {
     let err = |m: &str| Err(Error::Shader(k.file.into(), format!("kernel {}: {m}", k.name)));
     // Per open `#if`: (this branch is kept, the enclosing code is kept, `#else` seen).
     let mut stack: Vec<(bool, bool, bool)> = Vec::new();
@@ -278,10 +320,12 @@ fn select_variant(k: &KernelSource, text: &str, native_f16: bool) -> Result<Stri
         let t = line.trim();
         let live = stack.last().is_none_or(|&(on, outer, _)| on && outer);
         if let Some(cond) = t.strip_prefix("//#if ") {
-            if cond.trim() != "f16" {
-                return err(&format!("unknown condition `{}`", cond.trim()));
-            }
-            stack.push((native_f16, live, false));
+            let on = match cond.trim() {
+                "f16" => native_f16,
+                "subgroups" => subgroups,
+                c => return err(&format!("unknown condition `{c}`")),
+            };
+            stack.push((on, live, false));
         } else if t == "//#else" {
             match stack.last_mut() {
                 Some(top) if !top.2 => *top = (!top.0, top.1, true),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One short GPU benchmark run (issue #15): builds the release CLI, prints the adapter
 # (`sd-webgpu info`: features, limits, subgroup sizes), times the GEMM / conv / attention
-# shapes of an SD-1.5 UNet step (`bench-kernels`, both GEMM variants, f16 and f32), then
+# shapes of an SD-1.5 UNet step (`bench-kernels`, both GEMM and attention variants, f16 and f32), then
 # the whole pipeline phases (`bench --size 512 --steps 5`, f16 and f32, per-family shares)
 # and writes one JSON and one markdown file:
 #
@@ -54,7 +54,7 @@ echo "== adapter"
 echo "== bench-kernels"
 KQ=()
 [ "$QUICK" = 1 ] && KQ=(--quick)
-"$BIN" bench-kernels --gemm both --dtype both --json "$OUT/bench-kernels.json" "${PEAK[@]}" "${KQ[@]}" | tee "$OUT/bench-kernels.txt"
+"$BIN" bench-kernels --gemm both --attention both --dtype both --json "$OUT/bench-kernels.json" "${PEAK[@]}" "${KQ[@]}" | tee "$OUT/bench-kernels.txt"
 
 for dt in f16 f32; do
     echo "== bench $dt"
@@ -87,7 +87,7 @@ done
     cat "$OUT/info.json"
     echo '```'
     echo
-    echo "## Kernels (sd-webgpu bench-kernels --gemm both --dtype both)"
+    echo "## Kernels (sd-webgpu bench-kernels --gemm both --attention both --dtype both)"
     echo
     grep '^|' "$OUT/bench-kernels.txt" || true
     echo

@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// GEMM kernels for matmul / linear / conv ([`crate::gpu::GemmVariant`]).
     #[arg(long, value_enum, default_value_t = BenchGemm::V2)]
     pub gemm: BenchGemm,
+    /// Attention kernels ([`crate::gpu::AttentionVariant`]).
+    #[arg(long, value_enum, default_value_t = BenchGemm::V2)]
+    pub attention: BenchGemm,
     /// Largest GEMM / conv / attention dispatch in GFLOP (larger ones are split).
     #[arg(long, default_value_t = 25.0)]
     pub max_dispatch_gflop: f64,
@@ -87,6 +90,10 @@ impl BenchArgs {
             gemm: match self.gemm {
                 BenchGemm::V1 => crate::gpu::GemmVariant::V1,
                 BenchGemm::V2 => crate::gpu::GemmVariant::V2,
+            },
+            attention: match self.attention {
+                BenchGemm::V1 => crate::gpu::AttentionVariant::V1,
+                BenchGemm::V2 => crate::gpu::AttentionVariant::V2,
             },
             max_dispatch_gflop: self.max_dispatch_gflop,
             max_command_buffer_gflop: self.max_command_buffer_gflop,
@@ -193,7 +200,7 @@ pub struct BenchReport {
 pub fn family(label: &str) -> &'static str {
     match label.split(':').next().unwrap_or("") {
         "conv2d.wgsl" => "conv",
-        "attention.wgsl" => "attention",
+        "attention.wgsl" | "attention_v2.wgsl" => "attention",
         "norm.wgsl" | "softmax.wgsl" => "norm",
         "matmul.wgsl" => "matmul",
         _ => "other",

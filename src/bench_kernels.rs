@@ -9,14 +9,17 @@
 //! every 3×3 conv (down, mid, up with their skip-concatenated inputs, upsample convs), the
 //! transformer linears (fused QKV, output/cross-query/projection C→C, GEGLU feed-forward
 //! C→8C with its 4C→C output, cross-attention K/V from the 77 text tokens) and the attention
-//! at 4096/1024/256/64 tokens (head dims 40/80/160/160), self and cross. `count` is how often
-//! a shape occurs in one UNet step, so `weighted` is the step's GEMM/attention throughput.
+//! at 4096/1024/256/64 tokens (head dims 40/80/160/160), self and cross, plus the VAE's
+//! single-head attention at 64² tokens (head dim 512; `count` 0: not part of the UNet step).
+//! `count` is how often a shape occurs in one UNet step, so `weighted` is the step's
+//! GEMM/attention throughput, per (GEMM variant, attention variant, dtype). GEMM shapes are
+//! timed per GEMM variant (`--gemm`), attention shapes per attention variant (`--attention`).
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::gpu::{DType, GemmVariant, Gpu, GpuOptions};
+use crate::gpu::{AttentionVariant, DType, GemmVariant, Gpu, GpuOptions};
 use crate::ops::{self, Act, Conv2d};
 use crate::rng::Rng;
 
@@ -37,9 +40,12 @@ pub enum DtypeArg {
 /// The flags of `sd-webgpu bench-kernels`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchKernelsArgs {
-    /// GEMM kernel variant(s) for matmul / linear / conv (attention runs once per dtype).
+    /// GEMM kernel variant(s) for matmul / linear / conv.
     #[arg(long, value_enum, default_value_t = GemmArg::Both)]
     pub gemm: GemmArg,
+    /// Attention kernel variant(s) (v1: attention.wgsl, v2: attention_v2.wgsl).
+    #[arg(long, value_enum, default_value_t = GemmArg::Both)]
+    pub attention: GemmArg,
     /// Storage dtype(s) of activations and weights.
     #[arg(long, value_enum, default_value_t = DtypeArg::Both)]
     pub dtype: DtypeArg,
@@ -128,6 +134,8 @@ fn unet_shapes() -> Vec<(Shape, usize)> {
         v.push((Shape::Attn { b, sq: t, sk: t, heads: 8, d: c / 8 }, blocks));
         v.push((Shape::Attn { b, sq: t, sk: 77, heads: 8, d: c / 8 }, blocks));
     }
+    // VAE mid-block attention at latent 64² (one head of 512), not part of the UNet step.
+    v.push((Shape::Attn { b: 1, sq: 4096, sk: 4096, heads: 1, d: 512 }, 0));
     v
 }
 
@@ -140,6 +148,8 @@ fn quick_shapes() -> Vec<(Shape, usize)> {
         (Shape::Linear { m: 128, k: 1024, n: 64, geglu: false }, 1),
         (Shape::Attn { b: 2, sq: 256, sk: 256, heads: 2, d: 40 }, 1),
         (Shape::Attn { b: 2, sq: 64, sk: 77, heads: 2, d: 80 }, 1),
+        (Shape::Attn { b: 2, sq: 64, sk: 64, heads: 2, d: 160 }, 1),
+        (Shape::Attn { b: 1, sq: 64, sk: 64, heads: 1, d: 512 }, 0),
     ]
 }
 
@@ -149,6 +159,8 @@ pub struct KernelResult {
     pub shape: String,
     /// GEMM variant (`-` for attention, which does not use the GEMM kernels).
     pub gemm: &'static str,
+    /// Attention variant (`-` for the GEMM / conv shapes).
+    pub attention: &'static str,
     pub dtype: &'static str,
     /// Occurrences per UNet step.
     pub count: usize,
@@ -174,6 +186,7 @@ pub struct KernelBench {
 #[derive(Clone, Debug, Serialize)]
 pub struct Weighted {
     pub gemm: &'static str,
+    pub attention: &'static str,
     pub dtype: &'static str,
     pub gflops: f64,
 }
@@ -243,48 +256,61 @@ pub async fn bench_kernels(args: &BenchKernelsArgs) -> crate::Result<KernelBench
         DtypeArg::F32 => &[DType::F32],
         DtypeArg::Both => &[DType::F16, DType::F32],
     };
-    let mut results = Vec::new();
-    let mut weighted = Vec::new();
+    let attns: &[AttentionVariant] = match args.attention {
+        GemmArg::V1 => &[AttentionVariant::V1],
+        GemmArg::V2 => &[AttentionVariant::V2],
+        GemmArg::Both => &[AttentionVariant::V1, AttentionVariant::V2],
+    };
+    let vname = |v1: bool| if v1 { "v1" } else { "v2" };
+    let mut results: Vec<KernelResult> = Vec::new();
     let (mut adapter, mut backend, mut timing) = (String::new(), String::new(), "wall-clock");
-    for (gi, &gemm) in gemms.iter().enumerate() {
-        let gpu = Gpu::new(GpuOptions { gemm, ..Default::default() }).await?;
+    // GEMM / conv shapes per GEMM variant, then attention shapes per attention variant (each
+    // on a GPU opened with that variant), every dtype.
+    let runs = gemms.iter().map(|&g| (Some(g), None)).chain(attns.iter().map(|&a| (None, Some(a))));
+    for (gemm, attn) in runs {
+        let gpu = Gpu::new(GpuOptions { gemm: gemm.unwrap_or_default(), attention: attn.unwrap_or_default(), ..Default::default() }).await?;
         adapter = gpu.info().name.clone();
         backend = gpu.info().backend.clone();
         if gpu.set_profiling(true)? {
             timing = "gpu-timestamps";
         }
         for &dtype in dtypes {
-            let (mut fl, mut secs) = (0.0, 0.0);
             for &(shape, count) in &shapes {
-                let is_attn = matches!(shape, Shape::Attn { .. });
-                // Attention does not depend on the GEMM variant: timed with the first one only,
-                // counted in every variant's weighted figure.
-                let s = if is_attn && gi > 0 {
-                    let prev = results.iter().find(|r: &&KernelResult| r.shape == shape.describe() && r.dtype == dtype.name() && r.kind == "attention");
-                    prev.map(|r| r.ms * 1e-3).unwrap_or(0.0)
-                } else {
-                    let s = bench_shape(&gpu, shape, dtype, iters).await?;
-                    let gflops = shape.flops() / s / 1e9;
-                    let r = KernelResult {
-                        kind: shape.kind(),
-                        shape: shape.describe(),
-                        gemm: if is_attn { "-" } else if gemm == GemmVariant::V1 { "v1" } else { "v2" },
-                        dtype: dtype.name(),
-                        count,
-                        gflop: shape.flops() / 1e9,
-                        ms: s * 1e3,
-                        gflops,
-                        pct_peak: args.peak_tflops.map(|p| 100.0 * gflops / (p * 1e3)),
-                    };
-                    eprintln!("{:<13} {:<26} {:>3} {:<4} ×{:<3} {:9.3} GFLOP {:10.3} ms {:10.1} GFLOP/s{}", r.kind, r.shape, r.gemm, r.dtype, r.count, r.gflop, r.ms, r.gflops, r.pct_peak.map_or(String::new(), |p| format!(" {p:5.1} %")));
-                    results.push(r);
-                    s
+                if matches!(shape, Shape::Attn { .. }) != attn.is_some() {
+                    continue;
+                }
+                let s = bench_shape(&gpu, shape, dtype, iters).await?;
+                let gflops = shape.flops() / s / 1e9;
+                let r = KernelResult {
+                    kind: shape.kind(),
+                    shape: shape.describe(),
+                    gemm: gemm.map_or("-", |g| vname(g == GemmVariant::V1)),
+                    attention: attn.map_or("-", |a| vname(a == AttentionVariant::V1)),
+                    dtype: dtype.name(),
+                    count,
+                    gflop: shape.flops() / 1e9,
+                    ms: s * 1e3,
+                    gflops,
+                    pct_peak: args.peak_tflops.map(|p| 100.0 * gflops / (p * 1e3)),
                 };
-                fl += shape.flops() * count as f64;
-                secs += s * count as f64;
+                eprintln!("{:<13} {:<26} {:>3} {:>3} {:<4} ×{:<3} {:9.3} GFLOP {:10.3} ms {:10.1} GFLOP/s{}", r.kind, r.shape, r.gemm, r.attention, r.dtype, r.count, r.gflop, r.ms, r.gflops, r.pct_peak.map_or(String::new(), |p| format!(" {p:5.1} %")));
+                results.push(r);
             }
-            let name = if gemm == GemmVariant::V1 { "v1" } else { "v2" };
-            weighted.push(Weighted { gemm: name, dtype: dtype.name(), gflops: if secs > 0.0 { fl / secs / 1e9 } else { 0.0 } });
+        }
+    }
+    // UNet-step weighted throughput per (GEMM variant, attention variant, dtype).
+    let mut weighted = Vec::new();
+    for &g in gemms {
+        for &a in attns {
+            for &dtype in dtypes {
+                let (gn, an) = (vname(g == GemmVariant::V1), vname(a == AttentionVariant::V1));
+                let (mut fl, mut secs) = (0.0, 0.0);
+                for r in results.iter().filter(|r| r.dtype == dtype.name() && (r.gemm == gn || r.attention == an)) {
+                    fl += r.gflop * 1e9 * r.count as f64;
+                    secs += r.ms * 1e-3 * r.count as f64;
+                }
+                weighted.push(Weighted { gemm: gn, attention: an, dtype: dtype.name(), gflops: if secs > 0.0 { fl / secs / 1e9 } else { 0.0 } });
+            }
         }
     }
     Ok(KernelBench { adapter, backend, timing, quick: args.quick, iters, peak_tflops: args.peak_tflops, results, weighted })
@@ -294,13 +320,13 @@ pub async fn bench_kernels(args: &BenchKernelsArgs) -> crate::Result<KernelBench
 pub async fn run(args: BenchKernelsArgs) -> crate::Result<()> {
     let r = bench_kernels(&args).await?;
     println!("bench-kernels on {} ({}), timing: {}, {} run(s) per shape after a warm-up", r.adapter, r.backend, r.timing, r.iters);
-    println!("| kind | shape | gemm | dtype | per step | GFLOP | ms | GFLOP/s | % peak |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| kind | shape | gemm | attention | dtype | per step | GFLOP | ms | GFLOP/s | % peak |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for x in &r.results {
-        println!("| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {} |", x.kind, x.shape, x.gemm, x.dtype, x.count, x.gflop, x.ms, x.gflops, x.pct_peak.map_or("-".into(), |p| format!("{p:.1}")));
+        println!("| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {} |", x.kind, x.shape, x.gemm, x.attention, x.dtype, x.count, x.gflop, x.ms, x.gflops, x.pct_peak.map_or("-".into(), |p| format!("{p:.1}")));
     }
     for w in &r.weighted {
-        println!("UNet-step weighted: gemm {}, {}: {:.1} GFLOP/s", w.gemm, w.dtype, w.gflops);
+        println!("UNet-step weighted: gemm {}, attention {}, {}: {:.1} GFLOP/s", w.gemm, w.attention, w.dtype, w.gflops);
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&r).map_err(|e| crate::Error::Invalid(format!("bench-kernels JSON: {e}")))?;

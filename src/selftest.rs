@@ -366,11 +366,15 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
             }
         }
         "attention" => {
-            // (batch, sq, sk, heads, head dim, causal, scale × √D). Kernel `attention` (D <= 80) takes
-            // 64 query rows × 16-key blocks, `attention_wide` (D > 80) 32 rows × 32 keys, head
-            // dim in chunks of 32 (scores) and 64 (output): the cases cover partial query and
-            // key blocks, Sk = 1, causal with Sq > Sk and Sq < Sk, odd D and D ≡ 2 (mod 4), peaked
-            // softmax (large scale: the running max moves across key blocks).
+            // (batch, sq, sk, heads, head dim, causal, scale × √D), run by the GPU's attention
+            // variant. v1: `attention` (D <= 80) takes 64 query rows × 16-key blocks,
+            // `attention_wide` (D > 80) 32 rows × 32 keys, head dim in chunks of 32 (scores) and
+            // 64 (output). v2: one kernel per head-dim bucket (8, 16, 40, 64, 80, 160, 512) with
+            // 128 / 128 / 128 / 64 / 64 / 64 / 32 query rows and 32 / 32 / 16 / 16 / 16 / 8 /
+            // 3-4 keys per block. The cases cover partial query and key blocks, several query
+            // blocks with the causal mask (every v2 bucket with Sq over its query rows), Sk = 1, causal with Sq > Sk and Sq < Sk, every v2
+            // bucket at its full D and at odd Ds inside it (1, 5, 23, 47, 72, 97, 130, 200, 333),
+            // D ≡ 2 (mod 4), peaked softmax (large scale: the running max moves across key blocks).
             for (b, sq, sk, h, d, causal, sf) in [
                 (2usize, 77usize, 77usize, 4usize, 40usize, true, 1.0f32),
                 (2, 64, 77, 2, 80, false, 1.0),
@@ -387,6 +391,15 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 (1, 70, 33, 1, 84, true, 1.0),
                 (1, 50, 130, 2, 64, false, 12.0),
                 (1, 45, 100, 1, 160, true, 12.0),
+                (1, 150, 140, 1, 1, true, 1.0),
+                (2, 131, 33, 1, 5, false, 1.0),
+                (1, 130, 41, 3, 16, false, 12.0),
+                (1, 139, 139, 1, 23, true, 1.0),
+                (1, 29, 18, 2, 47, false, 1.0),
+                (1, 71, 37, 1, 72, true, 12.0),
+                (1, 35, 9, 1, 200, false, 1.0),
+                (1, 7, 10, 1, 333, true, 12.0),
+                (1, 70, 9, 1, 512, true, 1.0),
             ] {
                 let (q, qv) = c.input(&[b, sq, h * d], -1.0, 1.0)?;
                 let (k, kv) = c.input(&[b, sk, h * d], -1.0, 1.0)?;
@@ -395,6 +408,41 @@ pub async fn run(gpu: &Gpu, kernel: &str, dtype: DType) -> Result<Vec<Check>> {
                 let y = ops::attention(gpu, &q, &k, &v, h, causal, scale)?;
                 let want = r::attention(&qv, &kv, &vv, b, sq, sk, h, d, causal, scale);
                 c.compare("attention", &format!("B{b} Sq{sq} Sk{sk} H{h} D{d} causal {causal} scale×{sf}"), &y, &want, 2e-5).await?;
+            }
+            // Views of fused projections as the models use them (attention_views): self-attention
+            // reading q, k, v at column offsets 0, C, 2C of one [B, S, 3C] tensor (+ `pad` unused
+            // columns: odd strides / offsets take the unpaired loads), cross-attention with q alone
+            // and k, v at offsets 0, C of one [B, Sk, 2C] tensor.
+            for (b, sq, sk, h, d, pad, causal, cross) in [
+                (2usize, 21usize, 21usize, 2usize, 40usize, 0usize, true, false),
+                (1, 19, 19, 2, 5, 1, false, false),
+                (1, 33, 13, 1, 160, 3, false, true),
+                (2, 9, 14, 2, 16, 0, false, true),
+                (1, 12, 12, 1, 80, 1, true, false),
+            ] {
+                let cc = h * d;
+                let sel = |t: &[f32], rows: usize, w: usize, off: usize| -> Vec<f32> {
+                    (0..rows).flat_map(|rr| t[rr * w + off..rr * w + off + cc].to_vec()).collect()
+                };
+                let y;
+                let (qv, kv, vv);
+                let scale = 1.0 / (d as f32).sqrt();
+                if cross {
+                    let (q, qa) = c.input(&[b, sq, cc], -1.0, 1.0)?;
+                    let w = 2 * cc + pad;
+                    let (kvt, kva) = c.input(&[b, sk, w], -1.0, 1.0)?;
+                    y = ops::attention_views(gpu, ops::View { t: &q, offset: 0 }, ops::View { t: &kvt, offset: 0 }, ops::View { t: &kvt, offset: cc }, cc, h, causal, scale)?;
+                    (qv, kv, vv) = (qa, sel(&kva, b * sk, w, 0), sel(&kva, b * sk, w, cc));
+                } else {
+                    let w = 3 * cc + pad;
+                    let (x, xa) = c.input(&[b, sq, w], -1.0, 1.0)?;
+                    let view = |o| ops::View { t: &x, offset: o };
+                    y = ops::attention_views(gpu, view(pad), view(pad + cc), view(pad + 2 * cc), cc, h, causal, scale)?;
+                    (qv, kv, vv) = (sel(&xa, b * sq, w, pad), sel(&xa, b * sk, w, pad + cc), sel(&xa, b * sk, w, pad + 2 * cc));
+                }
+                let want = r::attention(&qv, &kv, &vv, b, sq, sk, h, d, causal, scale);
+                let kind = if cross { "cross k/v [B, Sk, 2C]" } else { "self q/k/v [B, S, 3C]" };
+                c.compare("attention", &format!("views {kind}+{pad} B{b} Sq{sq} Sk{sk} H{h} D{d} causal {causal}"), &y, &want, 2e-5).await?;
             }
         }
         "lincomb" => {

@@ -5,7 +5,7 @@ mod common;
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use sd_webgpu::gpu::{DType, GemmVariant, Gpu, GpuOptions};
+use sd_webgpu::gpu::{AttentionVariant, DType, GemmVariant, Gpu, GpuOptions};
 use sd_webgpu::selftest;
 
 async fn check(kernel: &str) {
@@ -129,6 +129,71 @@ fn tiny_budget(gemm: GemmVariant) -> GpuOptions {
 gpu_test!(gemm_dispatch_ranges_v2, check_with("gemm_split_k", tiny_budget(GemmVariant::V2)));
 gpu_test!(gemm_dispatch_ranges_v1, check_with("conv2d", tiny_budget(GemmVariant::V1)));
 gpu_test!(attention_dispatch_ranges, check_with("attention", tiny_budget(GemmVariant::V2)));
+
+// The v1 attention kernels (attention.wgsl) stay selectable: the same checks (every case, every
+// view) on a v1 GPU; `attention` above runs the default, v2 (attention_v2.wgsl).
+fn v1_attention() -> GpuOptions {
+    GpuOptions { attention: AttentionVariant::V1, ..Default::default() }
+}
+gpu_test!(attention_v1, check_with("attention", v1_attention()));
+gpu_test!(attention_v1_dispatch_ranges, check_with("attention", GpuOptions { attention: AttentionVariant::V1, ..tiny_budget(GemmVariant::V2) }));
+
+/// The default attention variant is v2; each variant's kernel (and query rows per workgroup)
+/// by head dim: v2's buckets, odd dims in the next bucket up, v1's two kernels.
+async fn attention_variant_kernels() {
+    use sd_webgpu::gpu::AttentionVariant as A;
+    assert_eq!(GpuOptions::default().attention, A::V2);
+    let gpu = Gpu::new(v1_attention()).await.expect("a GPU for the tests");
+    assert_eq!(gpu.attention(), A::V1);
+    let v2 = "attention_v2.wgsl";
+    for (variant, d, want) in [
+        (A::V2, 1, (v2, "attention_v2_d8", 128)),
+        (A::V2, 5, (v2, "attention_v2_d8", 128)),
+        (A::V2, 16, (v2, "attention_v2_d16", 128)),
+        (A::V2, 40, (v2, "attention_v2_d40", 128)),
+        (A::V2, 64, (v2, "attention_v2_d64", 64)),
+        (A::V2, 72, (v2, "attention_v2_d80", 64)),
+        (A::V2, 97, (v2, "attention_v2_d160", 64)),
+        (A::V2, 160, (v2, "attention_v2_d160", 64)),
+        (A::V2, 333, (v2, "attention_v2_d512", 32)),
+        (A::V2, 512, (v2, "attention_v2_d512", 32)),
+        (A::V1, 40, ("attention.wgsl", "attention", 64)),
+        (A::V1, 160, ("attention.wgsl", "attention_wide", 32)),
+    ] {
+        assert_eq!(sd_webgpu::ops::attention_kernel(variant, d), want, "{variant:?} D{d}");
+    }
+}
+gpu_test!(attention_variant_kernels_by_head_dim, attention_variant_kernels());
+
+/// Each v2 kernel's query rows per workgroup (WG / L · RQ in its source) is what the op
+/// dispatches for; its K/V tiles are `vec4<f16>` exactly when assembled for native f16 (f32
+/// and packed f16 keep f32 tiles and never `enable f16`).
+fn attention_v2_sources() {
+    use sd_webgpu::gpu::{assemble, kernel_list, AttentionVariant as A};
+    let kernels = kernel_list().unwrap();
+    let v2: Vec<_> = kernels.iter().filter(|k| k.file == "attention_v2.wgsl").collect();
+    assert_eq!(v2.len(), 7, "attention_v2 kernels");
+    for k in v2 {
+        let max_d: usize = k.name.trim_start_matches("attention_v2_d").parse().unwrap();
+        let (_, name, bq) = sd_webgpu::ops::attention_kernel(A::V2, max_d);
+        assert_eq!(name, k.name, "D{max_d}");
+        let native = assemble(k, &[DType::F16; 4], true).unwrap();
+        let konst = |n: &str| -> usize {
+            let pre = format!("const {n}: u32 = ");
+            let line = native.lines().find(|l| l.starts_with(&pre)).unwrap_or_else(|| panic!("{}: no {n}", k.name));
+            line[pre.len()..].trim_end_matches("u;").parse().unwrap()
+        };
+        assert_eq!(konst("WG") / konst("L") * konst("RQ"), bq, "{}: rows per workgroup", k.name);
+        assert!(konst("DV") * 4 >= max_d && konst("DV") % konst("L") == 0, "{}", k.name);
+        assert!(native.contains("enable f16;") && native.contains("var<workgroup> ks: array<vec4<f16>, BK * DV>;"), "{}", k.name);
+        for (dtype, nat) in [(DType::F32, true), (DType::F32, false), (DType::F16, false)] {
+            let src = assemble(k, &[dtype; 4], nat).unwrap();
+            assert!(!src.contains("enable f16;") && !src.contains("array<vec4<f16>"), "{} {dtype:?} native={nat}", k.name);
+            assert!(src.contains("var<workgroup> ks: array<vec4<f32>, BK * DV>;"), "{} {dtype:?} native={nat}", k.name);
+        }
+    }
+}
+cpu_test!(attention_v2_rows_and_f16_tiles, attention_v2_sources);
 
 /// The budget splits one large GEMM into several dispatches, each reporting its FLOPs.
 async fn dispatch_budget_splits() {

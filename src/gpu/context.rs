@@ -64,6 +64,8 @@ pub struct GpuOptions {
     pub plan_only: bool,
     /// GEMM kernels for matmul / linear / conv (see [`GemmVariant`]).
     pub gemm: GemmVariant,
+    /// Attention kernels (see [`AttentionVariant`]).
+    pub attention: AttentionVariant,
     /// Largest GEMM / conv / attention dispatch in GFLOP: larger ones are recorded as
     /// several dispatches over ranges of output tiles (a GPU watchdog's margin).
     pub max_dispatch_gflop: f64,
@@ -87,9 +89,21 @@ pub enum GemmVariant {
     V2,
 }
 
+/// Which attention kernel family the attention ops use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionVariant {
+    /// 64 query rows × 16-key blocks (D <= 80) / score tile summed over head-dim chunks
+    /// (D > 80): shaders/attention.wgsl.
+    V1,
+    /// Register-tiled, one kernel per head-dim bucket, f16 K/V tiles with `shader-f16`,
+    /// 2–3 barriers per key block: shaders/attention_v2.wgsl.
+    #[default]
+    V2,
+}
+
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { native_f16: true, low_power: false, max_binding_override: None, plan_only: false, gemm: GemmVariant::default(), max_dispatch_gflop: 25.0, max_command_buffer_gflop: 250.0, subgroups: true }
+        GpuOptions { native_f16: true, low_power: false, max_binding_override: None, plan_only: false, gemm: GemmVariant::default(), attention: AttentionVariant::default(), max_dispatch_gflop: 25.0, max_command_buffer_gflop: 250.0, subgroups: true }
     }
 }
 
@@ -122,6 +136,7 @@ pub(super) struct Inner {
     /// Mappable buffers of finished readbacks, for the next ones.
     pub(super) staging: Mutex<Vec<wgpu::Buffer>>,
     pub(super) gemm: GemmVariant,
+    pub(super) attention: AttentionVariant,
     pub(super) max_dispatch_gflop: f64,
 }
 
@@ -270,6 +285,7 @@ impl Gpu {
             pace: Mutex::new(None),
             staging: Mutex::new(Vec::new()),
             gemm: opts.gemm,
+            attention: opts.attention,
             max_dispatch_gflop: opts.max_dispatch_gflop,
         })))
     }
@@ -298,6 +314,10 @@ impl Gpu {
     /// The GEMM kernel family ([`GpuOptions::gemm`]).
     pub fn gemm(&self) -> GemmVariant {
         self.0.gemm
+    }
+    /// The attention kernel family ([`GpuOptions::attention`]).
+    pub fn attention(&self) -> AttentionVariant {
+        self.0.attention
     }
     /// [`GpuOptions::max_dispatch_gflop`].
     pub fn max_dispatch_gflop(&self) -> f64 {

@@ -10,7 +10,7 @@ mod recorder;
 mod shader;
 mod tensor;
 
-pub use context::{GemmVariant, Gpu, GpuInfo, GpuOptions};
+pub use context::{AttentionVariant, GemmVariant, Gpu, GpuInfo, GpuOptions};
 pub use pipelines::PipelineInfo;
 pub use pool::PoolStats;
 pub use readback::Readback;

@@ -47,6 +47,7 @@ use crate::error::{Error, Result};
 pub fn shader_files() -> &'static [(&'static str, &'static str)] {
     &[
         ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),
+        ("attention_common.wgsl", include_str!("../../shaders/attention_common.wgsl")), ("attention_v2.wgsl", include_str!("../../shaders/attention_v2.wgsl")), ("attention_v2_core.wgsl", include_str!("../../shaders/attention_v2_core.wgsl")),
         ("conv2d.wgsl", include_str!("../../shaders/conv2d.wgsl")),
         ("elementwise.wgsl", include_str!("../../shaders/elementwise.wgsl")),
         ("embedding.wgsl", include_str!("../../shaders/embedding.wgsl")),

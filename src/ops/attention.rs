@@ -1,14 +1,38 @@
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{AttentionVariant, Gpu, Tensor};
 
 use super::gemm::dispatch_ranges;
 use super::{f, u, Out};
 
 
-/// Largest head dim the kernels support (shaders/attention.wgsl `attention_wide`).
+/// Largest head dim the kernels support (v1 `attention_wide`, v2 `attention_v2_d512`).
 pub const MAX_HEAD_DIM: usize = 512;
 
-/// Head dims up to this use the `attention` kernel (Q row in registers, 64 query rows per
+/// v2 kernels (shaders/attention_v2.wgsl) by head-dim bucket: (largest D, kernel, query rows
+/// per workgroup = the shader's BQ). Any D up to the bucket's is exact (zero padding).
+const V2_KERNELS: [(usize, &str, usize); 7] = [
+    (8, "attention_v2_d8", 128),
+    (16, "attention_v2_d16", 128),
+    (40, "attention_v2_d40", 128),
+    (64, "attention_v2_d64", 64),
+    (80, "attention_v2_d80", 64),
+    (160, "attention_v2_d160", 64),
+    (512, "attention_v2_d512", 32),
+];
+
+/// (file, kernel, query rows per workgroup) of the variant's kernel for head dim `d` (1..=512).
+pub fn attention_kernel(variant: AttentionVariant, d: usize) -> (&'static str, &'static str, usize) {
+    match variant {
+        AttentionVariant::V1 if d <= ROWS_MAX_HEAD_DIM => ("attention.wgsl", "attention", 64),
+        AttentionVariant::V1 => ("attention.wgsl", "attention_wide", 32),
+        AttentionVariant::V2 => {
+            let &(_, kernel, bq) = V2_KERNELS.iter().find(|(max_d, _, _)| d <= *max_d).unwrap_or(&V2_KERNELS[6]);
+            ("attention_v2.wgsl", kernel, bq)
+        }
+    }
+}
+
+/// v1: head dims up to this use the `attention` kernel (Q row in registers, 64 query rows per
 /// workgroup); larger ones `attention_wide` (score tile summed over head-dim chunks, 32 rows).
 const ROWS_MAX_HEAD_DIM: usize = 80;
 
@@ -46,7 +70,7 @@ pub fn attention_views(gpu: &Gpu, q: View, k: View, v: View, c: usize, heads: us
     if d > MAX_HEAD_DIM {
         return shape_err("attention", format!("head dim {d} > {MAX_HEAD_DIM}"));
     }
-    let (kernel, block_q) = if d <= ROWS_MAX_HEAD_DIM { ("attention", 64) } else { ("attention_wide", 32) };
+    let (file, kernel, block_q) = attention_kernel(gpu.attention(), d);
     let (qw, kw, vw) = (qs[2], ks[2], vs[2]);
     let strides = [sq * qw, qw, sk * kw, kw, sk * vw, vw, q.offset, k.offset, v.offset];
     let pairs = d % 2 == 0 && strides.iter().all(|s| s % 2 == 0);
@@ -56,6 +80,6 @@ pub fn attention_views(gpu: &Gpu, q: View, k: View, v: View, c: usize, heads: us
     let mut params = [u(b), u(heads), u(sq), u(sk), u(d), s0, s1, s2, s3, s4, s5, s6, s7, s8, causal as u32, f(scale), pairs as u32, 0];
     // Query blocks in ranges of at most `max_dispatch_gflop` each (P.tile0 offsets them).
     let workgroups = (b * heads * sq.div_ceil(block_q)) as u64;
-    dispatch_ranges(gpu, "attention.wgsl", kernel, &mut params, 17, &[q.t, k.t, v.t, &out.t], workgroups, flops)?;
+    dispatch_ranges(gpu, file, kernel, &mut params, 17, &[q.t, k.t, v.t, &out.t], workgroups, flops)?;
     out.finish(gpu)
 }

@@ -10,7 +10,7 @@ mod norm;
 mod sampler;
 mod softmax;
 
-pub use attention::{attention, attention_views, View};
+pub use attention::{attention, attention_kernel, attention_views, View};
 pub use elementwise::{add, add_bcast, affine, cast, clamp, fill, gelu, geglu, mul, quick_gelu, silu, soft_clamp, unary, Act};
 pub use embedding::{timestep_embedding, timestep_freqs, token_position_embedding};
 pub use gemm::{conv1x1_to_tokens, conv2d, conv2d_fused, linear, linear_fused, matmul, matmul_split_k, tokens_to_conv1x1, Conv2d, ConvFuse, LayerNormIn, LinearFuse};

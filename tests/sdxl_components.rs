@@ -324,3 +324,52 @@ async fn vae() {
     }
 }
 gpu_test!(sdxl_vae_matches_diffusers, vae());
+
+/// The UNet with f16 storage (f32 text embeddings and time ids cast on the way in): within
+/// f16's tolerance of diffusers' f32 output (2e-2·max|ref|, as the other families' f16 runs).
+async fn unet_f16() {
+    let c = case("unet");
+    let g = fx("sdxl/golden.safetensors");
+    let gpu = common::gpu(true).await;
+    let rel = "sdxl/model/unet/diffusion_pytorch_model.safetensors";
+    let sd = load_named(&gpu, DType::F16, configs(), &["unet"], vec![(rel.to_string(), fx(rel), Layout::Component("unet".into()))]);
+    let up = |key: &str, dt: DType| {
+        let (v, shape) = golden(&g, key);
+        gpu.upload(&shape, dt, &v).unwrap()
+    };
+    let x = up("unet_sample", DType::F16);
+    let ctx = up("unet_encoder_hidden_states", DType::F16);
+    let added = AddedCond { text_embeds: up("unet_text_embeds", DType::F32), time_ids: up("unet_time_ids", DType::F32) };
+    let t = c["extra_args"]["timestep"].as_f64().unwrap() as f32;
+    let tt = gpu.upload(&[2], DType::F32, &[t, t]).unwrap();
+    let y = sd.unet.forward_full(&sd.ctx(&gpu), &x, &tt, &ctx, None, Some(&added)).unwrap();
+    let (want, _) = golden(&g, "unet_out");
+    assert_close("sdxl unet out (f16)", &gpu.read(&y).await.unwrap(), &want, 2e-2);
+}
+gpu_test!(sdxl_unet_f16_storage, unet_f16());
+
+/// A diffusers SDXL folder loads from disk (text_encoder_2/ found through its config and
+/// model_index.json), and so does a synthetic one written by `synth` for the same configs.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn sdxl_folders_load_from_disk() {
+    pollster::block_on(async {
+        let gpu = common::gpu(true).await;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdxl/model");
+        let sd = StableDiffusion::load(&gpu, &dir, DType::F32, None).expect("load the sdxl folder");
+        assert!(sd.cfg.is_xl() && sd.clip2.is_some() && sd.cfg.xl.as_ref().unwrap().force_zeros_for_empty_prompt);
+        assert!(sd.warnings.is_empty(), "{:?}", sd.warnings);
+        let (_, _, _, specs) = sd_webgpu::model::build(&sd.cfg);
+        assert!(specs.iter().any(|s| s.name == "text_encoder_2/text_projection.weight"));
+        assert!(sd.weights.find("text_encoder_2/final_layer_norm.weight").is_some());
+        let out = std::env::temp_dir().join(format!("sd-webgpu-synth-sdxl-{}", std::process::id()));
+        let files = sd_webgpu::weights::synth::write_model(&out, &sd.cfg, true).unwrap();
+        assert_eq!(files.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), vec!["unet", "vae", "text_encoder", "text_encoder_2"]);
+        let index = std::fs::read_to_string(out.join("model_index.json")).unwrap();
+        assert!(index.contains("StableDiffusionXLPipeline") && index.contains("force_zeros_for_empty_prompt"));
+        let synth = StableDiffusion::load(&gpu, &out, DType::F16, Some("fp16")).expect("load the synthetic sdxl folder");
+        assert!(synth.cfg.is_xl() && synth.clip2.is_some());
+        assert_eq!(synth.weights.len(), sd.weights.len());
+        std::fs::remove_dir_all(&out).unwrap();
+    });
+}

@@ -274,19 +274,21 @@ async fn single_file_errors() {
     let e = run(wrong).err().expect("a wrongly shaped projection is an error");
     log!("wrong shape: {e}");
     assert!(e.contains(PROJ) && e.contains("[32, 24]") && e.contains("[24, 32]"), "{e}");
-    // Unknown tensors: warned about by name; harmless extras (position_ids) are not.
+    // Unknown tensors: warned about by name; harmless extras (position_ids, sgm's
+    // denoiser.sigmas) are not.
     let extra = rebuild(&|n, s, b| {
         let mut v = vec![(n.to_string(), s, b)];
         if n == PROJ {
             v.push(("conditioner.embedders.1.model.some_new_head.weight".into(), vec![2], bytes_of(&[1.0, 2.0])));
             v.push(("conditioner.embedders.0.transformer.text_model.embeddings.position_ids".into(), vec![1, 77], bytes_of(&[0.0; 77])));
+            v.push(("denoiser.sigmas".into(), vec![4], bytes_of(&[0.03, 1.0, 5.0, 14.6])));
         }
         v
     });
     let (_, warnings) = run(extra).expect("extras load");
     log!("warnings: {warnings:?}");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("conditioner.embedders.1.model.some_new_head.weight") && !warnings[0].contains("position_ids"), "{warnings:?}");
+    assert!(warnings[0].contains("conditioner.embedders.1.model.some_new_head.weight") && !warnings[0].contains("position_ids") && !warnings[0].contains("denoiser"), "{warnings:?}");
 }
 gpu_test!(single_file_missing_wrong_and_unknown_tensors_are_named, single_file_errors());
 

@@ -298,7 +298,7 @@ fn vae_key(k: &str, l: &VaeLayout) -> Option<String> {
 }
 
 /// Extras real checkpoints carry that are skipped without a warning: position ids,
-/// EMA copies, the LDM scheduler buffers, batch-norm counters, CLIP's logit scale.
+/// EMA copies, the LDM / sgm scheduler buffers, batch-norm counters, CLIP's logit scale.
 pub fn harmless_extra(key: &str) -> bool {
     key.ends_with("position_ids")
         || key.starts_with("model_ema.")
@@ -306,6 +306,7 @@ pub fn harmless_extra(key: &str) -> bool {
         || key.ends_with("num_batches_tracked")
         || key.contains("logit_scale")
         || !key.contains('.') // betas, alphas_cumprod, posterior_* ... (LDM scheduler buffers)
+        || key.starts_with("denoiser.") // sgm (SDXL) checkpoints: the denoiser's sigma table
         || key.starts_with("lora_")
         // SD-2.x single files: OpenCLIP's last block (unused: the penultimate layer is the
         // output) and its projection

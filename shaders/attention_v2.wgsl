@@ -21,17 +21,18 @@
 // and P·V straight from registers (P never goes to workgroup memory).
 //   Barriers per key block: 2 (L = 1) or 3 (L > 1); v1: 4 (D <= 80), 2·⌈D/32⌉ + 2·⌈D/64⌉ (D > 80).
 //
-// Kernel          D       DV   L  RQ  WG  BQ  BK f32/f16  workgroup bytes f32 / f16
-// attention_v2_d8   1..8     2  1  2   64  128  32 / 32     2048 / 1024
-// attention_v2_d16  9..16    4  1  2   64  128  32 / 32     4096 / 2048
-// attention_v2_d40  17..40  10  1  2   64  128  16 / 16     5120 / 2560
-// attention_v2_d64  41..64  16  1  1   64   64  16 / 16     8192 / 4096
-// attention_v2_d80  65..80  20  1  1   64   64  16 / 16    10240 / 5120
-// attention_v2_d160 81..160 40  2  1  128   64   8 / 8     14336 / 9216
-// attention_v2_d512 161..512 128 8 1  256   32   3 / 4     15360 / 12288
-// (bytes = 2·BK·DV·16 (f32) or 2·BK·DV·8 (f16) for the K/V tiles, + WG·RQ·BK·4 for the lane
-//  sums when L > 1; at most 16 KiB.) The Rust side (src/ops/attention.rs, V2_KERNELS) picks
-//  the kernel by D and must know BQ.
+// Kernel            D        DV   L  RQ  WG   BQ  BK f32/f16  workgroup bytes f32 / f16
+// attention_v2_d8    1..8      2  1  2   64  128  32 / 32      2052 / 1028
+// attention_v2_d16   9..16     4  1  2   64  128  32 / 32      4100 / 2052
+// attention_v2_d40   17..40   10  1  2   64  128  16 / 16      5124 / 2564
+// attention_v2_d64   41..64   16  1  1   64   64  16 / 16      8196 / 4100
+// attention_v2_d80   65..80   20  1  1   64   64  16 / 16     10244 / 5124
+// attention_v2_d160  81..160  40  2  1  128   64   8 / 8      14340 / 9220
+// attention_v2_d512  161..512 128 8  1  256   32   3 / 4      15364 / 12292
+// (bytes: K/V tiles 2·BK·DV·16 (f32) or 2·BK·DV·8 (f16), + 4·(BQ·BK·L + 1) for the lane sums
+//  when L > 1, else 4 for the unused 1-element array; at most 16 KiB.) The Rust side
+//  (src/ops/attention.rs, V2_KERNELS) picks the kernel by D and must know BQ (a test in
+//  tests/kernels.rs checks it against WG / L · RQ here).
 
 //#include attention_common.wgsl
 

@@ -191,6 +191,14 @@ fn attention_v2_sources() {
             assert!(!src.contains("enable f16;") && !src.contains("array<vec4<f16>"), "{} {dtype:?} native={nat}", k.name);
             assert!(src.contains("var<workgroup> ks: array<vec4<f32>, BK * DV>;"), "{} {dtype:?} native={nat}", k.name);
         }
+        // Workgroup storage within WebGPU's default 16 KiB (sizes as naga lays them out).
+        let bytes = |src: &str| -> u32 {
+            let m = naga::front::wgsl::parse_str(src).unwrap();
+            m.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| m.types[g.ty].inner.size(m.to_ctx())).sum()
+        };
+        let (b32, b16) = (bytes(&assemble(k, &[DType::F32; 4], false).unwrap()), bytes(&native));
+        log!("{}: BQ {bq}, workgroup storage {b32} bytes (f32 tiles) / {b16} bytes (f16 tiles)", k.name);
+        assert!(b32 <= 16384 && b16 <= 16384, "{}: {b32} / {b16} bytes of workgroup storage", k.name);
     }
 }
 cpu_test!(attention_v2_rows_and_f16_tiles, attention_v2_sources);

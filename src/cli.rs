@@ -236,8 +236,8 @@ enum Cmd {
         /// CFG, Euler a).
         #[arg(long, value_enum)]
         family: Option<FamilyArg>,
-        /// SDXL: plan madebyollin/sdxl-vae-fp16-fix stored in f16 (default: the original SDXL
-        /// VAE, which overflows in f16 (force_upcast), stored in f32).
+        /// SDXL: plan madebyollin/sdxl-vae-fp16-fix, run in f16 (default: the original SDXL
+        /// VAE, which overflows in f16 (force_upcast): decoded from an f32 copy of its weights).
         #[arg(long)]
         vae_fp16_fix: bool,
         /// Decode with a tiny VAE (TAESD, madebyollin/taesd's shapes) instead of the VAE.

@@ -284,7 +284,7 @@ pub enum PlanFamily {
     Sd2,
     /// stabilityai/sd-turbo: SD-2.1 shapes at 512², 1 step, guidance 0, Euler (trailing).
     SdTurbo,
-    /// stabilityai/stable-diffusion-xl-base-1.0 ([`Configs::sdxl`]): 1024², CFG, Euler.
+    /// stabilityai/stable-diffusion-xl-base-1.0 ([`Configs::sdxl`]): 1024², 25 steps, CFG 5, Euler.
     Sdxl,
     /// stabilityai/sdxl-turbo ([`Configs::sdxl_turbo`]): SDXL's shapes at 512², 1 step,
     /// guidance 0, Euler a (trailing).
@@ -316,35 +316,36 @@ impl PlanFamily {
             PlanFamily::SdxlTurbo => Configs::sdxl_turbo(),
         }
     }
-    /// (steps, guidance, sampler) of a default generation (SDXL base: 30 steps at guidance 5
-    /// with its shipped Euler; SDXL-Turbo: 1 step, no guidance, Euler a as its scheduler file).
+    /// (steps, guidance, sampler) of a default generation (SDXL base: 25 steps at guidance 5
+    /// with its shipped Euler, as `pipeline::model_defaults`; SDXL-Turbo: 1 step, no guidance, Euler a as its scheduler file).
     pub fn defaults(self) -> (usize, f64, &'static str) {
         match self {
             PlanFamily::SdTurbo => (1, 0.0, "euler"),
-            PlanFamily::Sdxl => (30, 5.0, "euler"),
+            PlanFamily::Sdxl => (25, 5.0, "euler"),
             PlanFamily::SdxlTurbo => (1, 0.0, "euler_a"),
             _ => (20, 7.5, "euler_a"),
         }
     }
 }
 
-/// The storage of each component for a plan in `dtype`, and what the VAE's says: an f16
-/// plan of a VAE whose config says `force_upcast` (SDXL's original VAE overflows in f16;
-/// diffusers upcasts it) keeps the VAE in f32 unless `vae_fp16_fix` (madebyollin's
-/// sdxl-vae-fp16-fix, `force_upcast: false`) is used. SD 1.x / 2.x VAEs are planned in
-/// `dtype` as before (their f16 decode rarely overflows; the pipeline retries in f32 then).
-pub fn plan_dtypes(cfg: &Configs, dtype: DType, vae_fp16_fix: bool) -> (Dtypes, &'static str) {
-    let all = Dtypes::all(dtype);
-    if dtype == DType::F32 {
-        return (all, "f32 (as every component)");
+/// The VAE of a plan: what its config says (`force_upcast`) and how the pipeline runs it.
+/// SDXL's original VAE overflows in f16: its config says `force_upcast`, and the pipeline
+/// (as diffusers' XL pipelines) decodes / encodes with an f32 copy of its weights, made for
+/// the decode and freed after; with `vae_fp16_fix` (madebyollin's sdxl-vae-fp16-fix, same
+/// shapes, `force_upcast: false`) it runs in its storage type. Returns the configs to plan
+/// and the VAE's (storage, run) description.
+pub fn plan_vae(cfg: &Configs, dtype: DType, vae_fp16_fix: bool) -> (Configs, &'static str) {
+    let mut cfg = cfg.clone();
+    if vae_fp16_fix {
+        cfg.vae.force_upcast = false;
     }
-    if !cfg.is_xl() {
-        return (all, "f16 (as every component)");
-    }
-    if vae_fp16_fix || !cfg.vae.force_upcast {
-        return (all, "f16: the fp16-fix VAE (madebyollin/sdxl-vae-fp16-fix, force_upcast false)");
-    }
-    (Dtypes { vae: DType::F32, ..all }, "f32: SDXL's original VAE overflows in f16 (force_upcast); --vae-fp16-fix plans madebyollin/sdxl-vae-fp16-fix in f16")
+    let what = match (dtype, cfg.is_xl() && cfg.vae.force_upcast) {
+        (DType::F32, _) => "f32",
+        (_, true) => "f16 storage, run in f32 (force_upcast: SDXL's original VAE overflows in f16; an f32 copy of its weights is made for each VAE decode / encode and freed after; --vae-fp16-fix plans madebyollin/sdxl-vae-fp16-fix in f16)",
+        (_, false) if cfg.is_xl() => "f16 (the fp16-fix VAE, madebyollin/sdxl-vae-fp16-fix: force_upcast false)",
+        _ => "f16 (an f16 decode that overflows is re-run in f32)",
+    };
+    (cfg, what)
 }
 
 #[derive(Clone, Debug)]
@@ -354,8 +355,8 @@ pub struct PlanOptions {
     pub tiny_vae: bool,
     /// Free the text encoder's weights after encoding.
     pub evict_text_encoder: bool,
-    /// SDXL: the VAE is madebyollin's sdxl-vae-fp16-fix (stored in f16) instead of the
-    /// original (stored in f32: `force_upcast`).
+    /// SDXL: the VAE is madebyollin's sdxl-vae-fp16-fix (run in f16) instead of the
+    /// original (run in f32 from an f32 copy of its weights: `force_upcast`).
     pub vae_fp16_fix: bool,
 }
 
@@ -369,7 +370,7 @@ pub struct FamilyPlan {
     pub guidance: f64,
     pub sampler: String,
     pub decoder: &'static str,
-    /// Storage of the VAE and why ([`plan_dtypes`]).
+    /// Storage of the VAE, and how it runs ([`plan_vae`]).
     pub vae_dtype: &'static str,
     pub vae_precision: &'static str,
     pub evict_text_encoder: bool,
@@ -407,8 +408,8 @@ pub struct FamilyPlan {
 pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DType, p: &Params, o: &PlanOptions) -> crate::Result<FamilyPlan> {
     let p = Params { width, height, ..p.clone() };
     let max_binding = 128u64 << 20;
-    let (dtypes, vae_precision) = plan_dtypes(cfg, dtype, o.vae_fp16_fix);
-    let g = plan_generation_with(cfg, dtypes, &p, Some(max_binding), PlanExtras { tiny_vae: o.tiny_vae, evict_text_encoder: o.evict_text_encoder }).await?;
+    let (cfg, vae_precision) = plan_vae(cfg, dtype, o.vae_fp16_fix);
+    let g = plan_generation_with(&cfg, dtype, &p, Some(max_binding), PlanExtras { tiny_vae: o.tiny_vae, evict_text_encoder: o.evict_text_encoder }).await?;
     let images = p.batch_pos.map(|_| 1).unwrap_or(p.batch) as f64;
     Ok(FamilyPlan {
         family: o.family.name(),
@@ -418,7 +419,7 @@ pub async fn plan_family(cfg: &Configs, height: usize, width: usize, dtype: DTyp
         guidance: p.guidance_scale,
         sampler: p.sampler.clone(),
         decoder: p.decoder.name(),
-        vae_dtype: dtypes.vae.name(),
+        vae_dtype: dtype.name(),
         vae_precision,
         evict_text_encoder: o.evict_text_encoder,
         flops_per_image: g.flops / images,

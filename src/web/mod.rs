@@ -9,10 +9,10 @@ use wasm_bindgen::prelude::*;
 
 use crate::gpu::{DType, Gpu, GpuOptions};
 use crate::image::{encode_png, Rgb};
-use crate::model::config::{ClipConfig, TinyVaeConfig, UnetConfig, VaeConfig};
+use crate::model::config::TinyVaeConfig;
 use crate::model::lora::LoraLoader;
 use crate::model::taesd::TinyVae;
-use crate::model::{Configs, Dtypes, StableDiffusion, COMPONENTS};
+use crate::model::{Configs, Dtypes, StableDiffusion};
 use crate::pipeline::{self, Params, RunOptions};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{source, Layout, Loader};
@@ -119,7 +119,7 @@ impl State {
         let Some(cfg) = cs.sniffer.push(chunk, total, end) else { return Ok(()) };
         let cs = self.checkpoint.take().expect("checked above");
         let (name, total) = cs.file.expect("checked above");
-        let mut loader = StableDiffusion::loader(&self.gpu, &cfg, self.dtypes, &COMPONENTS);
+        let mut loader = StableDiffusion::loader(&self.gpu, &cfg, self.dtypes, &cfg.components());
         loader.begin(&name, total, cfg.single_file_layout());
         loader.feed(&cs.sniffer.into_held()).map_err(js_err)?;
         self.loading = Some((cfg, loader));
@@ -222,16 +222,14 @@ pub fn refuse_pickle(file: String) -> Result<(), JsValue> {
 }
 
 /// Start loading a model. The configs are the text of each component's `config.json`, or
-/// `None` for all three: a single-file checkpoint, whose configs come from its header (SD 1.5
-/// or SD 2.x, a 9-channel inpainting UNet) when its file is fed.
+/// `None` for all three: a single-file checkpoint, whose configs come from its header (SD 1.5,
+/// SD 2.x, SDXL, a 9-channel inpainting UNet) when its file is fed. SDXL folders (a UNet with
+/// `addition_embed_type: text_time`) also give `text_encoder_2/config.json` and, when the
+/// folder has it, `model_index.json` (`force_zeros_for_empty_prompt`, `requires_aesthetics_score`).
 #[wasm_bindgen(js_name = beginModel)]
-pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Option<String>) -> Result<(), JsValue> {
+pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Option<String>, text_encoder_2: Option<String>, model_index: Option<String>) -> Result<(), JsValue> {
     let cfg = match (unet, vae, text_encoder) {
-        (Some(u), Some(v), Some(t)) => Some(Configs {
-            unet: UnetConfig::from_json("unet/config.json", &u).map_err(|e| js_err(e.into()))?,
-            vae: VaeConfig::from_json("vae/config.json", &v).map_err(|e| js_err(e.into()))?,
-            clip: ClipConfig::from_json("text_encoder/config.json", &t).map_err(|e| js_err(e.into()))?,
-        }),
+        (Some(u), Some(v), Some(t)) => Some(Configs::from_json_texts(&u, &v, &t, text_encoder_2.as_deref(), model_index.as_deref()).map_err(js_err)?),
         (None, None, None) => None,
         _ => return Err(invalid("give the config.json of all three components, or none (a single-file checkpoint)")),
     };
@@ -243,7 +241,7 @@ pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Opti
         st.from_checkpoint = cfg.is_none();
         match cfg {
             Some(cfg) => {
-                let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtypes, &COMPONENTS);
+                let loader = StableDiffusion::loader(&st.gpu, &cfg, st.dtypes, &cfg.components());
                 st.loading = Some((cfg, loader));
                 st.checkpoint = None;
             }
@@ -253,8 +251,8 @@ pub fn begin_model(unet: Option<String>, vae: Option<String>, text_encoder: Opti
     })
 }
 
-/// Start a weight file: `component` is "unet" | "vae" | "text_encoder", or "checkpoint"
-/// for an original single-file checkpoint.
+/// Start a weight file: `component` is "unet" | "vae" | "text_encoder" | "text_encoder_2"
+/// (SDXL), or "checkpoint" for an original single-file checkpoint.
 #[wasm_bindgen(js_name = beginFile)]
 pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result<(), JsValue> {
     source::refuse_pickle(&name).map_err(|e| js_err(e.into()))?;
@@ -273,8 +271,8 @@ pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result
         }
         st.feeding_tiny = false;
         if let Some(loader) = st.te_loading.as_mut() {
-            if component != "text_encoder" {
-                return Err(invalid("only text_encoder files go into beginTextEncoder()"));
+            if component != "text_encoder" && component != "text_encoder_2" {
+                return Err(invalid("only text_encoder / text_encoder_2 files go into beginTextEncoder()"));
             }
             loader.begin(&name, total.map(|t| t as u64), Layout::Component(component));
             return Ok(());
@@ -289,7 +287,7 @@ pub fn begin_file(name: String, total: Option<f64>, component: String) -> Result
         let (cfg, loader) = st.loading.as_mut().ok_or_else(|| invalid("beginModel() first"))?;
         let layout = match component.as_str() {
             "checkpoint" => cfg.single_file_layout(),
-            c if COMPONENTS.contains(&c) => Layout::Component(c.to_string()),
+            c if cfg.components().contains(&c) => Layout::Component(c.to_string()),
             c => return Err(invalid(format!("unknown component {c:?}"))),
         };
         loader.begin(&name, total.map(|t| t as u64), layout);
@@ -339,41 +337,35 @@ pub fn end_file() -> Result<(), JsValue> {
 }
 
 /// All files fed: check that every weight arrived, fuse, and get ready. `tokenizer` is
-/// JSON `{vocab, merges, tokenizer_json, config}` (texts, each optional) or null for the
-/// built-in CLIP tokenizer. Returns the warnings as JSON.
+/// JSON `{vocab, merges, tokenizer_json, config, special_tokens_map}` (texts, each optional)
+/// or null for the built-in CLIP tokenizer; `tokenizer_2` the same for SDXL's `tokenizer_2/`
+/// (null: CLIP's BPE padded with "!", as stabilityai's). Returns the warnings as JSON.
 #[wasm_bindgen(js_name = finishModel)]
-pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: Option<String>, evict_text_encoder: Option<bool>) -> Result<String, JsValue> {
-    #[derive(serde::Deserialize, Default)]
-    struct Tok {
-        vocab: Option<String>,
-        merges: Option<String>,
-        tokenizer_json: Option<String>,
-        config: Option<String>,
-        special_tokens_map: Option<String>,
-    }
-    let t: Tok = match tokenizer {
-        Some(j) => serde_json::from_str(&j).map_err(|e| invalid(format!("tokenizer: {e}")))?,
-        None => Tok::default(),
-    };
-    let config = crate::tokenizer::merged_tokenizer_config(t.config.as_deref(), t.special_tokens_map.as_deref()).map_err(js_err)?;
-    let t = Tok { config, ..t };
-    // A single-file SD 2.x checkpoint has neither: SD-2's tokenizer and SD-2.1's scheduler, as
-    // the CLI does.
+pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: Option<String>, evict_text_encoder: Option<bool>, tokenizer_2: Option<String>) -> Result<String, JsValue> {
+    // A single-file SD 2.x checkpoint has neither tokenizer nor scheduler files: SD-2's
+    // tokenizer and SD-2.1's scheduler, as the CLI does.
     let sd2_checkpoint = with_state(|st| Ok(st.from_checkpoint && st.loading.as_ref().is_some_and(|(c, _)| c.is_sd2())))?;
-    let tok = match (t.tokenizer_json, t.vocab, t.merges) {
-        (Some(j), _, _) => ClipTokenizer::from_tokenizer_json(&j, t.config.as_deref()),
-        (None, Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(&v, &m, t.config.as_deref()),
-        _ if sd2_checkpoint => ClipTokenizer::sd2(),
-        _ => ClipTokenizer::sd15(),
-    }
-    .map_err(js_err)?;
+    let tok = match tokenizer_of("tokenizer", tokenizer)? {
+        Some(t) => t,
+        None if sd2_checkpoint => ClipTokenizer::sd2().map_err(js_err)?,
+        None => ClipTokenizer::sd15().map_err(js_err)?,
+    };
+    // SDXL: without tokenizer_2 files the model's own rule applies (CLIP's BPE padded with "!").
+    let tok2 = tokenizer_of("tokenizer_2", tokenizer_2)?;
+    // A single-file SDXL checkpoint: SDXL base's scheduler (tokenizer: CLIP's, tokenizer_2: the
+    // same BPE padded with "!"), as the CLI does.
+    let xl_checkpoint = with_state(|st| Ok(st.from_checkpoint && st.loading.as_ref().is_some_and(|(c, _)| c.is_xl())))?;
     let scheduler_config = match scheduler_config {
         None if sd2_checkpoint => Some(crate::schedulers::SD21_SCHEDULER_CONFIG.to_string()),
+        None if xl_checkpoint => Some(crate::schedulers::SDXL_SCHEDULER_CONFIG.to_string()),
         s => s,
     };
     with_state(|st| {
         let (cfg, loader) = st.loading.take().ok_or_else(|| invalid("beginModel() first"))?;
         let mut sd = StableDiffusion::from_loader(cfg, st.dtypes, loader).map_err(js_err)?;
+        if sd.cfg.is_xl() {
+            sd.tokenizer_2 = tok2;
+        }
         if let Some((tiny, _)) = st.tiny_pending.take() {
             sd.tiny_vae = Some(tiny);
         }
@@ -383,6 +375,31 @@ pub fn finish_model(name: String, tokenizer: Option<String>, scheduler_config: O
         st.model = Some(Rc::new(Model { sd: RefCell::new(sd), tok, scheduler: scheduler_config, name, evict_text_encoder: evict_text_encoder.unwrap_or(false), text_cache: RefCell::new(None) }));
         Ok(warnings)
     })
+}
+
+/// A tokenizer from the worker's JSON `{vocab, merges, tokenizer_json, config,
+/// special_tokens_map}` (texts, each optional; `what` names the folder in errors); `None`
+/// without vocabulary files.
+fn tokenizer_of(what: &str, json: Option<String>) -> Result<Option<ClipTokenizer>, JsValue> {
+    #[derive(serde::Deserialize, Default)]
+    struct Tok {
+        vocab: Option<String>,
+        merges: Option<String>,
+        tokenizer_json: Option<String>,
+        config: Option<String>,
+        special_tokens_map: Option<String>,
+    }
+    let t: Tok = match json {
+        Some(j) => serde_json::from_str(&j).map_err(|e| invalid(format!("{what}: {e}")))?,
+        None => return Ok(None),
+    };
+    let config = crate::tokenizer::merged_tokenizer_config(t.config.as_deref(), t.special_tokens_map.as_deref()).map_err(js_err)?;
+    match (t.tokenizer_json, t.vocab, t.merges) {
+        (Some(j), _, _) => ClipTokenizer::from_tokenizer_json(&j, config.as_deref()).map(Some),
+        (None, Some(v), Some(m)) => ClipTokenizer::from_vocab_merges(&v, &m, config.as_deref()).map(Some),
+        _ => Ok(None),
+    }
+    .map_err(js_err)
 }
 
 /// Start loading a tiny autoencoder (TAESD): `config` is its diffusers `config.json`, or
@@ -463,6 +480,41 @@ struct GenParams {
     /// LoRAs to merge for this generation: `[{name, scale}]` (loaded with beginLora … finishLora);
     /// the prompt's `<lora:name:scale>` tags add to / override these.
     loras: Option<Vec<LoraRequest>>,
+    /// SDXL: the second text encoder's prompts and the micro-conditioning.
+    prompt2: Option<String>,
+    negative_prompt2: Option<String>,
+    original_size: Option<SizeRequest>,
+    target_size: Option<SizeRequest>,
+    crops_coords_top_left: Option<CropRequest>,
+}
+
+/// `{ width, height }` of the generate options (SDXL's `originalSize` / `targetSize`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SizeRequest {
+    width: f64,
+    height: f64,
+}
+
+/// `{ top, left }` of the generate options (SDXL's `cropsCoordsTopLeft`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CropRequest {
+    top: f64,
+    left: f64,
+}
+
+/// (height, width) as diffusers orders `original_size` / `target_size`.
+fn size_hw(v: Option<SizeRequest>, what: &str) -> Result<Option<(usize, usize)>, JsValue> {
+    v.map(|s| {
+        let h = count(Some(s.height), 0, &format!("{what}.height"))?;
+        let w = count(Some(s.width), 0, &format!("{what}.width"))?;
+        if h == 0 || w == 0 || h > 1 << 16 || w > 1 << 16 {
+            return Err(invalid(format!("{what} must be 1 to 65536 pixels on a side (got {w}×{h})")));
+        }
+        Ok((h, w))
+    })
+    .transpose()
 }
 
 #[derive(serde::Deserialize)]
@@ -545,6 +597,15 @@ fn params_of(g: GenParams, model: &Model, init_image: Option<Rgb>, mask: Option<
         timestep_spacing,
         prediction_type,
         prompt_weighting: g.prompt_weighting.unwrap_or(d.prompt_weighting),
+        prompt_2: g.prompt2,
+        negative_prompt_2: g.negative_prompt2,
+        original_size: size_hw(g.original_size, "originalSize")?,
+        target_size: size_hw(g.target_size, "targetSize")?,
+        crops_coords_top_left: g
+            .crops_coords_top_left
+            .map(|c| Ok::<_, JsValue>((count(Some(c.top), 0, "cropsCoordsTopLeft.top")?, count(Some(c.left), 0, "cropsCoordsTopLeft.left")?)))
+            .transpose()?,
+        ..d
     })
 }
 
@@ -738,7 +799,8 @@ pub fn begin_text_encoder() -> Result<(), JsValue> {
     with_state(|st| {
         let m = st.model.as_ref().ok_or_else(|| invalid("no model is loaded"))?;
         let sd = m.sd.borrow();
-        st.te_loading = Some(StableDiffusion::loader(&st.gpu, &sd.cfg, sd.dtypes, &["text_encoder"]));
+        let components: &[&str] = if sd.cfg.clip2.is_some() { &["text_encoder", "text_encoder_2"] } else { &["text_encoder"] };
+        st.te_loading = Some(StableDiffusion::loader(&st.gpu, &sd.cfg, sd.dtypes, components));
         Ok(())
     })
 }

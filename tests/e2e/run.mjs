@@ -48,6 +48,9 @@
 // sd15-realconfig txt2img_batch2, scripts/make_e2e_goldens.py) and sd15-realconfig's own cases.
 //   ui_turbo_taesd               SD-Turbo-style model: its defaults fill the form; 1 step vs diffusers;
 //                                TAESD preview (full size) and fast decode
+//   ui_sdxl_turbo                the tiny SDXL (tests/fixtures/sdxl) with sdxl-turbo's scheduler through the
+//                                page: SDXL-Turbo defaults fill the form (1 step, guidance 0, Euler a), the
+//                                SDXL fields show, the image equals diffusers' txt2img_turbo_1step
 //   api_evict_text_encoder       load({ evictTextEncoder }): freed after encoding, streamed back from
 //                                the cache for a new prompt, same image
 //   resume_after_server_kill     server killed at 40 % of the UNet; resume with Range; cache sha256
@@ -103,12 +106,25 @@ const turboVirtual = Object.fromEntries(
     ["tokenizer/merges.txt", "../tiny-sd15/model/tokenizer/merges.txt"],
   ].map(([url, file]) => [`/model-turbo/${url}`, fs.readFileSync(path.join(SD2, file))]),
 );
+// The tiny SDXL of the reference bundle sdxl/ (tests/fixtures/sdxl: model/ with the small
+// tokenizer files only; the BPE is tiny-sd15's, byte-identical): served at /model-sdxl/ and, with
+// sdxl-turbo's scheduler file (scheduler-turbo/), at /model-sdxl-turbo/.
+const SDXL = path.join(ROOT, "tests/fixtures/sdxl");
+const sdxlVirtual = fs.existsSync(path.join(SDXL, "model"))
+  ? Object.fromEntries(
+      ["/model-sdxl/", "/model-sdxl-turbo/"].flatMap((mount) =>
+        ["tokenizer", "tokenizer_2"].flatMap((dir) =>
+          ["vocab.json", "merges.txt"].map((f) => [`${mount}${dir}/${f}`, fs.readFileSync(path.join(ROOT, "tests/fixtures/tiny-sd15/model/tokenizer", f))]),
+        ),
+      ).concat([["/model-sdxl-turbo/scheduler/scheduler_config.json", fs.readFileSync(path.join(SDXL, "scheduler-turbo/scheduler_config.json"))]]),
+    )
+  : {};
 // The inpainting bundle: model-inpaint (9-channel UNet; text encoder, VAE, tokenizer and
 // scheduler are symlinks into sd15-realconfig/model), init.png and its soft-edged mask.png.
 const INPAINT = path.join(ROOT, "tests/fixtures/inpaint");
 const server = new TestServer({
-  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/model-turbo/": path.join(SD2, "model-turbo"), "/taesd/": path.join(ROOT, "tests/fixtures/taesd/taesd"), "/lora/": path.join(ROOT, "tests/fixtures/lora"), "/model-inpaint/": path.join(INPAINT, "model-inpaint"), "/__e2e__/": PAGES },
-  virtual: turboVirtual,
+  mounts: { "/": DIST, "/model/": MODEL, "/model-real/": MODEL_REAL, "/model-turbo/": path.join(SD2, "model-turbo"), "/taesd/": path.join(ROOT, "tests/fixtures/taesd/taesd"), "/lora/": path.join(ROOT, "tests/fixtures/lora"), "/model-inpaint/": path.join(INPAINT, "model-inpaint"), "/model-sdxl/": path.join(SDXL, "model"), "/model-sdxl-turbo/": path.join(SDXL, "model"), "/__e2e__/": PAGES },
+  virtual: { ...turboVirtual, ...sdxlVirtual },
   port: Number(process.env.E2E_PORT || 0),
 });
 const base = () => server.url;
@@ -1571,6 +1587,67 @@ test("ui_turbo_taesd", async (t) => {
   t.log(`caption: ${JSON.stringify(params)}`);
   fs.mkdirSync(OUT, { recursive: true });
   await page.screenshot({ path: path.join(OUT, "ui-turbo-taesd.png"), fullPage: true });
+});
+
+test("ui_sdxl_turbo", async (t) => {
+  // sdxl/txt2img_turbo_1step (StableDiffusionXLPipeline, sdxl-turbo's EulerAncestral trailing
+  // scheduler, 1 step, guidance 0, seed 42, 64²) through the page: the model's defaults fill the
+  // form, the SDXL fieldset is shown, and the image equals diffusers'. The page's f16 storage:
+  // UI_TOL. diffusers' plain encode_prompt made the golden: prompt weighting off.
+  const g = golden("txt2img_turbo_1step", SDXL);
+  const b = await t.launch({ viewport: { width: 1280, height: 900 } });
+  const page = b.page;
+  server.clearLog();
+  const t0 = Date.now();
+  const resp = await page.goto(`${base()}/index.html?model=/model-sdxl-turbo/&autoload=1`);
+  assert(resp && resp.ok(), `index.html: HTTP ${resp && resp.status()}`);
+  const state = await waitForState(page, ["ready", "error"], 8 * MIN);
+  const msg = await page.locator("#message").textContent().catch(() => null);
+  assert(state === "ready", `page state "${state}": ${msg}`);
+  const loadSeconds = (Date.now() - t0) / 1000;
+  const files = server.requests("/model-sdxl-turbo/").filter((e) => e.method === "GET").map((e) => e.path.slice("/model-sdxl-turbo/".length));
+  t.log(`loaded in ${loadSeconds.toFixed(1)} s; files fetched: ${[...new Set(files)].sort().join(", ")}`);
+  for (const f of ["text_encoder_2/config.json", "text_encoder_2/model.safetensors", "tokenizer_2/special_tokens_map.json", "model_index.json"]) {
+    assert(files.includes(f), `${f} was not fetched`);
+  }
+  const form = await page.evaluate(() => ({
+    steps: document.querySelector("#steps").value, guidance: document.querySelector("#guidance").value,
+    sampler: document.querySelector("#sampler").value, width: document.querySelector("#width").value,
+    height: document.querySelector("#height").value, negativeDisabled: document.querySelector("#negative").disabled,
+    xlShown: !document.querySelector("#xl-options").hidden,
+  }));
+  t.log(`form after load: ${JSON.stringify(form)}`);
+  assert(form.steps === "1" && Number(form.guidance) === 0 && form.sampler === "euler_a", `SDXL-Turbo defaults not applied: ${JSON.stringify(form)}`);
+  assert(form.width === "64" && form.height === "64", `size defaults: ${form.width}x${form.height}`);
+  assert(form.negativeDisabled, "the negative prompt should be greyed at guidance 0");
+  assert(form.xlShown, "the SDXL fields (prompt 2, micro-conditioning) are hidden for an SDXL model");
+  await page.fill("#prompt", g.case.prompt);
+  await page.fill("#prompt2", "");
+  await page.setChecked("#prompt-weighting", false);
+  await page.setChecked("#random-seed", false);
+  await setValue(page, "#seed", String(g.case.seed));
+  const before = await page.locator("#gallery figure.result").count();
+  const t1 = Date.now();
+  await page.click("#generate");
+  await page.waitForFunction((n) => document.querySelectorAll("#gallery figure.result").length > n, before, { timeout: 6 * MIN });
+  const end = await waitForState(page, ["ready", "error"], 2 * MIN);
+  assert(end === "ready", `state after generation: "${end}"`);
+  const genSeconds = (Date.now() - t1) / 1000;
+  const res = await page.evaluate(async () => {
+    const img = document.querySelector("#gallery figure.result img");
+    await img.decode();
+    const c = document.createElement("canvas");
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    c.getContext("2d").drawImage(img, 0, 0);
+    return { px: Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data), width: c.width, height: c.height };
+  });
+  assert(res.width === g.width && res.height === g.height, `image ${res.width}x${res.height}, expected ${g.width}x${g.height}`);
+  const cmp = compareImage(res.px, g);
+  t.log(`generated in ${genSeconds.toFixed(1)} s; golden txt2img_turbo_1step: ${fmtCompare(cmp)} (tolerance ${UI_TOL})`);
+  assert(cmp.mean <= UI_TOL, `mean error ${cmp.mean.toExponential(3)} > ${UI_TOL}`);
+  fs.mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUT, "ui-sdxl-turbo.png"), fullPage: true });
 });
 
 test("api_evict_text_encoder", async (t) => {

@@ -51,6 +51,8 @@
 //   ui_sdxl_turbo                the tiny SDXL (tests/fixtures/sdxl) with sdxl-turbo's scheduler through the
 //                                page: SDXL-Turbo defaults fill the form (1 step, guidance 0, Euler a), the
 //                                SDXL fields show, the image equals diffusers' txt2img_turbo_1step
+//   api_sdxl_evict_text_encoders the tiny SDXL with evictTextEncoder: both text encoders freed after encoding,
+//                                both streamed back from the cache for a new prompt, same images
 //   api_evict_text_encoder       load({ evictTextEncoder }): freed after encoding, streamed back from
 //                                the cache for a new prompt, same image
 //   resume_after_server_kill     server killed at 40 % of the UNet; resume with Range; cache sha256
@@ -1649,6 +1651,41 @@ test("ui_sdxl_turbo", async (t) => {
   fs.mkdirSync(OUT, { recursive: true });
   await page.screenshot({ path: path.join(OUT, "ui-sdxl-turbo.png"), fullPage: true });
 });
+
+test("api_sdxl_evict_text_encoders", async (t) => {
+  // load({ evictTextEncoder }) on the tiny SDXL: both text encoders are freed after encoding
+  // (weightsBytes drops by both), a new prompt streams both back from the browser cache (the
+  // bytes of text_encoder/ and text_encoder_2/ files, no request to the server), the same
+  // prompts again need neither, and the images after the re-stream are the same.
+  const b = await t.launch();
+  await openHarness(b.page, base());
+  const load = await apiLoad(t, b.page, { model: "/model-sdxl-turbo/", variant: null, dtype: "f32", evictTextEncoder: true });
+  assert(load.ok, "load");
+  const te = ["text_encoder/model.safetensors", "text_encoder_2/model.safetensors"].map((f) => fs.statSync(path.join(SDXL, "model", f)).size);
+  const before = await evaluate(b.page, () => window.e2e.sd.stats(), null, MIN);
+  const opts = { prompt: "a majestic lion jumping from a big stone at night", seed: 42, preview: false, promptWeighting: false };
+  const other = { ...opts, prompt: "a watercolor painting of a harbor", prompt2: "soft evening light" };
+  const a0 = await apiGenerate(t, b.page, opts);
+  assert(a0.ok, () => `generate: ${a0.error?.message}`);
+  server.clearLog();
+  const a1 = await apiGenerate(t, b.page, other);
+  const a2 = await apiGenerate(t, b.page, other);
+  const a3 = await apiGenerate(t, b.page, opts);
+  for (const r of [a1, a2, a3]) assert(r.ok, () => `generate: ${r.error?.message}`);
+  const requests = server.requests("/model-sdxl-turbo/").length;
+  const freed = before.weightsBytes - a0.stats.weightsBytes;
+  t.log(`weights on the GPU: ${fmtBytes(before.weightsBytes)} after load, ${fmtBytes(a0.stats.weightsBytes)} after an evicting generation (${fmtBytes(freed)} freed); ` +
+    `text encoder files ${te.map(fmtBytes).join(" + ")}; streamed back: new prompt ${JSON.stringify(a1.textEncoderReload)}, same prompt ${JSON.stringify(a2.textEncoderReload)}, ` +
+    `first prompt again ${JSON.stringify(a3.textEncoderReload)}; ${requests} requests under /model-sdxl-turbo/ meanwhile`);
+  assert(a0.textEncoderReload === null && a2.textEncoderReload === null, "the text encoders were streamed back without need");
+  for (const r of [a1, a3]) assert(r.textEncoderReload && r.textEncoderReload.bytes === te[0] + te[1], `a new prompt streamed back ${JSON.stringify(r.textEncoderReload)}, expected both files (${te[0] + te[1]} B)`);
+  // f32 storage: the freed bytes are both encoders' tensors (the files hold f32 too).
+  assert(freed > 0.95 * (te[0] + te[1]) && freed <= te[0] + te[1], `freed ${freed} B for text encoder files of ${te[0] + te[1]} B`);
+  assert(requests === 0, `streaming the text encoders back fetched ${requests} files from the server instead of the cache`);
+  assert(a3.images[0].pixels.every((v, i) => v === a0.images[0].pixels[i]), "the image after the text encoders came back differs from the first one");
+  assert(a2.images[0].pixels.every((v, i) => v === a1.images[0].pixels[i]), "the cached text states gave another image");
+  assert(!a1.images[0].pixels.every((v, i) => v === a0.images[0].pixels[i]), "another prompt gave the same image");
+}, { timeoutMs: 6 * MIN });
 
 test("api_evict_text_encoder", async (t) => {
   // load({ evictTextEncoder, tinyVae: File[] }): the text encoder is freed after encoding (the GPU holds less

@@ -45,8 +45,8 @@ export interface LoadOptions {
    *  previews are TAESD's full-size decode of the denoised estimate, and `decoder: "tiny"` is
    *  available. */
   tinyVae?: string | File[] | FileList;
-  /** Free the text encoder's weights after each encoding (SD-Turbo fp16: 681 MB), streaming
-   *  them back from the browser cache when a new prompt needs them (`GenerateResult.
+  /** Free the text encoder's weights after each encoding (SD-Turbo fp16: 681 MB; SDXL: both
+   *  text encoders, 1.64 GB), streaming them back from the browser cache when a new prompt needs them (`GenerateResult.
    *  textEncoderReload` says what it cost); the same prompts again need no text encoder.
    *  Lowers the peak by the text encoder's size. Diffusers folders only. Default false. */
   evictTextEncoder?: boolean;
@@ -189,9 +189,12 @@ export interface GenerateResult {
 
 /** What the loaded model is and the settings it is run with when none are given. */
 export interface ModelDefaults {
-  /** How it was detected: "lcm" (an LCM-distilled UNet, time_cond_proj_dim, or an
-   *  LCMScheduler config), "sd-turbo" (trailing EulerDiscrete scheduler, or "turbo" in its
-   *  name), "sd2" (OpenCLIP text encoder, hidden_act gelu), else "sd15". */
+  /** How it was detected: "sdxl" (a UNet with addition_embed_type "text_time": two text
+   *  encoders; 25 steps, guidance 5, Euler, 1024²), "sdxl-turbo" (SDXL with a trailing
+   *  EulerAncestral scheduler, or "turbo" in its name: 1 step, guidance 0, Euler a, 512²),
+   *  "lcm" (an LCM-distilled UNet, time_cond_proj_dim, or an LCMScheduler config),
+   *  "sd-turbo" (trailing EulerDiscrete scheduler, or "turbo" in its name), "sd2" (OpenCLIP
+   *  text encoder, hidden_act gelu), else "sd15". */
   family: "sd15" | "sd2" | "sd-turbo" | "lcm" | "sdxl" | "sdxl-turbo";
   steps: number;
   guidanceScale: number;

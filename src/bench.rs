@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// Most GFLOP per command buffer (a flush with more submits several).
     #[arg(long, default_value_t = 250.0)]
     pub max_command_buffer_gflop: f64,
+    /// Norm / softmax reductions without subgroup operations even where the adapter has
+    /// them ([`crate::gpu::GpuOptions::subgroups`]), to compare both variants.
+    #[arg(long)]
+    pub no_subgroups: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -97,6 +101,7 @@ impl BenchArgs {
             },
             max_dispatch_gflop: self.max_dispatch_gflop,
             max_command_buffer_gflop: self.max_command_buffer_gflop,
+            subgroups: !self.no_subgroups,
             ..Default::default()
         }
     }

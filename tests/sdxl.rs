@@ -197,6 +197,17 @@ async fn explicit_empty_negative_is_encoded() {
     let solo = pipeline::encode_text(&gpu, &sd, &tok, &Params { guidance_scale: 1.0, negative_prompt: None, ..p }).unwrap();
     assert_eq!(solo.states().shape()[0], 1, "no CFG: one row");
     assert_eq!(solo.pooled().unwrap().shape()[0], 1, "no CFG: one pooled row");
+    // The family and its defaults from the configs: SDXL with its shipped Euler, SDXL-Turbo
+    // with sdxl-turbo's scheduler file (size: sample_size 8 × 8).
+    for (sched, fam, steps, guidance, sampler) in [
+        ("sdxl/model/scheduler/scheduler_config.json", pipeline::Family::Sdxl, 25, 5.0, "euler"),
+        ("sdxl/scheduler-turbo/scheduler_config.json", pipeline::Family::SdxlTurbo, 1, 0.0, "euler_a"),
+    ] {
+        let d = pipeline::model_defaults(&sd, Some(&fx_text(sched)), "model");
+        assert_eq!((d.family, d.steps, d.guidance_scale, d.sampler, d.width, d.height), (fam, steps, guidance, sampler, 64, 64), "{sched}");
+        assert_eq!(d.negative_prompt_used, guidance > 1.0);
+    }
+    assert_eq!(pipeline::model_defaults(&sd, None, "sdxl-turbo").family, pipeline::Family::SdxlTurbo);
 }
 gpu_test!(explicit_empty_negative_prompt_is_encoded, explicit_empty_negative_is_encoded());
 

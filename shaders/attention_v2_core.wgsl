@@ -76,12 +76,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
         for (var j = 0u; j < BK; j = j + 1u) {
-            // vec4 partial dots: four independent FMA chains per row instead of one.
+            // vec4 partial dots: four independent FMA chains per row instead of one. Zeroed
+            // explicitly: with `var d: …;` alone (zero per iteration by the WGSL spec) and
+            // `fma`, Chromium + SwiftShader got wrong scores (every case with Sk > 1 failed,
+            // Sk = 1 passed) while lavapipe passed.
             var d: array<vec4<f32>, RQ>;
+            for (var r = 0u; r < RQ; r = r + 1u) {
+                d[r] = vec4<f32>(0.0);
+            }
             for (var c = 0u; c < NC; c = c + 1u) {
                 let kx = vec4<f32>(ks[j * DV + lane + L * c]);
                 for (var r = 0u; r < RQ; r = r + 1u) {
-                    d[r] = fma(qr[r * NC + c], kx, d[r]);
+                    d[r] = d[r] + qr[r * NC + c] * kx;
                 }
             }
             for (var r = 0u; r < RQ; r = r + 1u) {

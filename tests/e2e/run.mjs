@@ -50,7 +50,8 @@
 //                                TAESD preview (full size) and fast decode
 //   ui_sdxl_turbo                the tiny SDXL (tests/fixtures/sdxl) with sdxl-turbo's scheduler through the
 //                                page: SDXL-Turbo defaults fill the form (1 step, guidance 0, Euler a), the
-//                                SDXL fields show, the image equals diffusers' txt2img_turbo_1step
+//                                SDXL fields show, the image equals diffusers' txt2img_turbo_1step; the
+//                                presets fill model + TAESD / TAESDXL
 //   api_sdxl_evict_text_encoders the tiny SDXL with evictTextEncoder: both text encoders freed after encoding,
 //                                both streamed back from the cache for a new prompt, same images
 //   api_evict_text_encoder       load({ evictTextEncoder }): freed after encoding, streamed back from
@@ -1650,6 +1651,19 @@ test("ui_sdxl_turbo", async (t) => {
   assert(cmp.mean <= UI_TOL, `mean error ${cmp.mean.toExponential(3)} > ${UI_TOL}`);
   fs.mkdirSync(OUT, { recursive: true });
   await page.screenshot({ path: path.join(OUT, "ui-sdxl-turbo.png"), fullPage: true });
+  // The presets fill the model and its tiny VAE (nothing is loaded until Load); editing the
+  // model field by hand leaves the preset.
+  const presets = {};
+  for (const v of ["sdxl", "sdxl-turbo", "sd15"]) {
+    await page.selectOption("#preset", v);
+    presets[v] = await page.evaluate(() => [document.querySelector("#model").value, document.querySelector("#tiny-vae").value]);
+  }
+  t.log(`presets: ${JSON.stringify(presets)}`);
+  assert(presets.sdxl[0] === "stabilityai/stable-diffusion-xl-base-1.0" && presets.sdxl[1] === "madebyollin/taesdxl", `SDXL preset: ${presets.sdxl}`);
+  assert(presets["sdxl-turbo"][0] === "stabilityai/sdxl-turbo" && presets["sdxl-turbo"][1] === "madebyollin/taesdxl", `SDXL-Turbo preset: ${presets["sdxl-turbo"]}`);
+  assert(presets.sd15[1] === "madebyollin/taesd", `SD 1.5 preset: ${presets.sd15}`);
+  await page.fill("#model", "/model-sdxl/");
+  assert((await page.evaluate(() => document.querySelector("#preset").value)) === "", "editing the model kept the preset");
 });
 
 test("api_sdxl_evict_text_encoders", async (t) => {

@@ -701,7 +701,7 @@ fn encode_text_xl(gpu: &Gpu, sd: &StableDiffusion, tok: &ClipTokenizer, p: &Para
     let dt = sd.dtypes.unet;
     let (b, _) = images_made(p);
     let cfg = uses_cfg(sd, p);
-    let force_zeros = sd.cfg.xl.as_ref().map_or(true, |x| x.force_zeros_for_empty_prompt);
+    let force_zeros = sd.cfg.xl.as_ref().is_none_or(|x| x.force_zeros_for_empty_prompt);
     let zero_negative = cfg && p.negative_prompt.is_none() && force_zeros;
     let encode_negative = cfg && !zero_negative;
     gpu.trim_pool();

@@ -298,6 +298,22 @@ async fn unet() {
     assert!(e.contains("SDXL"), "{e}");
     let short = AddedCond { text_embeds: up("unet_text_embeds").reshape(&[1, 48]).unwrap(), time_ids: up("unet_time_ids") };
     assert!(sd.unet.forward_full(&cx, &x, &tt, &ctx, None, Some(&short)).is_err());
+    // The refiner's aesthetic-score rule gives 5 time ids and a pooled embedding that fills the
+    // rest of add_embedding's input. Same input layout: text_embeds' rows extended by the
+    // sinusoidal embedding of time id 0 (diffusers' golden) and time ids 1..5 give exactly
+    // cat(text_embeds, emb(time ids 0..5)), so the output must be diffusers' unet_out again.
+    let (text, ts) = golden(&g, "unet_text_embeds");
+    let (sinus, _) = golden(&g, "unet_time_embeds_sinusoidal");
+    let (p, dim) = (ts[1], sinus.len() / (b * 6));
+    let text5: Vec<f32> = (0..b).flat_map(|r| text[r * p..(r + 1) * p].iter().chain(&sinus[r * 6 * dim..r * 6 * dim + dim]).copied().collect::<Vec<_>>()).collect();
+    let ids5: Vec<f32> = (0..b).flat_map(|r| tid[r * 6 + 1..r * 6 + 6].to_vec()).collect();
+    let five = AddedCond { text_embeds: gpu.upload(&[b, p + dim], DType::F32, &text5).unwrap(), time_ids: gpu.upload(&[b, 5], DType::F32, &ids5).unwrap() };
+    let y5 = sd.unet.forward_full(&cx, &x, &tt, &ctx, None, Some(&five)).unwrap();
+    assert_close("sdxl unet out, 5 time ids (aesthetic-score layout)", &gpu.read(&y5).await.unwrap(), &want, TOL);
+    // 5 time ids beside a 6-id-wide pooled embedding do not fit add_embedding.
+    let wrong = AddedCond { text_embeds: up("unet_text_embeds"), time_ids: gpu.upload(&[b, 5], DType::F32, &ids5).unwrap() };
+    let e = sd.unet.forward_full(&cx, &x, &tt, &ctx, None, Some(&wrong)).err().expect("ran with a pooled width that does not fit").to_string();
+    assert!(e.contains("projection_class_embeddings_input_dim"), "{e}");
 }
 gpu_test!(sdxl_unet_matches_diffusers, unet());
 

@@ -200,9 +200,16 @@ impl UnetConfig {
     pub fn is_xl(&self) -> bool {
         self.addition_embed_type.as_deref() == Some("text_time")
     }
-    /// Width of the pooled text embedding an XL UNet takes (`text_embeds` [B, this]).
+    /// Width of the pooled text embedding an XL UNet takes (`text_embeds` [B, this]) beside
+    /// SDXL base's 6 time ids.
     pub fn pooled_text_dim(&self) -> Option<usize> {
-        Some(self.projection_class_embeddings_input_dim? - 6 * self.addition_time_embed_dim?)
+        self.pooled_text_dim_for(6)
+    }
+    /// The same beside `time_ids` time ids (SDXL base: 6 = original size, crop, target size;
+    /// the refiner's `requires_aesthetics_score` rule: 5 = original size, crop, aesthetic
+    /// score). None when the config leaves no room for them.
+    pub fn pooled_text_dim_for(&self, time_ids: usize) -> Option<usize> {
+        self.projection_class_embeddings_input_dim?.checked_sub(time_ids.checked_mul(self.addition_time_embed_dim?)?).filter(|&p| p > 0)
     }
     /// Transformer blocks of down block `i`'s attentions.
     pub fn transformer_layers_down(&self, i: usize) -> usize {

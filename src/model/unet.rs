@@ -153,8 +153,9 @@ impl Unet {
     pub fn time_ids_embedding(&self, c: &Ctx, time_ids: &Tensor, dtype: DType) -> Result<Tensor> {
         let tt = self.text_time.as_ref().ok_or_else(|| Error::Invalid("this UNet has no text_time conditioning (not SDXL)".into()))?;
         let b = time_ids.shape().first().copied().unwrap_or(0);
-        if time_ids.dtype() != DType::F32 || time_ids.shape() != [b, 6] {
-            return Err(Error::Shape { op: "unet", detail: format!("time_ids {time_ids:?} must be f32 [B, 6]") });
+        let n = time_ids.shape().get(1).copied().unwrap_or(0);
+        if time_ids.dtype() != DType::F32 || time_ids.rank() != 2 || !(1..=6).contains(&n) {
+            return Err(Error::Shape { op: "unet", detail: format!("time_ids {time_ids:?} must be f32 [B, 6] (SDXL base) or [B, 5] (aesthetic-score rule)") });
         }
         let freqs = match tt.freqs.get() {
             Some(f) => f.clone(),
@@ -163,8 +164,8 @@ impl Unet {
                 tt.freqs.get_or_init(|| f).clone()
             }
         };
-        let e = ops::timestep_embedding(c.gpu, &time_ids.reshape(&[b * 6])?, &freqs, tt.dim, self.cfg.flip_sin_to_cos, dtype)?;
-        e.reshape(&[b, 6 * tt.dim])
+        let e = ops::timestep_embedding(c.gpu, &time_ids.reshape(&[b * n])?, &freqs, tt.dim, self.cfg.flip_sin_to_cos, dtype)?;
+        e.reshape(&[b, n * tt.dim])
     }
 
     /// The time embedding every resnet sees, before its SiLU: `time_embedding(t)` (+ LCM's
@@ -214,14 +215,21 @@ impl Unet {
             }
             (Some(tt), Some(a)) => (tt, a),
         };
-        let p = self.cfg.pooled_text_dim().unwrap_or(0);
-        if a.text_embeds.shape() != [b, p] || a.time_ids.shape() != [b, 6] {
-            return Err(Error::Shape { op: "unet", detail: format!("text_embeds {:?} / time_ids {:?} must be [{b}, {p}] / [{b}, 6]", a.text_embeds.shape(), a.time_ids.shape()) });
+        // 6 time ids (SDXL base) or 5 (the refiner's aesthetic-score rule): the pooled text
+        // embedding fills the rest of add_embedding's input.
+        let n = a.time_ids.shape().get(1).copied().unwrap_or(0);
+        let p = self.cfg.pooled_text_dim_for(n).unwrap_or(0);
+        if p == 0 || a.text_embeds.shape() != [b, p] || a.time_ids.shape() != [b, n] {
+            let input = self.cfg.projection_class_embeddings_input_dim.unwrap_or(0);
+            return Err(Error::Shape {
+                op: "unet",
+                detail: format!("text_embeds {:?} / time_ids {:?} must be [{b}, P] / [{b}, n] with P + n·{} = projection_class_embeddings_input_dim {input}", a.text_embeds.shape(), a.time_ids.shape(), tt.dim),
+            });
         }
         let time = self.time_ids_embedding(c, &a.time_ids, dtype)?;
         let text = if a.text_embeds.dtype() != dtype { ops::cast(c.gpu, &a.text_embeds, dtype)? } else { a.text_embeds.clone() };
-        // Text first, then the time ids: [B, P + 6·dim] through the channel concatenation.
-        let cat = ops::concat_channels(c.gpu, &text.reshape(&[b, p, 1])?, &time.reshape(&[b, 6 * tt.dim, 1])?)?.reshape(&[b, p + 6 * tt.dim])?;
+        // Text first, then the time ids: [B, P + n·dim] through the channel concatenation.
+        let cat = ops::concat_channels(c.gpu, &text.reshape(&[b, p, 1])?, &time.reshape(&[b, n * tt.dim, 1])?)?.reshape(&[b, p + n * tt.dim])?;
         let h = tt.lin1.fwd(c, &cat, Act::Silu, None)?;
         Ok(Some(tt.lin2.fwd(c, &h, Act::None, None)?))
     }

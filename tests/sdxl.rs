@@ -48,6 +48,8 @@ bundle_files!(
     "sdxl/model/tokenizer/special_tokens_map.json",
     "sdxl/model/tokenizer_2/tokenizer_config.json",
     "sdxl/model/tokenizer_2/special_tokens_map.json",
+    "taesd/taesd/config.json",
+    "taesd/taesd/diffusion_pytorch_model.safetensors",
 );
 
 fn case(name: &str) -> serde_json::Value {

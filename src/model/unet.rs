@@ -24,7 +24,9 @@ struct Up {
 pub struct AddedCond {
     /// [B, P] pooled text embedding (text_encoder_2's projected EOS state).
     pub text_embeds: Tensor,
-    /// [B, 6] f32: original (h, w), crop (top, left), target (h, w).
+    /// [B, 6] f32: original (h, w), crop (top, left), target (h, w); or [B, 5] under the
+    /// refiner's aesthetic-score rule: original (h, w), crop (top, left), aesthetic score
+    /// (`text_embeds` then fills the rest of add_embedding's input).
     pub time_ids: Tensor,
 }
 
